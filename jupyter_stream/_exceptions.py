@@ -1,0 +1,141 @@
+"""The one error family of jupyter_stream.
+
+Every error names what went wrong and what to do about it, and carries the part of the reply that
+had already arrived (``error.reply``), so nothing received is lost. A user stop is not an error.
+No message, repr or traceback text ever contains an API key.
+
+    JupyterStreamError
+    ├── ConfigurationError        bad option or environment value
+    ├── ConnectError              the server could not be reached (names host:port)
+    ├── StreamTimeout             connect timeout (a deadline that ends a stream is a stop reason)
+    ├── HTTPStatusError           the server answered with a 4xx or 5xx status
+    │   ├── BadRequestError       400, 422: the server rejected the request
+    │   ├── AuthenticationError   401, 403: names the key variable and base URL, never the key
+    │   ├── NotFoundError         404: names the model and the URL
+    │   ├── RateLimitError        429: shows Retry-After
+    │   └── ServerError           5xx
+    ├── ProtocolError             the response is not a chat completion event stream
+    │   ├── EventTooLargeError    an SSE line or event exceeded the decoder's buffer cap
+    │   ├── TruncatedStreamError  the stream ended without [DONE] or a finish reason
+    │   └── ConnectionLostError   the connection dropped in the middle of the stream
+    └── APIError                  the server sent an error event in the middle of the stream
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._protocol import Reply
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ConnectError",
+    "ConnectionLostError",
+    "EventTooLargeError",
+    "HTTPStatusError",
+    "JupyterStreamError",
+    "NotFoundError",
+    "ProtocolError",
+    "RateLimitError",
+    "ServerError",
+    "StreamTimeout",
+    "TruncatedStreamError",
+]
+
+
+class JupyterStreamError(Exception):
+    """Root of every error jupyter_stream raises. ``reply`` holds what arrived before it."""
+
+    def __init__(self, message: str, *, reply: Reply | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reply = reply
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigurationError(JupyterStreamError):
+    """An option or environment variable has a value that cannot work."""
+
+
+class ConnectError(JupyterStreamError):
+    """The server could not be reached: refused, unknown host, TLS failure."""
+
+
+class StreamTimeout(JupyterStreamError):
+    """The server did not accept the connection or answer in time."""
+
+
+class HTTPStatusError(JupyterStreamError):
+    """The server answered with an error status instead of an event stream."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: str = "",
+        retry_after: float | None = None,
+        reply: Reply | None = None,
+    ) -> None:
+        super().__init__(message, reply=reply)
+        self.status_code = status_code
+        self.body = body
+        self.retry_after = retry_after
+
+
+class BadRequestError(HTTPStatusError):
+    """400 or 422: the server rejected the request's content."""
+
+
+class AuthenticationError(HTTPStatusError):
+    """401 or 403: the API key is missing, wrong, or not allowed this model."""
+
+
+class NotFoundError(HTTPStatusError):
+    """404: wrong base URL, or a model the server does not have."""
+
+
+class RateLimitError(HTTPStatusError):
+    """429: too many requests; ``retry_after`` says how long the server asks you to wait."""
+
+
+class ServerError(HTTPStatusError):
+    """5xx: the server (or a proxy in front of it) failed."""
+
+
+class ProtocolError(JupyterStreamError):
+    """The response is not a well-formed chat completion event stream."""
+
+
+class EventTooLargeError(ProtocolError):
+    """A line or event grew past the SSE decoder's buffer cap."""
+
+
+class TruncatedStreamError(ProtocolError):
+    """The stream ended with neither ``data: [DONE]`` nor a finish reason."""
+
+
+class ConnectionLostError(ProtocolError):
+    """The connection dropped while the answer was streaming."""
+
+
+class APIError(JupyterStreamError):
+    """The server sent ``{"error": …}`` in the middle of the stream."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        type: str | None = None,
+        reply: Reply | None = None,
+    ) -> None:
+        super().__init__(message, reply=reply)
+        self.code = code
+        self.type = type
