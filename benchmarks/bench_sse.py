@@ -1,0 +1,207 @@
+"""Throughput of jupyter_stream's SSE decoder against httpx-sse and openai-python's.
+
+Run it as a script (``python benchmarks/bench_sse.py [--repeat N] [--seed S]``); it is not a
+test. ``run()`` returns the table rows so that a combined benchmark runner can call it.
+
+The input is a realistic chat completion stream (20,000 OpenAI-shaped ``chat.completion.chunk``
+events of about 200 bytes, some non-ASCII tokens, a finish chunk, a usage chunk and
+``data: [DONE]``) cut into network-like pieces: half of them small (1-199 bytes), half up to
+16 KiB, as TCP reads come. All three decoders get the same pieces and must produce the same
+events (checked before timing); the best of ``--repeat`` runs is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import gc
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # run from a checkout without installing the package
+    sys.path.insert(0, str(_ROOT))
+
+from jupyter_stream.sse import SSEDecoder  # noqa: E402
+
+_WORDS = (
+    "the", "a", "stream", "token", "model", "notebook", "answer", "of", "and", "to", "is",
+    "Jupyter", "kernel", "cell", "widget", "fast", "decoder", "event", "line", "bytes",
+    "café", "naïve", "日本語", "données", "🎉", "Größe", "ñandú", "→", "π", "€",
+)  # fmt: skip
+
+
+def build_stream(n_chunks: int = 20_000, seed: int = 0) -> bytes:
+    """An OpenAI-style streamed chat completion of ``n_chunks`` content chunks, as bytes."""
+    rng = random.Random(seed)
+    base = {
+        "id": "chatcmpl-9xQbE2yZr4lQm0T7nP1aKd3sVh6Uo",
+        "object": "chat.completion.chunk",
+        "created": 1_718_000_000,
+        "model": "gpt-4o-mini-2024-07-18",
+        "system_fingerprint": "fp_0f03d4f0ee",
+    }
+    out = []
+
+    def event(choices: list[dict[str, Any]], **extra: Any) -> None:
+        chunk = {**base, "choices": choices, **extra}
+        out.append(b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n")
+
+    delta: dict[str, Any] = {"role": "assistant", "content": ""}
+    event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+    for _ in range(n_chunks):
+        words = rng.choices(_WORDS, k=rng.randint(1, 3))
+        delta = {"content": " " + " ".join(words)}
+        event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+    event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}])
+    usage = {"prompt_tokens": 42, "completion_tokens": n_chunks, "total_tokens": n_chunks + 42}
+    event([], usage=usage)
+    out.append(b"data: [DONE]\n\n")
+    return b"".join(out)
+
+
+def split_like_network(stream: bytes, seed: int = 0) -> list[bytes]:
+    """Cut ``stream`` into pieces sized like TCP reads: half under 200 bytes, half up to 16 KiB."""
+    rng = random.Random(seed)
+    pieces = []
+    i = 0
+    while i < len(stream):
+        size = rng.randint(1, 199) if rng.random() < 0.5 else rng.randint(200, 16 * 1024)
+        pieces.append(stream[i : i + size])
+        i += size
+    return pieces
+
+
+def decode_ours(pieces: list[bytes]) -> list[str]:
+    decoder = SSEDecoder()
+    events = []
+    for piece in pieces:
+        events.extend(decoder.feed(piece))
+    events.extend(decoder.flush())
+    return [event.data for event in events]
+
+
+def decode_httpx_sse(pieces: list[bytes]) -> list[str]:
+    # What httpx + httpx-sse do: an incremental UTF-8 decoder (httpx's TextDecoder), then
+    # httpx_sse's line decoder and event decoder (httpx_sse._api._iter_sse_lines / iter_sse).
+    from httpx_sse._decoders import SSEDecoder as HttpxSSEDecoder
+    from httpx_sse._decoders import SSELineDecoder
+
+    text_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    line_decoder = SSELineDecoder()
+    decoder = HttpxSSEDecoder()
+    events = []
+    for piece in pieces:
+        text = text_decoder.decode(piece)
+        if text:  # httpx never passes empty text on
+            for line in line_decoder.decode(text):
+                sse = decoder.decode(line.rstrip("\n"))
+                if sse is not None:
+                    events.append(sse)
+    text = text_decoder.decode(b"", True)
+    lines = line_decoder.decode(text) if text else []
+    for line in [*lines, *line_decoder.flush()]:
+        sse = decoder.decode(line.rstrip("\n"))
+        if sse is not None:
+            events.append(sse)
+    return [event.data for event in events]
+
+
+def decode_openai(pieces: list[bytes]) -> list[str]:
+    from openai._streaming import SSEDecoder as OpenAISSEDecoder
+
+    return [event.data for event in OpenAISSEDecoder().iter_bytes(iter(pieces))]
+
+
+DECODERS: dict[str, Callable[[list[bytes]], list[str]]] = {
+    "jupyter_stream.sse": decode_ours,
+    "httpx-sse": decode_httpx_sse,
+    "openai._streaming": decode_openai,
+}
+
+
+def _best_time(decode: Callable[[list[bytes]], list[str]], pieces: list[bytes], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        decode(pieces)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run(repeat: int = 7, seed: int = 0, n_chunks: int = 20_000) -> list[dict[str, Any]]:
+    """Check that the decoders agree, time each, and return one row per decoder."""
+    stream = build_stream(n_chunks, seed)
+    pieces = split_like_network(stream, seed)
+
+    expected = decode_ours(pieces)
+    assert len(expected) == n_chunks + 4, len(expected)
+    assert expected[-1] == "[DONE]"
+    assert expected == decode_ours([stream]), "ours: split changes the events"
+    for name, decode in DECODERS.items():
+        got = decode(pieces)
+        assert len(got) == len(expected), f"{name}: {len(got)} events, expected {len(expected)}"
+        assert got == expected, f"{name}: event data differs"
+
+    rows = []
+    for name, decode in DECODERS.items():
+        seconds = _best_time(decode, pieces, repeat)
+        rows.append(
+            {
+                "decoder": name,
+                "seconds": seconds,
+                "mb_per_s": len(stream) / seconds / 1e6,
+                "events_per_s": len(expected) / seconds,
+            }
+        )
+    ours = rows[0]["seconds"]
+    for row in rows:
+        row["ratio"] = row["seconds"] / ours  # how many times faster ours is
+    return rows
+
+
+def header(stream: bytes, pieces: list[bytes], repeat: int, seed: int) -> str:
+    n_events = stream.count(b"\n\n")
+    return (
+        f"SSE decoder benchmark: Python {platform.python_version()} "
+        f"({platform.python_implementation()}), {os.cpu_count()} cores, {platform.machine()}\n"
+        f"stream: {n_events:,} events, {len(stream):,} bytes "
+        f"({len(stream) / n_events:.0f} B/event) in {len(pieces):,} pieces; "
+        f"best of {repeat}, seed {seed}"
+    )
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'decoder':<20} {'MB/s':>8} {'events/s':>12} {'ours is':>9}",
+        f"{'-' * 20} {'-' * 8} {'-' * 12} {'-' * 9}",
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['decoder']:<20} {row['mb_per_s']:>8.1f} {row['events_per_s']:>12,.0f} "
+            f"{row['ratio']:>8.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--repeat", type=int, default=7, help="timed runs per decoder (best kept)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the stream and its split")
+    args = parser.parse_args(argv)
+    stream = build_stream(seed=args.seed)
+    pieces = split_like_network(stream, args.seed)
+    print(header(stream, pieces, args.repeat, args.seed))
+    print(format_table(run(repeat=args.repeat, seed=args.seed)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The HTTP side: one pooled ``httpx.AsyncClient`` per event loop, and the one place where httpx
+errors and error statuses become jupyter_stream errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import re
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator
+
+import httpx
+
+from ._config import Endpoint
+from ._exceptions import (
+    AuthenticationError,
+    BadRequestError,
+    ConnectError,
+    ConnectionLostError,
+    HTTPStatusError,
+    JupyterStreamError,
+    NotFoundError,
+    ProtocolError,
+    RateLimitError,
+    ServerError,
+    StreamTimeout,
+)
+from ._protocol import excerpt
+
+__all__ = ["get_client", "status_error", "translate_error"]
+
+# Connections are not capped (a notebook holds few streams, and a cap would queue a stream
+# silently); idle ones are kept for reuse so that the next turn skips the TCP and TLS handshakes.
+LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=20, keepalive_expiry=30)
+
+_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, AsyncGenerator[None, None]]
+] = weakref.WeakKeyDictionary()
+_clients_lock = threading.Lock()
+
+
+async def get_client() -> httpx.AsyncClient:
+    """The running loop's shared client, made on first use.
+
+    The client is closed when the loop shuts down its async generators (``asyncio.run`` and
+    ``asyncio.Runner`` do), so pooled connections are not left to the garbage collector.
+    """
+    loop = asyncio.get_running_loop()
+    with _clients_lock:
+        entry = _clients.get(loop)
+    if entry is not None and not entry[0].is_closed:
+        return entry[0]
+    client = httpx.AsyncClient(limits=LIMITS, timeout=None, trust_env=True)
+    closer = _close_at_shutdown(client)
+    await closer.__anext__()  # registers it with the loop's async generator hooks
+    with _clients_lock:
+        _clients[loop] = (client, closer)
+    return client
+
+
+async def _close_at_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait from ``Retry-After`` (seconds or an HTTP date), if the server sent it."""
+    value = response.headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _body_message(body: str) -> str:
+    """The server's own words from an error body: a JSON ``error.message``, an HTML title, or
+    an excerpt."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        error = obj.get("error", obj)
+        if isinstance(error, dict):
+            message = error.get("message") or error.get("detail") or error.get("msg")
+            if message:
+                return excerpt(str(message))
+        elif isinstance(error, str):
+            return excerpt(error)
+        if isinstance(obj.get("detail"), str):
+            return excerpt(obj["detail"])
+    title = re.search(r"<title[^>]*>(.*?)</title>", body, re.IGNORECASE | re.DOTALL)
+    if title:
+        return "HTML page: " + excerpt(title.group(1))
+    if "<html" in body[:512].lower():
+        return "HTML page: " + excerpt(re.sub(r"<[^>]+>", " ", body))
+    return excerpt(body)
+
+
+def status_error(
+    endpoint: Endpoint, response: httpx.Response, body: str, model: str
+) -> HTTPStatusError:
+    """The error for a response with a 4xx or 5xx status; names the cause and the fix."""
+    status = response.status_code
+    body = endpoint.redact(body)
+    said = _body_message(body)
+    said_part = f": {said}" if said else ""
+    where = endpoint.display_url
+    wait = retry_after(response)
+    kwargs = {"status_code": status, "body": body, "retry_after": wait}
+    if status in (401, 403):
+        if endpoint.api_key_source:
+            key = f"the API key from {endpoint.api_key_source}"
+            fix = f"check that {endpoint.api_key_source} holds a valid key for this server"
+        else:
+            key = "no API key (none was configured)"
+            fix = "set OPENAI_API_KEY or pass api_key=..."
+        return AuthenticationError(
+            f"{status} from {where}: the server refused {key}{said_part}. Fix: {fix}, "
+            f"and that the base URL ({endpoint.base_url_source}) is the one you meant.",
+            **kwargs,
+        )
+    if status == 404:
+        if "model" in said.lower() or model in said:
+            return NotFoundError(
+                f"404 from {where}: model {model!r} not found{said_part}. Fix: pick a model "
+                f"this server has (`%chat models`, or GET {where}/models).",
+                **kwargs,
+            )
+        return NotFoundError(
+            f"404 from {where}/chat/completions{said_part}. Fix: check the base URL "
+            f"({endpoint.base_url_source}); most servers want it to end in /v1, and check that "
+            f"model {model!r} exists.",
+            **kwargs,
+        )
+    if status == 429:
+        after = f"; retry after {wait:.0f} s" if wait is not None else ""
+        return RateLimitError(
+            f"429 Too Many Requests from {where}{after}{said_part}. Fix: wait and try again, "
+            "or lower the request rate.",
+            **kwargs,
+        )
+    if status >= 500:
+        return ServerError(
+            f"{status} server error from {where}{said_part}. The server or a proxy in front of "
+            "it failed; try again, and check the server's logs.",
+            **kwargs,
+        )
+    if status in (400, 422):
+        return BadRequestError(
+            f"{status} from {where}: the server rejected the request{said_part}.", **kwargs
+        )
+    return HTTPStatusError(f"{status} from {where}{said_part}.", **kwargs)
+
+
+def translate_error(exc: Exception, endpoint: Endpoint, *, chunks: int) -> JupyterStreamError:
+    """The jupyter_stream error for an httpx (or OS) error met while streaming."""
+    where = endpoint.host_port
+    if isinstance(exc, JupyterStreamError):
+        return exc
+    if isinstance(exc, httpx.ConnectTimeout):
+        return StreamTimeout(
+            f"no connection to {where} within the connect timeout. Fix: check that the server "
+            f"at {endpoint.display_url} is up and reachable, or raise connect_timeout=."
+        )
+    if isinstance(exc, httpx.ConnectError):
+        cause = _cause(exc)
+        if "refused" in cause.lower():
+            what = "connection refused"
+            fix = (
+                f"start the server, or point base_url ({endpoint.base_url_source}) at the "
+                "port it listens on"
+            )
+        elif "name or service" in cause.lower() or "nodename" in cause.lower():
+            what = "unknown host"
+            fix = f"check the host name in base_url ({endpoint.base_url_source})"
+        else:
+            what = cause or type(exc).__name__
+            fix = f"check base_url ({endpoint.base_url_source}) and your network"
+        return ConnectError(f"could not connect to {where} ({what}). Fix: {fix}.")
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, ConnectionError)):
+        if chunks:
+            return ConnectionLostError(
+                f"the connection to {where} dropped after {chunks} chunks, before the answer was "
+                "complete; what arrived is kept in .reply"
+            )
+        return ConnectionLostError(
+            f"the connection to {where} closed before any answer arrived ({_cause(exc)}). Is "
+            f"{endpoint.display_url} an OpenAI-compatible API?"
+        )
+    return ProtocolError(f"error talking to {where}: {type(exc).__name__}: {_cause(exc)}")
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc)
+    if not text and exc.__cause__ is not None:
+        text = str(exc.__cause__)
+    return excerpt(text, 120)

@@ -1,0 +1,107 @@
+"""Where a stream goes and with which key, from call options and the environment.
+
+Highest first: call options, then the environment (``JUPYTER_STREAM_BASE_URL`` or
+``OPENAI_BASE_URL``, ``OPENAI_API_KEY``, ``JUPYTER_STREAM_MODEL``). The key is held where no repr,
+message or log line can show it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from ._exceptions import ConfigurationError
+
+__all__ = ["Endpoint", "resolve_endpoint", "resolve_model"]
+
+BASE_URL_VARS = ("JUPYTER_STREAM_BASE_URL", "OPENAI_BASE_URL")
+API_KEY_VAR = "OPENAI_API_KEY"
+MODEL_VAR = "JUPYTER_STREAM_MODEL"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An OpenAI-compatible API root such as ``https://api.openai.com/v1``."""
+
+    base_url: str
+    base_url_source: str
+    api_key: str | None = field(default=None, repr=False)
+    api_key_source: str | None = None
+
+    @property
+    def chat_url(self) -> str:
+        return self.base_url + "/chat/completions"
+
+    @property
+    def display_url(self) -> str:
+        """The base URL without user info or query, safe to show."""
+        parts = urlsplit(self.base_url)
+        netloc = parts.netloc.rpartition("@")[2]
+        return f"{parts.scheme}://{netloc}{parts.path}"
+
+    @property
+    def host_port(self) -> str:
+        parts = urlsplit(self.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return f"{parts.hostname}:{port}"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key, if it appears, replaced by ``***``."""
+        if self.api_key and len(self.api_key) >= 4:
+            text = text.replace(self.api_key, "***")
+        return text
+
+
+def resolve_endpoint(base_url: str | None = None, api_key: str | None = None) -> Endpoint:
+    """The endpoint from call options, else from the environment."""
+    source = "base_url argument"
+    if base_url is None:
+        for name in BASE_URL_VARS:
+            if os.environ.get(name):
+                base_url, source = os.environ[name], name
+                break
+    if base_url is None:
+        raise ConfigurationError(
+            "no endpoint configured: pass base_url=..., or set JUPYTER_STREAM_BASE_URL "
+            "(or OPENAI_BASE_URL), e.g. https://api.openai.com/v1 or http://localhost:11434/v1 "
+            "for Ollama"
+        )
+    key_source: str | None = "api_key argument"
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_VAR) or None
+        key_source = API_KEY_VAR if api_key else None
+    return Endpoint(_check_base_url(base_url, source), source, api_key, key_source)
+
+
+def resolve_model(model: str | None) -> str:
+    """The model from the call option, else ``JUPYTER_STREAM_MODEL``."""
+    model = model or os.environ.get(MODEL_VAR)
+    if not model:
+        raise ConfigurationError(
+            f"no model given: pass model=..., or set {MODEL_VAR} (e.g. gpt-4o-mini, llama3.2)"
+        )
+    return model
+
+
+def _check_base_url(url: str, source: str) -> str:
+    url = url.strip().rstrip("/")
+    if url.endswith("/chat/completions"):
+        url = url[: -len("/chat/completions")]
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        hint = f"http://{url}" if "://" not in url else "http://localhost:8000/v1"
+        raise ConfigurationError(
+            f"{source} must be an http:// or https:// URL, got {url!r}; did you mean {hint!r}?"
+        )
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError as exc:
+        raise ConfigurationError(f"{source} has an invalid port: {url!r}") from exc
+    return url

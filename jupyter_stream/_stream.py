@@ -1,0 +1,726 @@
+"""ChatStream: one streamed chat completion, and the ``close()`` that stops it now.
+
+A stream is a *pump* task on an event loop (the caller's for ``astream_chat``, a private one for
+``stream_chat``) that reads the response, decodes events, folds them into a :class:`Reply` and
+queues text deltas; the consumer takes deltas from the queue. Everything the two share is guarded
+by one lock, which is what makes ``close()`` safe from any thread:
+
+- ``close()`` records why the stream ended (the first reason wins), drops the queued deltas (so
+  none is delivered after it returns), shuts the socket down at once (so the server sees the
+  disconnect even when the loop is busy), and asks the loop to cancel the pump, which closes the
+  response and releases the connection. It never blocks; ``aclose()`` also waits for the release.
+- A natural end (``[DONE]``, an error, an idle timeout) keeps the queued deltas for the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import random
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from ._client import get_client, retry_after, status_error, translate_error
+from ._config import Endpoint, resolve_endpoint, resolve_model
+from ._exceptions import (
+    APIError,
+    ConfigurationError,
+    HTTPStatusError,
+    JupyterStreamError,
+    ProtocolError,
+    RateLimitError,
+    TruncatedStreamError,
+)
+from ._loop import private_loop
+from ._protocol import Chunk, Reply, build_payload, excerpt, normalize_messages, parse_chunk
+from .sse import SSEDecoder, ServerSentEvent
+
+__all__ = ["ChatStream", "StopReason", "StreamStats", "astream_chat", "stream_chat"]
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_IDLE_TIMEOUT = 120.0
+DEFAULT_MAX_RETRIES = 2
+MAX_RETRY_AFTER = 60.0  # a longer Retry-After is reported, not waited for
+DRAIN_TIMEOUT = 1.0  # after [DONE], how long to wait for the body's end to keep the connection
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+class StopReason(str, Enum):
+    """Why a stream ended."""
+
+    COMPLETED = "completed"  # the model finished (finish_reason "stop", or tool calls)
+    LENGTH = "length"  # the model hit max_tokens
+    CONTENT_FILTER = "content_filter"  # the server's filter cut the answer
+    STOPPED = "stopped"  # close() by the caller
+    TIMEOUT = "timeout"  # the total deadline passed
+    IDLE_TIMEOUT = "idle_timeout"  # nothing arrived for idle_timeout seconds
+    INTERRUPTED = "interrupted"  # the consumer was interrupted (Ctrl-C, kernel interrupt)
+    SUPERSEDED = "superseded"  # a newer request replaced it
+    MODERATED = "moderated"  # a stop_when rule matched
+    PREEMPTED = "preempted"  # closed to make room for a stream of higher priority
+    ERROR = "error"  # see .error
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_FINISH_REASONS = {"length": StopReason.LENGTH, "content_filter": StopReason.CONTENT_FILTER}
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """Timing and size of a stream, as of when it was read."""
+
+    time_to_first_token: float | None
+    elapsed: float
+    chunks: int
+    tokens: int
+    usage: Mapping[str, Any] | None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Tokens after the first, per second since the first arrived."""
+        if self.time_to_first_token is None or self.tokens < 2:
+            return None
+        span = self.elapsed - self.time_to_first_token
+        return (self.tokens - 1) / span if span > 0 else None
+
+
+@dataclass(frozen=True)
+class _Request:
+    endpoint: Endpoint
+    model: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]
+    timeout: float | None
+    idle_timeout: float | None
+    connect_timeout: float | None
+    max_retries: int
+
+
+class ChatStream:
+    """One streamed chat completion. Iterate it for text deltas; ``close()`` stops it now.
+
+    Made by :func:`astream_chat` (``async for``) or :func:`stream_chat` (``for``). After it ends,
+    ``text`` and ``reply`` hold everything received, ``stop_reason`` says why it ended, and
+    ``error`` holds the exception when that reason is ``error``.
+    """
+
+    def __init__(self, request: _Request, *, sync: bool) -> None:
+        self._request = request
+        self._sync = sync
+        self._reply = Reply(model=request.model)
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._pending: deque[str] = deque()
+        self._reason: StopReason | None = None
+        self._error: JupyterStreamError | None = None
+        self._error_raised = False
+        self._timeout = request.timeout
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._sock: socket.socket | None = None
+        self._deadline_handle: asyncio.TimerHandle | None = None
+        self._released: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._started_at: float | None = None
+        self._first_token_at: float | None = None
+        self._ended_at: float | None = None
+        self._tokens = 0
+
+    # -- what the caller reads ------------------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        """The answer's text received so far (all of it, including any not yet iterated)."""
+        return self._reply.content
+
+    @property
+    def reply(self) -> Reply:
+        """Everything received: content, reasoning, tool calls, usage, finish reason."""
+        return self._reply
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        """Why the stream ended, or None while it runs."""
+        return self._reason
+
+    @property
+    def error(self) -> JupyterStreamError | None:
+        """The error when ``stop_reason`` is ``error``, else None."""
+        return self._error
+
+    @property
+    def done(self) -> bool:
+        """True once the stream has ended, for whatever reason."""
+        return self._reason is not None
+
+    @property
+    def model(self) -> str:
+        return self._reply.model or self._request.model
+
+    @property
+    def stats(self) -> StreamStats:
+        with self._lock:
+            started, first, ended = self._started_at, self._first_token_at, self._ended_at
+            tokens = self._tokens
+        now = ended if ended is not None else time.monotonic()
+        usage = self._reply.usage
+        if usage and isinstance(usage.get("completion_tokens"), int):
+            tokens = max(tokens, usage["completion_tokens"])
+        return StreamStats(
+            time_to_first_token=None if first is None or started is None else first - started,
+            elapsed=0.0 if started is None else now - started,
+            chunks=self._reply.chunks,
+            tokens=tokens,
+            usage=usage,
+        )
+
+    def __repr__(self) -> str:
+        state = self._reason.value if self._reason else "streaming" if self._task else "new"
+        return (
+            f"<ChatStream model={self.model!r} {state} chars={len(self.text)} "
+            f"url={self._request.endpoint.display_url!r}>"
+        )
+
+    # -- control --------------------------------------------------------------------------------
+
+    def close(self, reason: StopReason | str = StopReason.STOPPED) -> None:
+        """Stop the stream now. Idempotent, thread-safe, never blocks.
+
+        After it returns no delta is delivered; the connection is shut down at once and the
+        pump is cancelled on its loop. A stream that already ended keeps its reason.
+        """
+        reason = StopReason(reason)
+        with self._lock:
+            if self._reason is not None:
+                return
+            self._reason = reason
+            self._ended_at = time.monotonic()
+            self._pending.clear()
+            sock, self._sock = self._sock, None
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # the server sees the FIN now
+                except OSError:
+                    pass
+            self._cond.notify_all()
+            loop = self._loop
+            if loop is None:  # never started: nothing to release
+                self._released.set_result(None)
+                return
+        if threading.get_ident() == self._loop_thread:
+            self._cancel()
+        else:
+            try:
+                loop.call_soon_threadsafe(self._cancel)
+            except RuntimeError:  # the loop is closed: the pump is gone with it
+                pass
+
+    async def aclose(self) -> None:
+        """Close, and wait until the connection is released."""
+        self.close()
+        await asyncio.wrap_future(self._released)
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """End the stream with ``timeout`` once ``seconds`` have passed since it started.
+
+        Takes effect at once, from any thread: a deadline already passed ends it now. None
+        removes the limit.
+        """
+        if seconds is not None and seconds < 0:
+            raise ConfigurationError(f"a deadline must be >= 0 seconds, got {seconds}")
+        with self._lock:
+            self._timeout = seconds
+            loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._schedule_deadline()
+        else:
+            try:
+                loop.call_soon_threadsafe(self._schedule_deadline)
+            except RuntimeError:
+                pass
+
+    # -- async consumer -------------------------------------------------------------------------
+
+    def __aiter__(self) -> ChatStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._sync:
+            raise TypeError("this stream is synchronous: iterate it with `for`, or use astream_chat")
+        if self._loop is None:
+            self._begin(asyncio.get_running_loop())
+        while True:
+            with self._lock:
+                if self._pending:
+                    return self._pending.popleft()
+                if self._reason is not None:
+                    self._raise_error_once()
+                    raise StopAsyncIteration
+                assert self._loop is not None
+                waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self.close(StopReason.INTERRUPTED)
+                raise
+
+    async def __aenter__(self) -> ChatStream:
+        if self._loop is None and not self._sync:
+            self._begin(asyncio.get_running_loop())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        self.close(_reason_for_exit(exc))
+        await asyncio.wrap_future(self._released)
+
+    # -- sync consumer --------------------------------------------------------------------------
+
+    def __iter__(self) -> ChatStream:
+        return self
+
+    def __next__(self) -> str:
+        if not self._sync:
+            raise TypeError("this stream is asynchronous: use `async for`, or use stream_chat")
+        if self._loop is None:
+            self._begin(private_loop())
+        with self._cond:
+            while True:
+                if self._pending:
+                    return self._pending.popleft()
+                if self._reason is not None:
+                    self._raise_error_once()
+                    raise StopIteration
+                try:
+                    self._cond.wait()
+                except KeyboardInterrupt:
+                    self.close(StopReason.INTERRUPTED)
+                    raise
+
+    def __enter__(self) -> ChatStream:
+        if not self._sync:
+            raise TypeError("use `async with` with astream_chat, or `with` with stream_chat")
+        if self._loop is None:
+            self._begin(private_loop())
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(_reason_for_exit(exc))
+        try:
+            self._released.result(timeout=DRAIN_TIMEOUT + 5)
+        except concurrent.futures.TimeoutError:
+            pass
+
+    def _raise_error_once(self) -> None:
+        if self._error is not None and not self._error_raised:
+            self._error_raised = True
+            raise self._error
+
+    # -- the pump, on the stream's loop ---------------------------------------------------------
+
+    def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            if self._loop is not None:
+                return
+            self._loop = loop
+            if self._reason is not None:  # closed before it started
+                self._released.set_result(None)
+                return
+        if self._sync:
+            loop.call_soon_threadsafe(self._start)
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            self._loop_thread = threading.get_ident()
+            if self._reason is not None:
+                if not self._released.done():
+                    self._released.set_result(None)
+                return
+            self._started_at = time.monotonic()
+            assert self._loop is not None
+            self._task = self._loop.create_task(self._pump())
+        self._schedule_deadline()
+
+    def _cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake the consumer; called on the loop thread, with or without the lock."""
+        if self._sync:
+            with self._cond:
+                self._cond.notify_all()
+        else:
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def _schedule_deadline(self) -> None:
+        if self._deadline_handle is not None:
+            self._deadline_handle.cancel()
+            self._deadline_handle = None
+        if self._timeout is None or self._reason is not None or self._started_at is None:
+            return
+        assert self._loop is not None
+        # asyncio's loop.time() is time.monotonic(), the clock _started_at was read from.
+        self._deadline_handle = self._loop.call_at(
+            self._started_at + self._timeout, self.close, StopReason.TIMEOUT
+        )
+
+    def _finish(self, reason: StopReason, error: JupyterStreamError | None = None) -> None:
+        """Record a natural end; queued deltas stay for the consumer."""
+        with self._lock:
+            if self._reason is None:
+                self._reason = reason
+                self._ended_at = time.monotonic()
+                if error is not None:
+                    error.reply = self._reply
+                    self._error = error
+            self._sock = None
+        self._wake()
+
+    async def _pump(self) -> None:
+        reason, error = StopReason.ERROR, None
+        try:
+            reason = await self._receive()
+        except asyncio.CancelledError:
+            # close() or the deadline cancelled us and already set the reason; anything else
+            # cancelling the pump (the loop shutting down) is an interruption.
+            reason = StopReason.INTERRUPTED
+        except httpx.ReadTimeout:
+            reason = StopReason.IDLE_TIMEOUT
+        except JupyterStreamError as exc:
+            error = exc
+        except (httpx.HTTPError, OSError) as exc:
+            error = translate_error(exc, self._request.endpoint, chunks=self._reply.chunks)
+            error.__cause__ = exc
+        except Exception as exc:  # a bug or a shape we did not foresee: end, never hang
+            error = ProtocolError(f"unexpected {type(exc).__name__} while streaming: {exc}")
+            error.__cause__ = exc
+        finally:
+            if self._deadline_handle is not None:
+                self._deadline_handle.cancel()
+            self._finish(reason, error)
+            self._released.set_result(None)
+
+    async def _receive(self) -> StopReason:
+        request = self._request
+        endpoint = request.endpoint
+        client = await get_client()
+        timeout = httpx.Timeout(
+            connect=request.connect_timeout,
+            read=request.idle_timeout,
+            write=request.connect_timeout,
+            pool=None,
+        )
+        include_usage = True
+        attempt = 0
+        while True:
+            payload = build_payload(
+                request.messages, request.model, include_usage=include_usage, **request.params
+            )
+            delay: float | None = None
+            try:
+                async with client.stream(
+                    "POST",
+                    endpoint.chat_url,
+                    json=payload,
+                    headers=endpoint.headers(),
+                    timeout=timeout,
+                ) as response:
+                    if response.status_code < 400:
+                        return await self._read_events(response)
+                    body = await _read_text(response, ERROR_BODY_LIMIT)
+                    if include_usage and _rejects_stream_options(response.status_code, body):
+                        include_usage = False  # an older server: retry once without it
+                        continue
+                    error = status_error(endpoint, response, body, request.model)
+                    delay = _retry_delay(error, attempt, request.max_retries)
+                    if delay is None:
+                        raise error
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError):
+                # Before the first body byte: the request may be retried safely.
+                if attempt >= request.max_retries or self._reply.chunks:
+                    raise
+                delay = _backoff(attempt)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    async def _read_events(self, response: httpx.Response) -> StopReason:
+        content_type = response.headers.get("content-type", "")
+        if "json" in content_type or "html" in content_type:
+            return await self._read_whole_body(response, content_type)
+        stream = response.extensions.get("network_stream")
+        with self._lock:
+            if self._reason is None and stream is not None:
+                self._sock = stream.get_extra_info("socket")
+        decoder = SSEDecoder()
+        head = b""  # the first bytes, for an error message if this is no event stream
+        chunks = response.aiter_bytes()
+        async for data in chunks:
+            if len(head) < 512:
+                head += data[:512]
+            events = decoder.feed(data)
+            if events and self._deliver(events):
+                if self._reason is not None:  # closed meanwhile; the pump is being cancelled
+                    return self._reason
+                return await self._drain(chunks)
+        if self._deliver(decoder.flush()):
+            return self._end_reason()
+        if self._reply.finish_reason:
+            return self._end_reason()
+        if not self._reply.chunks:
+            raise ProtocolError(
+                f"expected an event stream from {self._request.endpoint.display_url} but got "
+                f"{content_type or 'no content type'}: {excerpt(head.decode('utf-8', 'replace'))!r}"
+            )
+        raise TruncatedStreamError(
+            f"the stream from {self._request.endpoint.host_port} ended after "
+            f"{self._reply.chunks} chunks with neither [DONE] nor a finish reason: the answer "
+            "may be cut short; what arrived is kept in .reply"
+        )
+
+    async def _drain(self, chunks: Any) -> StopReason:
+        """After [DONE]: end the stream for the consumer now, then read to the end of the body
+        (briefly) so that the connection can go back to the pool."""
+        reason = self._end_reason()
+        self._finish(reason)
+        assert self._loop is not None and self._task is not None
+        handle = self._loop.call_later(DRAIN_TIMEOUT, self._task.cancel)
+        try:
+            async for _ in chunks:
+                pass
+        finally:
+            handle.cancel()
+        return reason
+
+    async def _read_whole_body(self, response: httpx.Response, content_type: str) -> StopReason:
+        """A server that answered without streaming: accept a chat completion, else explain."""
+        body = await _read_text(response, ERROR_BODY_LIMIT)
+        chunk: Chunk | None = None
+        if "json" in content_type:
+            try:
+                chunk = parse_chunk(body)
+            except ProtocolError:
+                chunk = None
+        if chunk is None or not (chunk.content or chunk.tool_calls or chunk.finish_reason):
+            said = excerpt(self._request.endpoint.redact(body))
+            raise ProtocolError(
+                f"expected an event stream (text/event-stream) from "
+                f"{self._request.endpoint.display_url}/chat/completions but got {content_type}: "
+                f"{said!r}. Is the base URL an OpenAI-compatible API (most end in /v1)?"
+            )
+        self._commit([chunk])
+        return self._end_reason()
+
+    def _end_reason(self) -> StopReason:
+        return _FINISH_REASONS.get(self._reply.finish_reason or "", StopReason.COMPLETED)
+
+    def _deliver(self, events: list[ServerSentEvent]) -> bool:
+        """Parse events and hand them over; True once the stream says [DONE]."""
+        chunks: list[Chunk] = []
+        done = False
+        failure: JupyterStreamError | None = None
+        for event in events:
+            try:
+                chunk = parse_chunk(event.data, event.event)
+            except JupyterStreamError as exc:
+                failure = exc
+                break
+            if chunk.done:
+                done = True
+                break
+            if chunk.error is not None:
+                failure = _api_error(chunk.error, self._request.endpoint)
+                break
+            chunks.append(chunk)
+        if chunks and not self._commit(chunks):
+            return True  # closed meanwhile: stop reading
+        if failure is not None:
+            raise failure
+        return done
+
+    def _commit(self, chunks: list[Chunk]) -> bool:
+        reply, pending = self._reply, self._pending
+        with self._lock:
+            if self._reason is not None:
+                return False
+            for chunk in chunks:
+                reply.add(chunk)
+                if chunk.content or chunk.reasoning:
+                    self._tokens += 1
+                    if chunk.content:
+                        pending.append(chunk.content)
+            if self._first_token_at is None and self._tokens:
+                self._first_token_at = time.monotonic()
+            if pending:
+                self._wake()
+        return True
+
+
+def _reason_for_exit(exc: BaseException | None) -> StopReason:
+    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+        return StopReason.INTERRUPTED
+    return StopReason.STOPPED
+
+
+def _api_error(error: Mapping[str, Any], endpoint: Endpoint) -> APIError:
+    message = endpoint.redact(str(error.get("message") or error))
+    code = error.get("code")
+    return APIError(
+        f"the server reported an error mid-stream: {excerpt(message)}; what arrived before it "
+        "is kept in .reply",
+        code=str(code) if code is not None else None,
+        type=error.get("type"),
+    )
+
+
+async def _read_text(response: httpx.Response, limit: int) -> str:
+    data = bytearray()
+    async for piece in response.aiter_bytes():
+        data += piece
+        if len(data) >= limit:
+            break
+    return data[:limit].decode("utf-8", "replace")
+
+
+def _rejects_stream_options(status: int, body: str) -> bool:
+    return status in (400, 422) and ("stream_options" in body or "include_usage" in body)
+
+
+def _backoff(attempt: int) -> float:
+    return min(8.0, 0.5 * 2**attempt) * (1 + random.random() / 4)
+
+
+def _retry_delay(error: HTTPStatusError, attempt: int, max_retries: int) -> float | None:
+    """Seconds to wait before retrying after an error status, or None for no retry."""
+    retryable = isinstance(error, RateLimitError) or error.status_code >= 500
+    if not retryable or attempt >= max_retries:
+        return None
+    if error.retry_after is not None:
+        return error.retry_after if error.retry_after <= MAX_RETRY_AFTER else None
+    return _backoff(attempt)
+
+
+def _make_request(
+    prompt_or_messages: str | Sequence[Mapping[str, Any]],
+    *,
+    model: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    timeout: float | None,
+    idle_timeout: float | None,
+    connect_timeout: float | None,
+    max_retries: int,
+    params: dict[str, Any],
+) -> _Request:
+    for name in ("stream", "stream_options", "messages", "model"):
+        if name in params:
+            raise ConfigurationError(f"{name}= is set by jupyter_stream itself; leave it out")
+    for name, value in (
+        ("timeout", timeout),
+        ("idle_timeout", idle_timeout),
+        ("connect_timeout", connect_timeout),
+    ):
+        if value is not None and value <= 0:
+            raise ConfigurationError(f"{name} must be > 0 seconds (or None for no limit)")
+    if max_retries < 0:
+        raise ConfigurationError("max_retries must be >= 0")
+    return _Request(
+        endpoint=resolve_endpoint(base_url, api_key),
+        model=resolve_model(model),
+        messages=normalize_messages(prompt_or_messages),
+        params=params,
+        timeout=timeout,
+        idle_timeout=idle_timeout,
+        connect_timeout=connect_timeout,
+        max_retries=max_retries,
+    )
+
+
+def astream_chat(
+    prompt_or_messages: str | Sequence[Mapping[str, Any]],
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    **params: Any,
+) -> ChatStream:
+    """Stream a chat completion on the running event loop; ``async for`` gives text deltas.
+
+    ``prompt_or_messages`` is a prompt string or a list of ``{"role", "content"}`` messages.
+    ``timeout`` is the total deadline in seconds (movable with ``set_deadline``),
+    ``idle_timeout`` the longest gap between two reads, ``connect_timeout`` the longest wait for
+    a connection. Other keyword arguments (``temperature``, ``max_tokens``, ``tools``, …) go
+    into the request as they are.
+    """
+    request = _make_request(
+        prompt_or_messages,
+        model=model,
+        base_url=base_url,
+        api_key=api_key,
+        timeout=timeout,
+        idle_timeout=idle_timeout,
+        connect_timeout=connect_timeout,
+        max_retries=max_retries,
+        params=params,
+    )
+    return ChatStream(request, sync=False)
+
+
+def stream_chat(
+    prompt_or_messages: str | Sequence[Mapping[str, Any]],
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float | None = None,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+    connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    **params: Any,
+) -> ChatStream:
+    """The synchronous twin of :func:`astream_chat`: ``for`` gives text deltas.
+
+    The stream runs on a private event loop thread, so this works in scripts and in notebook
+    cells alike, and ``close()`` from any thread stops it at once.
+    """
+    request = _make_request(
+        prompt_or_messages,
+        model=model,
+        base_url=base_url,
+        api_key=api_key,
+        timeout=timeout,
+        idle_timeout=idle_timeout,
+        connect_timeout=connect_timeout,
+        max_retries=max_retries,
+        params=params,
+    )
+    return ChatStream(request, sync=True)

@@ -1,0 +1,357 @@
+"""A pure, incremental decoder for ``text/event-stream`` (server-sent events).
+
+It follows the WHATWG HTML standard, section 9.2 "Server-sent events", in particular
+"9.2.5 Parsing an event stream" and "9.2.6 Interpreting an event stream":
+https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+
+Bytes go in (``feed``), events come out; ``flush`` ends the stream. Every way of cutting the
+same bytes into chunks gives the same events. The decoder works on bytes: it splits lines on
+CR and LF only (bytes never contain U+2028 and friends, and a UTF-8 multi-byte sequence never
+contains the bytes 0x0A or 0x0D), so each complete line can be decoded on its own, and a
+character split across two chunks is simply part of the incomplete line until its line end.
+
+It imports nothing beyond the standard library and this package's exceptions: no httpx, no
+asyncio, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ._exceptions import EventTooLargeError
+
+__all__ = ["SSEDecoder", "ServerSentEvent"]
+
+# 9.2.5: "The UTF-8 decode algorithm strips one leading UTF-8 Byte Order Mark (BOM), if any."
+_BOM = b"\xef\xbb\xbf"
+_MIB = 1024 * 1024
+
+# Building events without the call overhead of a frozen dataclass's __init__ (which itself sets
+# each field with object.__setattr__): see SSEDecoder.feed.
+_new = object.__new__
+_set = object.__setattr__
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSentEvent:
+    """One dispatched event.
+
+    ``id`` is the last event ID buffer at dispatch time (it persists across events, per spec);
+    ``retry`` is the reconnection time set by a ``retry:`` field in this event, else None.
+    """
+
+    event: str = "message"
+    data: str = ""
+    id: str = ""
+    retry: int | None = None
+
+    def json(self) -> Any:
+        """The data parsed as JSON (raises ``json.JSONDecodeError`` if it is not JSON)."""
+        return json.loads(self.data)
+
+
+def _size(n: int) -> str:
+    if n >= _MIB and n % _MIB == 0:
+        return f"{n // _MIB} MiB"
+    return f"{n:,} bytes"
+
+
+class SSEDecoder:
+    """Turn the bytes of an event stream into :class:`ServerSentEvent` objects.
+
+    ``feed(chunk)`` returns the events completed by ``chunk``; ``flush()`` ends the stream,
+    discarding an event that was not finished by a blank line, and makes the decoder ready for
+    a new stream (``last_event_id`` and ``retry`` persist, as they do for an ``EventSource``).
+
+    There is no limit on line length short of ``max_buffer_size``: an incomplete line, or the
+    data of an event being assembled, larger than that raises :class:`EventTooLargeError`.
+    """
+
+    __slots__ = (
+        "_at_start",
+        "_data_lines",
+        "_data_size",
+        "_event_retry",
+        "_event_type",
+        "_last_event_id",
+        "_max_buffer_size",
+        "_pending",
+        "_pending_size",
+        "_retry",
+        "_trailing_cr",
+    )
+
+    def __init__(self, max_buffer_size: int = 16 * _MIB) -> None:
+        if max_buffer_size <= 0:
+            raise ValueError(f"max_buffer_size must be positive, got {max_buffer_size!r}")
+        self._max_buffer_size = max_buffer_size
+        # 9.2.6: "the last event ID buffer" persists across events (and across flush()).
+        self._last_event_id = ""
+        # 9.2.6: "the event stream's reconnection time", last set by a valid retry field.
+        self._retry: int | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        # Pieces of a line whose end has not arrived yet (a list, so that a long line fed in
+        # small chunks is joined once, not copied again on every chunk).
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        # The previous chunk ended in CR: an LF at the start of the next one ends no line
+        # (9.2.5: CRLF is one line end even when split across chunks).
+        self._trailing_cr = False
+        # Still looking for the one BOM that may start the stream (possibly split over chunks).
+        self._at_start = True
+        # 9.2.6: "the data buffer", kept as the raw bytes of each data value, joined with LF
+        # and decoded once at dispatch.
+        self._data_lines: list[bytes] = []
+        self._data_size = 0
+        # 9.2.6: "the event type buffer" (empty means "message" at dispatch).
+        self._event_type = ""
+        # Reconnection time set by a retry field of the event being assembled.
+        self._event_retry: int | None = None
+
+    @property
+    def last_event_id(self) -> str:
+        """The last event ID buffer: the value of the last valid ``id`` field seen."""
+        return self._last_event_id
+
+    @property
+    def retry(self) -> int | None:
+        """The reconnection time (milliseconds) last set by a ``retry`` field, or None."""
+        return self._retry
+
+    def feed(self, data: bytes) -> list[ServerSentEvent]:
+        """Decode one chunk of the stream; return the events it completes."""
+        if not data:
+            return []
+        if type(data) is not bytes:
+            data = bytes(data)  # never keep a reference to a buffer the caller may reuse
+
+        if self._at_start:
+            # 9.2.5: skip one leading BOM, which may arrive split over several chunks.
+            if self._pending:
+                data = b"".join(self._pending) + data
+                self._pending = []
+                self._pending_size = 0
+            if len(data) < 3 and _BOM.startswith(data):
+                self._pending.append(data)
+                self._pending_size = len(data)
+                return []
+            self._at_start = False
+            if data[:3] == _BOM:
+                data = data[3:]
+                if not data:
+                    return []
+
+        # 9.2.5: "Lines must be separated by either a U+000D CARRIAGE RETURN U+000A LINE FEED
+        # (CRLF) character pair, a single U+000A LINE FEED (LF) character, or a single
+        # U+000D CARRIAGE RETURN (CR) character." Nothing else ends a line (not U+2028, U+0085,
+        # VT, FF, FS...), so all splitting below is on bytes, on LF only, after turning CRLF and
+        # lone CR into LF.
+        if self._trailing_cr:
+            # The previous chunk ended in CR: an LF starting this one is the rest of a CRLF.
+            self._trailing_cr = False
+            if data[0] == 0x0A:
+                data = data[1:]
+                if not data:
+                    return []
+        if 0x0D in data:
+            self._trailing_cr = data[-1] == 0x0D
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+        end = data.rfind(b"\n") + 1
+        max_size = self._max_buffer_size
+        if not end:
+            # No line end in this chunk: keep the piece, joined once its line ends.
+            size = self._pending_size + len(data)
+            if size > max_size:
+                raise self._line_too_large(size)
+            self._pending.append(data)
+            self._pending_size = size
+            return []
+        # `region` holds complete lines only, each ending in LF.
+        if self._pending:
+            self._pending.append(data[:end])
+            region = b"".join(self._pending)
+            self._pending = []
+            self._pending_size = 0
+        else:
+            region = data if end == len(data) else data[:end]
+        if end < len(data):
+            tail = data[end:]
+            if len(tail) > max_size:
+                raise self._line_too_large(len(tail))
+            self._pending.append(tail)
+            self._pending_size = len(tail)
+
+        if len(region) > max_size:
+            # The same cap for a line that arrived whole as for one that arrived in pieces,
+            # so that every split of the stream behaves alike.
+            longest = max(map(len, region.split(b"\n")))
+            if longest > max_size:
+                raise self._line_too_large(longest)
+        elif (
+            # Fast path for the shape of nearly every chat completion stream: the region is
+            # whole events that are each one "data: " line and a blank line, and no event is
+            # half-assembled. Checked in C: it starts with "data: ", ends with a blank line,
+            # and has exactly two LFs per event, so no value contains an LF. The result is
+            # what the line-by-line path below gives, without a Python step per line.
+            region[:6] == b"data: "
+            and region[-2:] == b"\n\n"
+            and not self._data_lines
+            and not self._event_type
+            and self._event_retry is None
+            and region.count(b"\n") == 2 * region.count(b"\n\ndata: ") + 2
+        ):
+            # Decoding the whole region at once equals decoding line by line, even with
+            # invalid UTF-8: LF is ASCII, so it always ends a broken sequence.
+            values = region[6:-2].decode("utf-8", "replace").split("\n\ndata: ")
+            last_event_id = self._last_event_id
+            events: list[ServerSentEvent] = []
+            append = events.append
+            for value in values:
+                # Equivalent to ServerSentEvent("message", value, last_event_id, None), at a
+                # third of the cost: what a frozen dataclass's own __init__ does, minus the
+                # call overhead.
+                event = _new(ServerSentEvent)
+                _set(event, "event", "message")
+                _set(event, "data", value)
+                _set(event, "id", last_event_id)
+                _set(event, "retry", None)
+                append(event)
+            return events
+
+        lines = region.split(b"\n")
+        lines.pop()  # the empty string after the region's final LF
+        return self._interpret(lines)
+
+    def _interpret(self, lines: list[bytes]) -> list[ServerSentEvent]:
+        """9.2.6 "Interpreting an event stream", for complete lines (without their line end)."""
+        # One loop with no call per line: this is the decoder's hot path for streams that the
+        # fast path in feed() does not cover.
+        events: list[ServerSentEvent] = []
+        data_lines = self._data_lines
+        data_size = self._data_size
+        max_size = self._max_buffer_size
+        for line in lines:
+            if not line:
+                # "If the line is empty (a blank line): Dispatch the event."
+                # Dispatch: "If the data buffer is an empty string, set the data buffer and
+                # the event type buffer to the empty string and return."
+                if data_lines:
+                    # "If the data buffer's last character is a U+000A LINE FEED (LF)
+                    # character, then remove the last character from the data buffer."
+                    # (We join the values with LF instead of appending LF after each.)
+                    # Invalid UTF-8 becomes U+FFFD (the spec's "UTF-8 decode"), never an error.
+                    event = _new(ServerSentEvent)
+                    # "Initialize event's type attribute to "message"" unless the event type
+                    # buffer has a value other than the empty string.
+                    _set(event, "event", self._event_type or "message")
+                    _set(event, "data", b"\n".join(data_lines).decode("utf-8", "replace"))
+                    # "Initialize event's lastEventId attribute to the last event ID string of
+                    # the event source."
+                    _set(event, "id", self._last_event_id)
+                    _set(event, "retry", self._event_retry)
+                    events.append(event)
+                    data_lines.clear()
+                    data_size = 0
+                self._event_type = ""
+                self._event_retry = None
+            elif line[:6] == b"data: ":
+                # Shortcut for the commonest line: field "data", value after one space.
+                data_lines.append(line[6:])
+                data_size += len(line) - 5
+                if data_size > max_size:
+                    raise self._event_too_large(data_size)
+            elif line[0] == 0x3A:
+                # "If the line starts with a U+003A COLON character (:): Ignore the line."
+                pass
+            else:
+                # "If the line contains a U+003A COLON character (:): Collect the characters
+                # on the line before the first U+003A COLON character (:), and let field be
+                # that string. Collect the characters on the line after the first U+003A
+                # COLON character (:), and let value be that string. If value starts with a
+                # U+0020 SPACE character, remove it from value."
+                # "Otherwise, the string is not empty but does not contain a U+003A COLON
+                # character (:): Process the field using the whole line as the field name,
+                # and the empty string as the field value."
+                colon = line.find(b":")
+                if colon < 0:
+                    name = line
+                    value = b""
+                else:
+                    name = line[:colon]
+                    value = line[colon + 1 :]
+                    if value[:1] == b" ":
+                        value = value[1:]
+                # "Process the field": names are compared exactly (case-sensitively).
+                if name == b"data":
+                    # "Append the field value to the data buffer, then append a single
+                    # U+000A LINE FEED (LF) character to the data buffer."
+                    data_lines.append(value)
+                    data_size += len(value) + 1
+                    if data_size > max_size:
+                        raise self._event_too_large(data_size)
+                elif name == b"event":
+                    # "Set the event type buffer to field value."
+                    self._event_type = value.decode("utf-8", "replace")
+                elif name == b"id":
+                    # "If the field value does not contain U+0000 NULL, then set the last
+                    # event ID buffer to the field value. Otherwise, ignore the field."
+                    # (NUL is one byte in UTF-8 and never part of a multi-byte sequence.)
+                    if 0 not in value:
+                        self._last_event_id = value.decode("utf-8", "replace")
+                elif name == b"retry":
+                    # "If the field value consists of only ASCII digits, then interpret the
+                    # field value as an integer in base ten, and set the event stream's
+                    # reconnection time to that integer. Otherwise, ignore the field."
+                    # bytes.isdigit() is ASCII-only and False for b"".
+                    if value.isdigit():
+                        try:
+                            retry = int(value)
+                        except ValueError:
+                            pass  # over Python's int/str digit limit: not a usable time
+                        else:
+                            self._retry = retry
+                            self._event_retry = retry
+                # "Otherwise: The field is ignored."
+        self._data_size = data_size
+        return events
+
+    def flush(self) -> list[ServerSentEvent]:
+        """End the stream: process an unterminated last line, then discard the unfinished event.
+
+        9.2.6: "Once the end of the file is reached, any pending data must be discarded. (If the
+        file ends in the middle of an event, before the final empty line, the incomplete event
+        is not dispatched.)" A last line without a line end is still processed (an ``id`` or
+        ``retry`` there takes effect) but it cannot dispatch, so this always returns ``[]``.
+        Afterwards the decoder is ready for a new stream; ``last_event_id`` and ``retry`` persist.
+        """
+        # The unfinished event is discarded whatever the last line says; dropping its data
+        # first also keeps that line from tripping the size cap for nothing.
+        self._data_lines.clear()
+        self._data_size = 0
+        if self._pending:
+            # The pending bytes never contain CR or LF: they are exactly one line. (At the
+            # start of the stream they can be an incomplete BOM, which is then that line.)
+            self._interpret([b"".join(self._pending)])
+        self._reset()
+        return []
+
+    def _line_too_large(self, size: int) -> EventTooLargeError:
+        cap = self._max_buffer_size
+        return EventTooLargeError(
+            f"an SSE line grew to {_size(size)} without a line end, past the decoder's cap of "
+            f"{_size(cap)}; the server may not be sending an event stream; raise "
+            "SSEDecoder(max_buffer_size=...) if its events really are this large"
+        )
+
+    def _event_too_large(self, size: int) -> EventTooLargeError:
+        cap = self._max_buffer_size
+        return EventTooLargeError(
+            f"the data of one SSE event grew to {_size(size)} before its blank line, past the "
+            f"decoder's cap of {_size(cap)}; the server may not be sending an event stream; "
+            "raise SSEDecoder(max_buffer_size=...) if its events really are this large"
+        )
