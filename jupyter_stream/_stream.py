@@ -242,7 +242,10 @@ class ChatStream:
             raise ConfigurationError(f"a deadline must be >= 0 seconds, got {seconds}")
         with self._lock:
             self._timeout = seconds
-            loop = self._loop
+            loop, started = self._loop, self._started_at
+        if seconds is not None and started is not None and time.monotonic() >= started + seconds:
+            self.close(StopReason.TIMEOUT)
+            return
         if loop is None:
             return
         if threading.get_ident() == self._loop_thread:
@@ -343,8 +346,7 @@ class ChatStream:
             if self._loop is not None:
                 return
             self._loop = loop
-            if self._reason is not None:  # closed before it started
-                self._released.set_result(None)
+            if self._reason is not None:  # closed before it started: close() released it
                 return
         if self._sync:
             loop.call_soon_threadsafe(self._start)
@@ -424,7 +426,12 @@ class ChatStream:
             if self._deadline_handle is not None:
                 self._deadline_handle.cancel()
             self._finish(reason, error)
-            self._released.set_result(None)
+            # asyncio closes a transport's socket one loop iteration after transport.close():
+            # let it, so that "released" means the socket is really closed.
+            try:
+                await asyncio.sleep(0)
+            finally:
+                self._released.set_result(None)
 
     async def _receive(self) -> StopReason:
         request = self._request

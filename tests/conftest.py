@@ -31,5 +31,22 @@ def server(_server: ScriptedServer) -> Iterator[ScriptedServer]:
     _server.reset()
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def client_sockets(port: int) -> int:
+    """How many of this process's open sockets are connected to ``port`` on loopback (the
+    client ends of connections to a server on that port)."""
+    inodes = set()
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            count += 1
+    return count

@@ -156,7 +156,10 @@ class ScriptedServer:
 
         self._loop.run_until_complete(start())
         self._ready.set()
-        self._loop.run_forever()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
 
     def close(self) -> None:
         async def stop() -> None:
@@ -189,8 +192,10 @@ class ScriptedServer:
                 watcher = asyncio.ensure_future(self._watch(reader, buffer, request))
                 try:
                     await self.handler(request, Response(writer, request))
-                    request.finished = True
-                except (ConnectionError, asyncio.CancelledError):
+                    request.finished = not request.disconnected.is_set()
+                except ConnectionError:  # a write failed: the client is gone
+                    self._gone(request)
+                except asyncio.CancelledError:
                     pass
                 finally:
                     watcher.cancel()
@@ -211,9 +216,14 @@ class ScriptedServer:
                 buffer += data
         except ConnectionError:
             pass
-        request.disconnected_at = time.monotonic()
-        request.disconnected.set()
-        request.gone.set()
+        self._gone(request)
+
+    @staticmethod
+    def _gone(request: Request) -> None:
+        if not request.disconnected.is_set():
+            request.disconnected_at = time.monotonic()
+            request.disconnected.set()
+            request.gone.set()
 
     @staticmethod
     async def _read_request(reader: asyncio.StreamReader, buffer: bytearray) -> Request | None:
