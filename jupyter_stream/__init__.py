@@ -1,7 +1,7 @@
 """jupyter_stream: stream an LLM's answer into a notebook, and stop it the instant you want.
 
-    async for delta in astream_chat("Explain SSE in one paragraph", model="gpt-4o-mini"):
-        print(delta, end="")
+async for delta in astream_chat("Explain SSE in one paragraph", model="gpt-4o-mini"):
+    print(delta, end="")
 """
 
 from ._exceptions import (

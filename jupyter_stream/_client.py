@@ -8,6 +8,7 @@ import asyncio
 import email.utils
 import json
 import re
+import socket
 import threading
 import time
 import weakref
@@ -126,50 +127,50 @@ def status_error(
     said_part = f": {said}" if said else ""
     where = endpoint.display_url
     wait = retry_after(response)
-    kwargs = {"status_code": status, "body": body, "retry_after": wait}
+    cls: type[HTTPStatusError] = HTTPStatusError
+    message = f"{status} from {where}{said_part}."
     if status in (401, 403):
+        cls = AuthenticationError
         if endpoint.api_key_source:
             key = f"the API key from {endpoint.api_key_source}"
             fix = f"check that {endpoint.api_key_source} holds a valid key for this server"
         else:
             key = "no API key (none was configured)"
             fix = "set OPENAI_API_KEY or pass api_key=..."
-        return AuthenticationError(
+        message = (
             f"{status} from {where}: the server refused {key}{said_part}. Fix: {fix}, "
-            f"and that the base URL ({endpoint.base_url_source}) is the one you meant.",
-            **kwargs,
+            f"and that the base URL ({endpoint.base_url_source}) is the one you meant."
         )
-    if status == 404:
+    elif status == 404:
+        cls = NotFoundError
         if "model" in said.lower() or model in said:
-            return NotFoundError(
+            message = (
                 f"404 from {where}: model {model!r} not found{said_part}. Fix: pick a model "
-                f"this server has (`%chat models`, or GET {where}/models).",
-                **kwargs,
+                f"this server has (`%chat models`, or GET {where}/models)."
             )
-        return NotFoundError(
-            f"404 from {where}/chat/completions{said_part}. Fix: check the base URL "
-            f"({endpoint.base_url_source}); most servers want it to end in /v1, and check that "
-            f"model {model!r} exists.",
-            **kwargs,
-        )
-    if status == 429:
+        else:
+            message = (
+                f"404 from {where}/chat/completions{said_part}. Fix: check the base URL "
+                f"({endpoint.base_url_source}); most servers want it to end in /v1, and check "
+                f"that model {model!r} exists."
+            )
+    elif status == 429:
+        cls = RateLimitError
         after = f"; retry after {wait:.0f} s" if wait is not None else ""
-        return RateLimitError(
+        message = (
             f"429 Too Many Requests from {where}{after}{said_part}. Fix: wait and try again, "
-            "or lower the request rate.",
-            **kwargs,
+            "or lower the request rate."
         )
-    if status >= 500:
-        return ServerError(
+    elif status >= 500:
+        cls = ServerError
+        message = (
             f"{status} server error from {where}{said_part}. The server or a proxy in front of "
-            "it failed; try again, and check the server's logs.",
-            **kwargs,
+            "it failed; try again, and check the server's logs."
         )
-    if status in (400, 422):
-        return BadRequestError(
-            f"{status} from {where}: the server rejected the request{said_part}.", **kwargs
-        )
-    return HTTPStatusError(f"{status} from {where}{said_part}.", **kwargs)
+    elif status in (400, 422):
+        cls = BadRequestError
+        message = f"{status} from {where}: the server rejected the request{said_part}."
+    return cls(message, status_code=status, body=body, retry_after=wait)
 
 
 def translate_error(exc: Exception, endpoint: Endpoint, *, chunks: int) -> JupyterStreamError:
@@ -183,18 +184,18 @@ def translate_error(exc: Exception, endpoint: Endpoint, *, chunks: int) -> Jupyt
             f"at {endpoint.display_url} is up and reachable, or raise connect_timeout=."
         )
     if isinstance(exc, httpx.ConnectError):
-        cause = _cause(exc)
-        if "refused" in cause.lower():
+        root = _root_os_error(exc)
+        if isinstance(root, ConnectionRefusedError):
             what = "connection refused"
             fix = (
                 f"start the server, or point base_url ({endpoint.base_url_source}) at the "
                 "port it listens on"
             )
-        elif "name or service" in cause.lower() or "nodename" in cause.lower():
+        elif isinstance(root, socket.gaierror):
             what = "unknown host"
             fix = f"check the host name in base_url ({endpoint.base_url_source})"
         else:
-            what = cause or type(exc).__name__
+            what = _cause(root or exc) or type(exc).__name__
             fix = f"check base_url ({endpoint.base_url_source}) and your network"
         return ConnectError(f"could not connect to {where} ({what}). Fix: {fix}.")
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, ConnectionError)):
@@ -208,6 +209,20 @@ def translate_error(exc: Exception, endpoint: Endpoint, *, chunks: int) -> Jupyt
             f"{endpoint.display_url} an OpenAI-compatible API?"
         )
     return ProtocolError(f"error talking to {where}: {type(exc).__name__}: {_cause(exc)}")
+
+
+def _root_os_error(exc: BaseException) -> OSError | None:
+    """The innermost OSError behind ``exc`` (httpx wraps httpcore, which wraps anyio's
+    "All connection attempts failed", which wraps the socket's own error)."""
+    found = None
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            found = current
+        current = current.__cause__ or current.__context__
+    return found
 
 
 def _cause(exc: BaseException) -> str:

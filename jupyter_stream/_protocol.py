@@ -11,9 +11,9 @@ The stream is a sequence of ``data:`` events, each a ``chat.completion.chunk`` o
     [DONE]
 
 Servers differ at the edges, and all of these are accepted: reasoning text as
-``delta.reasoning_content`` (DeepSeek, vLLM) or ``delta.reasoning`` (Ollama, OpenRouter), tool calls
-as ``delta.tool_calls`` fragments keyed by ``index``, usage on the last content chunk (vLLM with
-continuous usage), and ``{"error": {...}}`` events in the middle of a stream (OpenAI, vLLM, LiteLLM).
+``delta.reasoning_content`` (DeepSeek, vLLM) or ``delta.reasoning`` (Ollama, OpenRouter), tool
+calls as ``delta.tool_calls`` fragments keyed by ``index``, usage on the last content chunk (vLLM
+with continuous usage), and ``{"error": {...}}`` events mid-stream (OpenAI, vLLM, LiteLLM).
 """
 
 from __future__ import annotations
@@ -82,7 +82,9 @@ def parse_chunk(data: str, event: str = "message") -> Chunk:
             f"malformed stream: an event's data is not JSON: {excerpt(data)!r}"
         ) from exc
     if not isinstance(obj, dict):
-        raise ProtocolError(f"malformed stream: an event's data is not a JSON object: {excerpt(data)!r}")
+        raise ProtocolError(
+            f"malformed stream: an event's data is not a JSON object: {excerpt(data)!r}"
+        )
 
     error = obj.get("error")
     if error is not None or event == "error":

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from ._client import get_client, retry_after, status_error, translate_error
+from ._client import get_client, status_error, translate_error
 from ._config import Endpoint, resolve_endpoint, resolve_model
 from ._exceptions import (
     APIError,
@@ -42,7 +42,7 @@ from ._exceptions import (
 )
 from ._loop import private_loop
 from ._protocol import Chunk, Reply, build_payload, excerpt, normalize_messages, parse_chunk
-from .sse import SSEDecoder, ServerSentEvent
+from .sse import ServerSentEvent, SSEDecoder
 
 __all__ = ["ChatStream", "StopReason", "StreamStats", "astream_chat", "stream_chat"]
 
@@ -263,7 +263,9 @@ class ChatStream:
 
     async def __anext__(self) -> str:
         if self._sync:
-            raise TypeError("this stream is synchronous: iterate it with `for`, or use astream_chat")
+            raise TypeError(
+                "this stream is synchronous: iterate it with `for`, or use astream_chat"
+            )
         if self._loop is None:
             self._begin(asyncio.get_running_loop())
         while True:
@@ -619,7 +621,7 @@ def _rejects_stream_options(status: int, body: str) -> bool:
 
 
 def _backoff(attempt: int) -> float:
-    return min(8.0, 0.5 * 2**attempt) * (1 + random.random() / 4)
+    return min(8.0, 0.5 * 2.0**attempt) * (1 + random.random() / 4)
 
 
 def _retry_delay(error: HTTPStatusError, attempt: int, max_retries: int) -> float | None:
