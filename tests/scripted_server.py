@@ -205,7 +205,9 @@ class ScriptedServer:
             self.open_connections -= 1
             writer.close()
 
-    async def _watch(self, reader: asyncio.StreamReader, buffer: bytearray, request: Request) -> None:
+    async def _watch(
+        self, reader: asyncio.StreamReader, buffer: bytearray, request: Request
+    ) -> None:
         """Read while the response is written: EOF or a reset means the client went away.
         Bytes of a next (pipelined) request are kept for the request loop."""
         try:
