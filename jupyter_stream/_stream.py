@@ -1,15 +1,15 @@
 """ChatStream: one streamed chat completion, and the ``close()`` that stops it now.
 
 A stream is a *pump* task on an event loop (the caller's for ``astream_chat``, a private one for
-``stream_chat``) that reads the response, decodes events, folds them into a :class:`Reply` and
-queues text deltas; the consumer takes deltas from the queue. Everything the two share is guarded
-by one lock, which is what makes ``close()`` safe from any thread:
+``stream_chat``) that reads the response, decodes events and folds them into a :class:`Reply`;
+the consumer is handed the reply's content pieces one by one, keeping an index into them. What
+the two share is guarded by one lock, which is what makes ``close()`` safe from any thread:
 
-- ``close()`` records why the stream ended (the first reason wins), drops the queued deltas (so
-  none is delivered after it returns), shuts the socket down at once (so the server sees the
+- ``close()`` records why the stream ended (the first reason wins), cuts delivery (so no delta
+  is delivered after it returns), shuts the socket down at once (so the server sees the
   disconnect even when the loop is busy), and asks the loop to cancel the pump, which closes the
   response and releases the connection. It never blocks; ``aclose()`` also waits for the release.
-- A natural end (``[DONE]``, an error, an idle timeout) keeps the queued deltas for the consumer.
+- A natural end (``[DONE]``, an error, an idle timeout) lets the consumer take what remains.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import random
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -41,7 +40,15 @@ from ._exceptions import (
     TruncatedStreamError,
 )
 from ._loop import private_loop
-from ._protocol import Chunk, Reply, build_payload, excerpt, normalize_messages, parse_chunk
+from ._protocol import (
+    Chunk,
+    Reply,
+    build_payload,
+    excerpt,
+    normalize_messages,
+    parse_chunk,
+    parse_event,
+)
 from .sse import ServerSentEvent, SSEDecoder
 
 __all__ = ["ChatStream", "StopReason", "StreamStats", "astream_chat", "stream_chat"]
@@ -121,7 +128,10 @@ class ChatStream:
         self._reply = Reply(model=request.model)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._pending: deque[str] = deque()
+        # Deltas are the reply's own content pieces: the consumer keeps an index into them,
+        # and close() sets _cut, after which none is delivered.
+        self._delivered = 0
+        self._cut = False
         self._reason: StopReason | None = None
         self._error: JupyterStreamError | None = None
         self._error_raised = False
@@ -207,7 +217,7 @@ class ChatStream:
                 return
             self._reason = reason
             self._ended_at = time.monotonic()
-            self._pending.clear()
+            self._cut = True
             sock, self._sock = self._sock, None
             if sock is not None:
                 try:
@@ -269,14 +279,16 @@ class ChatStream:
         if self._loop is None:
             self._begin(asyncio.get_running_loop())
         while True:
-            with self._lock:
-                if self._pending:
-                    return self._pending.popleft()
-                if self._reason is not None:
-                    self._raise_error_once()
-                    raise StopAsyncIteration
-                assert self._loop is not None
-                waiter = self._waiter = self._loop.create_future()
+            delta = self._next_delta()
+            if delta is not None:
+                return delta
+            if self._reason is not None:
+                self._raise_error_once()
+                raise StopAsyncIteration
+            # The pump runs on this thread, so nothing arrives between the check and the wait;
+            # close() from another thread wakes the waiter through the loop.
+            assert self._loop is not None
+            waiter = self._waiter = self._loop.create_future()
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -306,8 +318,9 @@ class ChatStream:
             self._begin(private_loop())
         with self._cond:
             while True:
-                if self._pending:
-                    return self._pending.popleft()
+                delta = self._next_delta()
+                if delta is not None:
+                    return delta
                 if self._reason is not None:
                     self._raise_error_once()
                     raise StopIteration
@@ -335,6 +348,15 @@ class ChatStream:
             self._released.result(timeout=DRAIN_TIMEOUT + 5)
         except concurrent.futures.TimeoutError:
             pass
+
+    def _next_delta(self) -> str | None:
+        """The next content piece not yet delivered, or None (none yet, or close() was called)."""
+        pieces = self._reply._content  # append-only: safe to index while the pump appends
+        index = self._delivered
+        if index < len(pieces) and not self._cut:
+            self._delivered = index + 1
+            return pieces[index]
+        return None
 
     def _raise_error_once(self) -> None:
         if self._error is not None and not self._error_raised:
@@ -550,21 +572,23 @@ class ChatStream:
 
     def _deliver(self, events: list[ServerSentEvent]) -> bool:
         """Parse events and hand them over; True once the stream says [DONE]."""
-        chunks: list[Chunk] = []
+        chunks: list[str | Chunk] = []
         done = False
         failure: JupyterStreamError | None = None
         for event in events:
             try:
-                chunk = parse_chunk(event.data, event.event)
+                chunk = parse_event(event.data, event.event)
             except JupyterStreamError as exc:
                 failure = exc
                 break
-            if chunk.done:
-                done = True
-                break
-            if chunk.error is not None:
-                failure = _api_error(chunk.error, self._request.endpoint)
-                break
+            if type(chunk) is not str:
+                assert isinstance(chunk, Chunk)
+                if chunk.done:
+                    done = True
+                    break
+                if chunk.error is not None:
+                    failure = _api_error(chunk.error, self._request.endpoint)
+                    break
             chunks.append(chunk)
         if chunks and not self._commit(chunks):
             return True  # closed meanwhile: stop reading
@@ -572,20 +596,15 @@ class ChatStream:
             raise failure
         return done
 
-    def _commit(self, chunks: list[Chunk]) -> bool:
-        reply, pending = self._reply, self._pending
+    def _commit(self, chunks: list[str | Chunk]) -> bool:
         with self._lock:
             if self._reason is not None:
                 return False
-            for chunk in chunks:
-                reply.add(chunk)
-                if chunk.content or chunk.reasoning:
-                    self._tokens += 1
-                    if chunk.content:
-                        pending.append(chunk.content)
-            if self._first_token_at is None and self._tokens:
-                self._first_token_at = time.monotonic()
-            if pending:
+            texts = self._reply.extend(chunks)
+            if texts:
+                self._tokens += texts
+                if self._first_token_at is None:
+                    self._first_token_at = time.monotonic()
                 self._wake()
         return True
 
