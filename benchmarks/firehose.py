@@ -1,0 +1,470 @@
+"""A fast OpenAI-compatible event-stream server for benchmarks, on 127.0.0.1 only.
+
+Run it as a subprocess, so that it does not share the client's GIL::
+
+    python benchmarks/firehose.py --port 0      # prints "PORT <n>" once listening
+
+It serves until it is killed, or until its stdin is closed when stdin is a pipe. It is raw
+asyncio (asyncio's streams, made as ``asyncio.start_server`` makes them, with a protocol that
+timestamps the peer's EOF): HTTP/1.1, keep-alive, chunked transfer encoding, no framework, so
+that the server is never the bottleneck of a client benchmark.
+
+``POST /v1/chat/completions`` (any path ending in ``/chat/completions``) answers with
+``Content-Type: text/event-stream``; the JSON body chooses the behaviour:
+
+- ``max_tokens``: number of content chunks (default 20,000);
+- ``bench_interval``: seconds between chunks. 0 (the default) sends the whole stream as fast as
+  possible: a pre-built body (role chunk, ``max_tokens`` content chunks of " tok", a finish chunk,
+  a usage chunk when ``stream_options.include_usage`` is true, ``data: [DONE]``) written in
+  ~16 KiB HTTP chunks with ``drain()``. Above 0 it sends one content chunk per interval (up to
+  ``max_tokens``) while reading the socket, and when the client disconnects (EOF or reset) it
+  records ``time.monotonic()`` — CLOCK_MONOTONIC, system-wide on Linux, so comparable with the
+  client process's clock — under the body's ``bench_id``;
+- ``bench_id``: the name under which a disconnect is recorded.
+
+``GET /disconnects`` returns the log as JSON: ``[{"id", "t", "sent"}, ...]`` (``sent`` is how
+many content chunks went out before the disconnect was seen). Query parameters ``prefix=P``
+(only ids starting with P), ``expect=N`` and ``timeout=S`` (wait, on an event, up to S seconds
+until N matching entries are logged). ``POST /reset`` clears the log. ``GET /health`` says ok.
+
+:class:`FirehoseServer` can also run on a loop of your own (``await start()``) or on a thread
+of its own (``start_in_thread()`` / ``stop()``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import os
+import stat
+import sys
+import threading
+import time
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["FirehoseServer", "build_body", "build_event", "main"]
+
+HOST = "127.0.0.1"
+DEFAULT_TOKENS = 20_000
+MAX_TOKENS = 10_000_000  # a bound on every stream
+HTTP_CHUNK = 16 * 1024
+MAX_BODY = 1024 * 1024
+MAX_HEAD = 64 * 1024
+IDLE_TIMEOUT = 300.0  # an idle keep-alive connection is closed after this long
+MAX_REQUESTS_PER_CONNECTION = 1_000_000
+MAX_WAIT = 60.0  # longest wait a GET /disconnects may ask for
+
+_BASE = '{"id":"chatcmpl-x","object":"chat.completion.chunk","created":1,"model":"bench",'
+
+
+def build_event(choices: str, extra: str = "") -> bytes:
+    """One ``data:`` event of a chat.completion.chunk with the given JSON ``choices``."""
+    return f'data: {_BASE}"choices":{choices}{extra}}}\n\n'.encode()
+
+
+_ROLE_EVENT = build_event(
+    '[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]'
+)
+_TOKEN_EVENT = build_event('[{"index":0,"delta":{"content":" tok"},"finish_reason":null}]')
+_FINISH_EVENT = build_event('[{"index":0,"delta":{},"finish_reason":"stop"}]')
+_DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def _usage_event(n: int) -> bytes:
+    usage = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": n + 8}
+    return build_event("[]", ',"usage":' + json.dumps(usage, separators=(",", ":")))
+
+
+def _tail(n: int, include_usage: bool) -> bytes:
+    return _FINISH_EVENT + (_usage_event(n) if include_usage else b"") + _DONE_EVENT
+
+
+def build_body(n: int = DEFAULT_TOKENS, include_usage: bool = True) -> bytes:
+    """The event-stream body of a fast (``bench_interval`` 0) answer of ``n`` content chunks."""
+    return _ROLE_EVENT + _TOKEN_EVENT * n + _tail(n, include_usage)
+
+
+def _frame(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk of chunked transfer encoding."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+_LAST_CHUNK = b"0\r\n\r\n"
+_STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Content-Type: text/event-stream\r\n"
+    b"Cache-Control: no-cache\r\n"
+    b"Transfer-Encoding: chunked\r\n"
+    b"Connection: keep-alive\r\n\r\n"
+)
+
+
+class _BadRequest(Exception):
+    pass
+
+
+class _Protocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol, noting when the peer's EOF (or reset) reached the loop: the
+    callback's own time, not the later moment a task gets round to reading it."""
+
+    eof_at: float | None = None
+
+    def eof_received(self) -> bool | None:
+        if self.eof_at is None:
+            self.eof_at = time.monotonic()
+        return super().eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.eof_at is None:
+            self.eof_at = time.monotonic()
+        super().connection_lost(exc)
+
+
+class FirehoseServer:
+    """The server. ``await start()`` on a running loop, or ``start_in_thread()``."""
+
+    def __init__(self, host: str = HOST, port: int = 0) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the firehose serves loopback only")
+        self.host = host
+        self.port = port
+        self.disconnects: list[dict[str, Any]] = []
+        self._server: asyncio.AbstractServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._logged: asyncio.Condition | None = None
+        self._bodies: dict[tuple[int, bool], list[bytes]] = {}
+        self._handlers: set[asyncio.Task[Any]] = set()
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Listen; returns the port."""
+        self._loop = asyncio.get_running_loop()
+        self._logged = asyncio.Condition()
+        loop = self._loop
+
+        def factory() -> _Protocol:  # what asyncio.start_server does, with _Protocol
+            return _Protocol(asyncio.StreamReader(limit=MAX_HEAD, loop=loop), self._handle, loop)
+
+        self._server = await loop.create_server(factory, self.host, self.port, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=5)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def start_in_thread(self) -> int:
+        """Serve on a daemon thread with a loop of its own; returns the port."""
+        ready: concurrent.futures.Future[int] = concurrent.futures.Future()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                ready.set_result(loop.run_until_complete(self.start()))
+            except BaseException as exc:  # report it to the starting thread
+                ready.set_exception(exc)
+                loop.close()
+                return
+            try:
+                loop.run_forever()
+                loop.run_until_complete(self.aclose())
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="firehose", daemon=True)
+        self._thread.start()
+        return ready.result(timeout=30)
+
+    def stop(self) -> None:
+        """Stop a server started with ``start_in_thread``."""
+        if self._loop is not None and self._thread is not None:
+            try:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            except RuntimeError:
+                pass
+            self._thread.join(timeout=10)
+
+    # -- HTTP -----------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            for _ in range(MAX_REQUESTS_PER_CONNECTION):
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
+                except (
+                    asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError,
+                    asyncio.TimeoutError,
+                    ConnectionError,
+                ):
+                    return
+                headers: dict[str, str] = {}
+                try:
+                    method, target, headers = _parse_head(head)
+                    body = await _read_body(reader, headers)
+                    keep = await self._route(method, target, body, reader, writer)
+                except _BadRequest as exc:
+                    _respond(writer, 400, {"error": {"message": str(exc)}}, keep_alive=False)
+                    keep = False
+                if headers.get("connection", "").lower() == "close":
+                    keep = False
+                await writer.drain()
+                if not keep:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+
+    async def _route(
+        self,
+        method: str,
+        target: str,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        """Answer one request; False when the connection must not be reused."""
+        url = urlsplit(target)
+        path = url.path
+        if method == "POST" and path.endswith("/chat/completions"):
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError as exc:
+                raise _BadRequest(f"the body is not JSON: {exc}") from None
+            if not isinstance(request, dict):
+                raise _BadRequest("the body is not a JSON object")
+            n = request.get("max_tokens")
+            n = DEFAULT_TOKENS if n is None else int(n)
+            n = max(0, min(n, MAX_TOKENS))
+            interval = float(request.get("bench_interval") or 0)
+            options = request.get("stream_options") or {}
+            include_usage = bool(options.get("include_usage"))
+            if interval <= 0:
+                return await self._fast(writer, n, include_usage)
+            return await self._paced(
+                reader, writer, n, interval, include_usage, str(request.get("bench_id", ""))
+            )
+        if method == "GET" and path == "/disconnects":
+            query = parse_qs(url.query)
+            prefix = query.get("prefix", [""])[0]
+            expect = int(query.get("expect", ["0"])[0])
+            wait = min(float(query.get("timeout", ["0"])[0]), MAX_WAIT)
+            entries = await self._wait_for(prefix, expect, wait)
+            _respond(writer, 200, entries)
+            return True
+        if method == "POST" and path == "/reset":
+            self.disconnects.clear()
+            _respond(writer, 200, {"ok": True})
+            return True
+        if method == "GET" and path in ("/health", "/v1/health"):
+            _respond(writer, 200, {"ok": True})
+            return True
+        if method == "GET" and path.endswith("/models"):
+            _respond(writer, 200, {"object": "list", "data": [{"id": "bench", "object": "model"}]})
+            return True
+        _respond(writer, 404, {"error": {"message": f"no route for {method} {path}"}})
+        return True
+
+    async def _fast(self, writer: asyncio.StreamWriter, n: int, include_usage: bool) -> bool:
+        frames = self._bodies.get((n, include_usage))
+        if frames is None:
+            body = build_body(n, include_usage)
+            frames = [_frame(body[i : i + HTTP_CHUNK]) for i in range(0, len(body), HTTP_CHUNK)]
+            frames.append(_LAST_CHUNK)
+            if len(self._bodies) > 16:
+                self._bodies.clear()
+            self._bodies[(n, include_usage)] = frames
+        writer.write(_STREAM_HEAD)
+        for frame in frames:
+            writer.write(frame)
+            await writer.drain()
+        return True
+
+    async def _paced(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        n: int,
+        interval: float,
+        include_usage: bool,
+        bench_id: str,
+    ) -> bool:
+        loop = asyncio.get_running_loop()
+        protocol = writer.transport.get_protocol()
+        watcher = asyncio.create_task(_watch_eof(reader, protocol))
+        sent = 0
+        try:
+            writer.write(_STREAM_HEAD + _frame(_ROLE_EVENT))
+            start = loop.time()
+            for i in range(n):
+                writer.write(_frame(_TOKEN_EVENT))
+                sent += 1
+                await writer.drain()
+                if watcher.done():
+                    break
+                # Pacing, not synchronisation: wait for the next tick or the disconnect.
+                delay = start + (i + 1) * interval - loop.time()
+                await asyncio.wait({watcher}, timeout=max(0.0, delay))
+                if watcher.done():
+                    break
+            else:
+                writer.write(_frame(_tail(n, include_usage)) + _LAST_CHUNK)
+                await writer.drain()
+                watcher.cancel()
+                return True
+        except (ConnectionError, OSError):
+            t = getattr(protocol, "eof_at", None) or time.monotonic()
+            if not watcher.done():
+                watcher.cancel()
+                await self._log(bench_id, t, sent)
+                return False
+        t = await watcher
+        await self._log(bench_id, t, sent)
+        return False
+
+    async def _log(self, bench_id: str, t: float, sent: int) -> None:
+        assert self._logged is not None
+        async with self._logged:
+            self.disconnects.append({"id": bench_id, "t": t, "sent": sent})
+            self._logged.notify_all()
+
+    async def _wait_for(self, prefix: str, expect: int, wait: float) -> list[dict[str, Any]]:
+        def matching() -> list[dict[str, Any]]:
+            return [e for e in self.disconnects if e["id"].startswith(prefix)]
+
+        if expect > 0 and wait > 0:
+            assert self._logged is not None
+            try:
+                async with self._logged:
+                    await asyncio.wait_for(
+                        self._logged.wait_for(lambda: len(matching()) >= expect), wait
+                    )
+            except asyncio.TimeoutError:
+                pass
+        return matching()
+
+
+async def _watch_eof(reader: asyncio.StreamReader, protocol: Any) -> float:
+    """Read (and discard) until the client's EOF or a reset; return when the loop saw it."""
+    try:
+        for _ in range(1_000_000):
+            if not await reader.read(65536):
+                break
+    except (ConnectionError, OSError):
+        pass
+    seen = getattr(protocol, "eof_at", None)
+    return seen if seen is not None else time.monotonic()
+
+
+def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
+    try:
+        method, target, _version = lines[0].split(" ", 2)
+    except ValueError:
+        raise _BadRequest(f"bad request line {lines[0]!r}") from None
+    headers = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise _BadRequest(f"bad header line {line!r}")
+        headers[name.strip().lower()] = value.strip()
+    return method, target, headers
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        parts = []
+        size_total = 0
+        for _ in range(MAX_BODY):
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")  # no trailers expected
+                return b"".join(parts)
+            size_total += size
+            if size_total > MAX_BODY:
+                raise _BadRequest("body too large")
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        raise _BadRequest("too many chunks")
+    length = int(headers.get("content-length", "0") or 0)
+    if length > MAX_BODY:
+        raise _BadRequest("body too large")
+    return await reader.readexactly(length) if length else b""
+
+
+def _respond(writer: asyncio.StreamWriter, status: int, obj: Any, keep_alive: bool = True) -> None:
+    body = json.dumps(obj).encode()
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "Error")
+    writer.write(
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n".encode()
+        + body
+    )
+
+
+async def _serve(port: int) -> None:
+    server = FirehoseServer(HOST, port)
+    port = await server.start()
+    print(f"PORT {port}", flush=True)
+    loop = asyncio.get_running_loop()
+    stdin_closed = loop.create_future()
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+        watch_stdin = stat.S_ISFIFO(mode)
+    except (OSError, ValueError, AttributeError):
+        watch_stdin = False
+    if watch_stdin:
+        stdin_reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin_reader), sys.stdin)
+
+        async def watch() -> None:
+            for _ in range(1_000_000):
+                if not await stdin_reader.read(4096):
+                    break
+            if not stdin_closed.done():
+                stdin_closed.set_result(None)
+
+        watch_task = asyncio.create_task(watch())
+    try:
+        await stdin_closed  # forever when stdin is not a pipe: until killed
+    finally:
+        if watch_stdin:
+            watch_task.cancel()
+        await server.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(_serve(args.port))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

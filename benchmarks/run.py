@@ -1,0 +1,26 @@
+"""All of jupyter_stream's benchmarks, one after the other: ``python benchmarks/run.py [--quick]``.
+
+Figures, never pass/fail. Install the comparison libraries first: ``pip install -e '.[bench]'``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_sse  # noqa: E402
+import bench_stream  # noqa: E402
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv[1:]
+    print("## SSE decoding\n")
+    bench_sse.main(["--repeat", "3"] if quick else [])
+    print()
+    bench_stream.main(["--quick"] if quick else [])
+
+
+if __name__ == "__main__":
+    main()
