@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_sse  # noqa: E402
-import bench_stream  # noqa: E402
+import bench_sse
+import bench_stream
 
 
 def main() -> None:
