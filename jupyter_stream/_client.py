@@ -9,6 +9,7 @@ import email.utils
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -29,6 +30,7 @@ from ._exceptions import (
     RateLimitError,
     ServerError,
     StreamTimeout,
+    exception_chain,
 )
 from ._protocol import excerpt
 
@@ -55,12 +57,26 @@ async def get_client() -> httpx.AsyncClient:
         entry = _clients.get(loop)
     if entry is not None and not entry[0].is_closed:
         return entry[0]
-    client = httpx.AsyncClient(limits=LIMITS, timeout=None, trust_env=True)
+    client = httpx.AsyncClient(
+        limits=LIMITS, timeout=None, trust_env=True, verify=await _ssl_context()
+    )
     closer = _close_at_shutdown(client)
     await closer.__anext__()  # registers it with the loop's async generator hooks
     with _clients_lock:
         _clients[loop] = (client, closer)
     return client
+
+
+_ssl: ssl.SSLContext | None = None
+
+
+async def _ssl_context() -> ssl.SSLContext:
+    """One TLS context for the process, built on a worker thread: loading the CA bundle takes
+    50-150 ms, which would otherwise stall the caller's loop (a kernel's, say) on first use."""
+    global _ssl
+    if _ssl is None:
+        _ssl = await asyncio.to_thread(httpx.create_ssl_context)
+    return _ssl
 
 
 async def _close_at_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
@@ -195,7 +211,7 @@ def translate_error(exc: Exception, endpoint: Endpoint, *, chunks: int) -> Jupyt
             what = "unknown host"
             fix = f"check the host name in base_url ({endpoint.base_url_source})"
         else:
-            what = _cause(root or exc) or type(exc).__name__
+            what = _cause(root or exc, endpoint) or type(exc).__name__
             fix = f"check base_url ({endpoint.base_url_source}) and your network"
         return ConnectError(f"could not connect to {where} ({what}). Fix: {fix}.")
     if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, ConnectionError)):
@@ -205,28 +221,24 @@ def translate_error(exc: Exception, endpoint: Endpoint, *, chunks: int) -> Jupyt
                 "complete; what arrived is kept in .reply"
             )
         return ConnectionLostError(
-            f"the connection to {where} closed before any answer arrived ({_cause(exc)}). Is "
+            f"the connection to {where} closed before any answer arrived "
+            f"({_cause(exc, endpoint)}). Is "
             f"{endpoint.display_url} an OpenAI-compatible API?"
         )
-    return ProtocolError(f"error talking to {where}: {type(exc).__name__}: {_cause(exc)}")
+    cause = _cause(exc, endpoint)
+    return ProtocolError(f"error talking to {where}: {type(exc).__name__}: {cause}")
 
 
 def _root_os_error(exc: BaseException) -> OSError | None:
     """The innermost OSError behind ``exc`` (httpx wraps httpcore, which wraps anyio's
     "All connection attempts failed", which wraps the socket's own error)."""
-    found = None
-    seen = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError):
-            found = current
-        current = current.__cause__ or current.__context__
-    return found
+    errors = [link for link in exception_chain(exc) if isinstance(link, OSError)]
+    return errors[-1] if errors else None
 
 
-def _cause(exc: BaseException) -> str:
+def _cause(exc: BaseException, endpoint: Endpoint) -> str:
+    """A short, key-free account of what ``exc`` says."""
     text = str(exc)
     if not text and exc.__cause__ is not None:
         text = str(exc.__cause__)
-    return excerpt(text, 120)
+    return excerpt(endpoint.redact(text), 120)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from ._exceptions import ConfigurationError
+from ._exceptions import ConfigurationError, exception_chain
 
 __all__ = ["Endpoint", "resolve_endpoint", "resolve_model"]
 
@@ -24,14 +24,25 @@ MODEL_VAR = "JUPYTER_STREAM_MODEL"
 class Endpoint:
     """An OpenAI-compatible API root such as ``https://api.openai.com/v1``."""
 
-    base_url: str
+    base_url: str = field(repr=False)  # may hold user info or a query: see display_url
     base_url_source: str
     api_key: str | None = field(default=None, repr=False)
     api_key_source: str | None = None
 
+    def __repr__(self) -> str:
+        return (
+            f"Endpoint({self.display_url!r}, from {self.base_url_source}, "
+            f"key from {self.api_key_source})"
+        )
+
+    def url(self, path: str) -> str:
+        """``base_url`` with ``path`` appended to its path (a query string stays at the end)."""
+        parts = urlsplit(self.base_url)
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))
+
     @property
     def chat_url(self) -> str:
-        return self.base_url + "/chat/completions"
+        return self.url("/chat/completions")
 
     @property
     def display_url(self) -> str:
@@ -54,9 +65,16 @@ class Endpoint:
 
     def redact(self, text: str) -> str:
         """``text`` with the API key, if it appears, replaced by ``***``."""
-        if self.api_key and len(self.api_key) >= 4:
+        if self.api_key:
             text = text.replace(self.api_key, "***")
         return text
+
+    def appears_in(self, exc: BaseException) -> bool:
+        """Whether the key appears in ``exc`` or anything chained to it."""
+        key = self.api_key
+        if not key:
+            return False
+        return any(key in str(link) or key in repr(link) for link in exception_chain(exc))
 
 
 def resolve_endpoint(base_url: str | None = None, api_key: str | None = None) -> Endpoint:
@@ -77,6 +95,13 @@ def resolve_endpoint(base_url: str | None = None, api_key: str | None = None) ->
     if api_key is None:
         api_key = os.environ.get(API_KEY_VAR) or None
         key_source = API_KEY_VAR if api_key else None
+    if api_key is not None:
+        api_key = api_key.strip()  # a key pasted from a file often ends in a newline
+        if not api_key or not (api_key.isascii() and api_key.isprintable()) or " " in api_key:
+            raise ConfigurationError(
+                f"the API key from {key_source} is empty or holds spaces or control characters "
+                "(not allowed in an HTTP header); check its value"
+            )
     return Endpoint(_check_base_url(base_url, source), source, api_key, key_source)
 
 

@@ -23,6 +23,7 @@ No message, repr or traceback text ever contains an API key.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -44,7 +45,18 @@ __all__ = [
     "ServerError",
     "StreamTimeout",
     "TruncatedStreamError",
+    "exception_chain",
 ]
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what it was raised from or during, innermost last (each once)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 class JupyterStreamError(Exception):

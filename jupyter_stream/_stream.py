@@ -120,6 +120,9 @@ class ChatStream:
     Made by :func:`astream_chat` (``async for``) or :func:`stream_chat` (``for``). After it ends,
     ``text`` and ``reply`` hold everything received, ``stop_reason`` says why it ended, and
     ``error`` holds the exception when that reason is ``error``.
+
+    Iterate it inside ``async with``/``with`` (or call ``close()``): a ``break`` out of a bare
+    loop does not tell the stream, which then runs on until the answer ends.
     """
 
     def __init__(self, request: _Request, *, sync: bool) -> None:
@@ -147,6 +150,7 @@ class ChatStream:
         self._first_token_at: float | None = None
         self._ended_at: float | None = None
         self._tokens = 0
+        self._body_started = False
 
     # -- what the caller reads ------------------------------------------------------------------
 
@@ -227,7 +231,7 @@ class ChatStream:
             self._cond.notify_all()
             loop = self._loop
             if loop is None:  # never started: nothing to release
-                self._released.set_result(None)
+                self._release()
                 return
         if threading.get_ident() == self._loop_thread:
             self._cancel()
@@ -240,7 +244,15 @@ class ChatStream:
     async def aclose(self) -> None:
         """Close, and wait until the connection is released."""
         self.close()
-        await asyncio.wrap_future(self._released)
+        await self._wait_released()
+
+    async def _wait_released(self) -> None:
+        # Shielded: a caller's own timeout must not cancel the future that others wait on too.
+        await asyncio.shield(asyncio.wrap_future(self._released))
+
+    def _release(self) -> None:
+        if not self._released.done():
+            self._released.set_result(None)
 
     def set_deadline(self, seconds: float | None) -> None:
         """End the stream with ``timeout`` once ``seconds`` have passed since it started.
@@ -304,7 +316,7 @@ class ChatStream:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
         self.close(_reason_for_exit(exc))
-        await asyncio.wrap_future(self._released)
+        await self._wait_released()
 
     # -- sync consumer --------------------------------------------------------------------------
 
@@ -352,10 +364,11 @@ class ChatStream:
     def _next_delta(self) -> str | None:
         """The next content piece not yet delivered, or None (none yet, or close() was called)."""
         pieces = self._reply._content  # append-only: safe to index while the pump appends
-        index = self._delivered
-        if index < len(pieces) and not self._cut:
-            self._delivered = index + 1
-            return pieces[index]
+        with self._lock:  # so that close(), which sets _cut under it, is never overtaken
+            index = self._delivered
+            if index < len(pieces) and not self._cut:
+                self._delivered = index + 1
+                return pieces[index]
         return None
 
     def _raise_error_once(self) -> None:
@@ -381,13 +394,18 @@ class ChatStream:
         with self._lock:
             self._loop_thread = threading.get_ident()
             if self._reason is not None:
-                if not self._released.done():
-                    self._released.set_result(None)
+                self._release()
                 return
             self._started_at = time.monotonic()
             assert self._loop is not None
             self._task = self._loop.create_task(self._pump())
+            # A task cancelled before its first step never runs _pump's finally: this does.
+            self._task.add_done_callback(self._pump_done)
         self._schedule_deadline()
+
+    def _pump_done(self, task: asyncio.Task[None]) -> None:
+        self._finish(StopReason.INTERRUPTED)
+        self._release()
 
     def _cancel(self) -> None:
         if self._task is not None and not self._task.done():
@@ -429,7 +447,7 @@ class ChatStream:
         self._wake()
 
     async def _pump(self) -> None:
-        reason, error = StopReason.ERROR, None
+        reason, error = StopReason.INTERRUPTED, None
         try:
             reason = await self._receive()
         except asyncio.CancelledError:
@@ -441,21 +459,28 @@ class ChatStream:
         except JupyterStreamError as exc:
             error = exc
         except (httpx.HTTPError, OSError) as exc:
-            error = translate_error(exc, self._request.endpoint, chunks=self._reply.chunks)
-            error.__cause__ = exc
+            endpoint = self._request.endpoint
+            error = translate_error(exc, endpoint, chunks=self._reply.chunks)
+            # Chained as the cause, unless some part of that chain quotes the key (h11 does,
+            # in "Illegal header value b'Bearer ...'").
+            error.__cause__ = None if endpoint.appears_in(exc) else exc
+            error.__suppress_context__ = True
         except Exception as exc:  # a bug or a shape we did not foresee: end, never hang
-            error = ProtocolError(f"unexpected {type(exc).__name__} while streaming: {exc}")
-            error.__cause__ = exc
+            endpoint = self._request.endpoint
+            message = endpoint.redact(f"unexpected {type(exc).__name__} while streaming: {exc}")
+            error = ProtocolError(message)
+            error.__cause__ = None if endpoint.appears_in(exc) else exc
+            error.__suppress_context__ = True
         finally:
             if self._deadline_handle is not None:
                 self._deadline_handle.cancel()
-            self._finish(reason, error)
+            self._finish(StopReason.ERROR if error is not None else reason, error)
             # asyncio closes a transport's socket one loop iteration after transport.close():
             # let it, so that "released" means the socket is really closed.
             try:
                 await asyncio.sleep(0)
             finally:
-                self._released.set_result(None)
+                self._release()
 
     async def _receive(self) -> StopReason:
         request = self._request
@@ -492,9 +517,15 @@ class ChatStream:
                     delay = _retry_delay(error, attempt, request.max_retries)
                     if delay is None:
                         raise error
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError):
-                # Before the first body byte: the request may be retried safely.
-                if attempt >= request.max_retries or self._reply.chunks:
+            except (
+                httpx.ConnectError,
+                httpx.ConnectTimeout,
+                httpx.NetworkError,
+                httpx.RemoteProtocolError,
+            ):
+                # Before the first body byte the request may be retried safely (a refused
+                # connection, or a pooled one the server had closed); never after.
+                if attempt >= request.max_retries or self._body_started:
                     raise
                 delay = _backoff(attempt)
             attempt += 1
@@ -508,12 +539,20 @@ class ChatStream:
         with self._lock:
             if self._reason is None and stream is not None:
                 self._sock = stream.get_extra_info("socket")
+        try:
+            return await self._read_body(response, content_type)
+        finally:
+            with self._lock:  # the connection may go back to the pool: close() must not touch it
+                self._sock = None
+
+    async def _read_body(self, response: httpx.Response, content_type: str) -> StopReason:
         decoder = SSEDecoder()
         head = b""  # the first bytes, for an error message if this is no event stream
         chunks = response.aiter_bytes()
         async for data in chunks:
             if len(head) < 512:
                 head += data[:512]
+                self._body_started = True
             events = decoder.feed(data)
             if events and self._deliver(events):
                 if self._reason is not None:  # closed meanwhile; the pump is being cancelled
@@ -668,6 +707,8 @@ def _make_request(
     for name in ("stream", "stream_options", "messages", "model"):
         if name in params:
             raise ConfigurationError(f"{name}= is set by jupyter_stream itself; leave it out")
+    if params.get("n", 1) != 1:
+        raise ConfigurationError("n= other than 1 is not supported: a stream holds one answer")
     for name, value in (
         ("timeout", timeout),
         ("idle_timeout", idle_timeout),

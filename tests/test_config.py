@@ -68,6 +68,7 @@ def test_user_info_never_shows_in_the_display_url() -> None:
         {"connect_timeout": 0},
         {"max_retries": -1},
         {"stream": False},
+        {"n": 2},
     ],
 )
 def test_bad_options_are_configuration_errors(options: dict) -> None:
@@ -91,3 +92,24 @@ async def test_sync_and_async_iteration_are_not_mixed() -> None:
     with pytest.raises(TypeError, match="async for"):
         next(asynchronous)
     asynchronous.close()
+
+
+def test_a_query_string_stays_at_the_end_and_out_of_reprs() -> None:
+    endpoint = resolve_endpoint("https://user:pw@x.example/openai/v1?api-version=2024-10")
+    assert (
+        endpoint.chat_url
+        == "https://user:pw@x.example/openai/v1/chat/completions?api-version=2024-10"
+    )
+    assert "pw" not in repr(endpoint) and "api-version" not in repr(endpoint)
+
+
+def test_a_key_pasted_with_a_newline_is_trimmed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-abc123\n")
+    assert resolve_endpoint("http://localhost:1/v1").api_key == "sk-abc123"
+
+
+@pytest.mark.parametrize("key", ["sk-abc\r123", "sk abc", "sk-\x00abc", "  "])
+def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(key: str) -> None:
+    with pytest.raises(ConfigurationError, match="api_key argument") as caught:
+        resolve_endpoint("http://localhost:1/v1", key)
+    assert key.strip() not in str(caught.value) or not key.strip()

@@ -385,3 +385,56 @@ def test_sync_stream_time_to_first_token_is_measured(server: ScriptedServer) -> 
     assert stats.time_to_first_token is not None
     assert 0 <= stats.time_to_first_token <= time.monotonic() - started
     assert stats.tokens == 4
+
+
+async def test_async_with_closed_before_the_pump_ever_ran_does_not_hang(
+    server: ScriptedServer,
+) -> None:
+    async with open_stream(server) as stream:
+        pass  # the pump task exists but has not taken a step yet
+    assert stream.stop_reason is StopReason.STOPPED
+    async with open_stream(server) as stream:
+        stream.set_deadline(0)
+    assert stream.stop_reason is StopReason.TIMEOUT
+
+
+async def test_a_cancelled_aclose_does_not_break_the_stream_for_others(
+    server: ScriptedServer,
+) -> None:
+    server.handler = stalls_after("a")
+    stream = open_stream(server)
+    assert await stream.__anext__() == "a"
+    impatient = asyncio.create_task(stream.aclose())
+    await asyncio.sleep(0)  # let it start waiting, then give up on it
+    impatient.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await impatient
+    await asyncio.wait_for(stream.aclose(), WAIT)
+    assert stream._released.done() and not stream._released.cancelled()
+    sees_disconnect(server)
+
+
+async def test_no_retry_once_the_body_has_started(server: ScriptedServer) -> None:
+    async def comment_then_crash(request: Request, response: Response) -> None:
+        await response.send(": keep-alive\n\n")
+        response.abort()
+
+    server.handler = comment_then_crash
+    stream = astream_chat("hi", model="m", base_url=server.url, max_retries=2)
+    with pytest.raises(ConnectionLostError):
+        async for _ in stream:
+            pass
+    assert len(server.requests) == 1
+
+
+async def test_a_connection_dropped_before_the_answer_is_retried(server: ScriptedServer) -> None:
+    async def flaky(request: Request, response: Response) -> None:
+        if len(server.requests) == 1:
+            response.abort()  # no status line at all
+        else:
+            await complete(response, ["ok"])
+
+    server.handler = flaky
+    stream = astream_chat("hi", model="m", base_url=server.url, max_retries=1)
+    assert [delta async for delta in stream] == ["ok"]
+    assert len(server.requests) == 2
