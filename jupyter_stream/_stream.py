@@ -363,12 +363,15 @@ class ChatStream:
 
     def _next_delta(self) -> str | None:
         """The next content piece not yet delivered, or None (none yet, or close() was called)."""
-        pieces = self._reply._content  # append-only: safe to index while the pump appends
-        with self._lock:  # so that close(), which sets _cut under it, is never overtaken
-            index = self._delivered
-            if index < len(pieces) and not self._cut:
-                self._delivered = index + 1
-                return pieces[index]
+        # No lock: the pieces are append-only (safe to index while the pump appends), and the
+        # decision to deliver is the read of _cut, which close() sets before it returns. A lock
+        # here would not change what a consumer on another thread can observe (it must release
+        # it before returning the piece), so it is left out of the hot path.
+        pieces = self._reply._content
+        index = self._delivered
+        if index < len(pieces) and not self._cut:
+            self._delivered = index + 1
+            return pieces[index]
         return None
 
     def _raise_error_once(self) -> None:
