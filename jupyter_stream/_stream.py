@@ -128,7 +128,7 @@ class ChatStream:
     def __init__(self, request: _Request, *, sync: bool) -> None:
         self._request = request
         self._sync = sync
-        self._reply = Reply(model=request.model)
+        self._reply = Reply()
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         # Deltas are the reply's own content pieces: the consumer keeps an index into them,
@@ -438,7 +438,7 @@ class ChatStream:
         )
 
     def _finish(self, reason: StopReason, error: JupyterStreamError | None = None) -> None:
-        """Record a natural end; queued deltas stay for the consumer."""
+        """Record a natural end (the first reason wins); undelivered deltas stay deliverable."""
         with self._lock:
             if self._reason is None:
                 self._reason = reason
