@@ -20,7 +20,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
@@ -114,15 +114,11 @@ class _Request:
     max_retries: int
 
 
-class ChatStream:
-    """One streamed chat completion. Iterate it for text deltas; ``close()`` stops it now.
+class _Engine:
+    """The working part of a :class:`ChatStream`: its state, its pump and the consumer's side.
 
-    Made by :func:`astream_chat` (``async for``) or :func:`stream_chat` (``for``). After it ends,
-    ``text`` and ``reply`` hold everything received, ``stop_reason`` says why it ended, and
-    ``error`` holds the exception when that reason is ``error``.
-
-    Iterate it inside ``async with``/``with`` (or call ``close()``): a ``break`` out of a bare
-    loop does not tell the stream, which then runs on until the answer ends.
+    It never refers to its ChatStream, so a ChatStream that nobody holds any more (a ``break``
+    out of a bare loop, say) is collected, and closes its engine as it goes.
     """
 
     def __init__(self, request: _Request, *, sync: bool) -> None:
@@ -200,13 +196,6 @@ class ChatStream:
             usage=usage,
         )
 
-    def __repr__(self) -> str:
-        state = self._reason.value if self._reason else "streaming" if self._task else "new"
-        return (
-            f"<ChatStream model={self.model!r} {state} chars={len(self.text)} "
-            f"url={self._request.endpoint.display_url!r}>"
-        )
-
     # -- control --------------------------------------------------------------------------------
 
     def close(self, reason: StopReason | str = StopReason.STOPPED) -> None:
@@ -244,9 +233,9 @@ class ChatStream:
     async def aclose(self) -> None:
         """Close, and wait until the connection is released."""
         self.close()
-        await self._wait_released()
+        await self.await_released()
 
-    async def _wait_released(self) -> None:
+    async def await_released(self) -> None:
         # Shielded: a caller's own timeout must not cancel the future that others wait on too.
         await asyncio.shield(asyncio.wrap_future(self._released))
 
@@ -280,10 +269,7 @@ class ChatStream:
 
     # -- async consumer -------------------------------------------------------------------------
 
-    def __aiter__(self) -> ChatStream:
-        return self
-
-    async def __anext__(self) -> str:
+    async def anext(self) -> str:
         if self._sync:
             raise TypeError(
                 "this stream is synchronous: iterate it with `for`, or use astream_chat"
@@ -307,23 +293,13 @@ class ChatStream:
                 self.close(StopReason.INTERRUPTED)
                 raise
 
-    async def __aenter__(self) -> ChatStream:
+    def begin_async(self) -> None:
         if self._loop is None and not self._sync:
             self._begin(asyncio.get_running_loop())
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
-    ) -> None:
-        self.close(_reason_for_exit(exc))
-        await self._wait_released()
 
     # -- sync consumer --------------------------------------------------------------------------
 
-    def __iter__(self) -> ChatStream:
-        return self
-
-    def __next__(self) -> str:
+    def next(self) -> str:
         if not self._sync:
             raise TypeError("this stream is asynchronous: use `async for`, or use stream_chat")
         if self._loop is None:
@@ -342,20 +318,13 @@ class ChatStream:
                     self.close(StopReason.INTERRUPTED)
                     raise
 
-    def __enter__(self) -> ChatStream:
+    def begin_sync(self) -> None:
         if not self._sync:
             raise TypeError("use `async with` with astream_chat, or `with` with stream_chat")
         if self._loop is None:
             self._begin(private_loop())
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close(_reason_for_exit(exc))
+    def wait_released(self) -> None:
         try:
             self._released.result(timeout=DRAIN_TIMEOUT + 5)
         except concurrent.futures.TimeoutError:
@@ -649,6 +618,128 @@ class ChatStream:
                     self._first_token_at = time.monotonic()
                 self._wake()
         return True
+
+
+class ChatStream:
+    """One streamed chat completion. Iterate it for text deltas; ``close()`` stops it now.
+
+    Made by :func:`astream_chat` (``async for``) or :func:`stream_chat` (``for``). After it ends,
+    ``text`` and ``reply`` hold everything received, ``stop_reason`` says why it ended, and
+    ``error`` holds the exception when that reason is ``error``.
+
+    Iterate it inside ``async with``/``with``, or call ``close()``: that is what releases the
+    connection at a known moment. A stream that nobody holds any more (a ``break`` out of a bare
+    loop) is closed when Python collects it, which in CPython is at once.
+    """
+
+    __slots__ = ("_engine",)
+
+    def __init__(self, request: _Request, *, sync: bool) -> None:
+        self._engine = _Engine(request, sync=sync)
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)  # absent if __init__ failed
+        if engine is not None and engine.stop_reason is None:
+            engine.close(StopReason.STOPPED)
+
+    @property
+    def text(self) -> str:
+        """The answer's text received so far (all of it, including any not yet iterated)."""
+        return self._engine.text
+
+    @property
+    def reply(self) -> Reply:
+        """Everything received: content, reasoning, tool calls, usage, finish reason."""
+        return self._engine.reply
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        """Why the stream ended, or None while it runs."""
+        return self._engine.stop_reason
+
+    @property
+    def error(self) -> JupyterStreamError | None:
+        """The error when ``stop_reason`` is ``error``, else None."""
+        return self._engine.error
+
+    @property
+    def done(self) -> bool:
+        """True once the stream has ended, for whatever reason."""
+        return self._engine.done
+
+    @property
+    def model(self) -> str:
+        """The model that answers (the server's name for it once known)."""
+        return self._engine.model
+
+    @property
+    def stats(self) -> StreamStats:
+        """Time to first token, elapsed time, chunks, tokens, tokens/s, usage."""
+        return self._engine.stats
+
+    def close(self, reason: StopReason | str = StopReason.STOPPED) -> None:
+        """Stop the stream now. Idempotent, thread-safe, never blocks.
+
+        After it returns no delta is delivered; the connection is shut down at once and the
+        pump is cancelled on its loop. A stream that already ended keeps its reason.
+        """
+        self._engine.close(reason)
+
+    async def aclose(self) -> None:
+        """Close, and wait until the connection is released."""
+        await self._engine.aclose()
+
+    def set_deadline(self, seconds: float | None) -> None:
+        """End the stream with ``timeout`` once ``seconds`` have passed since it started.
+
+        Takes effect at once, from any thread: a deadline already passed ends it now. None
+        removes the limit.
+        """
+        self._engine.set_deadline(seconds)
+
+    def __repr__(self) -> str:
+        engine = self._engine
+        reason = engine.stop_reason
+        state = reason.value if reason else "streaming" if engine._task else "new"
+        return (
+            f"<ChatStream model={engine.model!r} {state} chars={len(engine.text)} "
+            f"url={engine._request.endpoint.display_url!r}>"
+        )
+
+    def __aiter__(self) -> ChatStream:
+        return self
+
+    def __anext__(self) -> Awaitable[str]:
+        return self._engine.anext()
+
+    async def __aenter__(self) -> ChatStream:
+        self._engine.begin_async()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        self._engine.close(_reason_for_exit(exc))
+        await self._engine.await_released()
+
+    def __iter__(self) -> ChatStream:
+        return self
+
+    def __next__(self) -> str:
+        return self._engine.next()
+
+    def __enter__(self) -> ChatStream:
+        self._engine.begin_sync()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._engine.close(_reason_for_exit(exc))
+        self._engine.wait_released()
 
 
 def _reason_for_exit(exc: BaseException | None) -> StopReason:

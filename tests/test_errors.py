@@ -79,7 +79,7 @@ async def test_401_without_a_key_says_none_was_configured(server: ScriptedServer
 async def test_the_key_is_not_in_reprs(server: ScriptedServer) -> None:
     stream = astream_chat("hi", model="m", base_url=server.url, api_key=SECRET)
     assert SECRET not in repr(stream)
-    assert SECRET not in repr(stream._request)
+    assert SECRET not in repr(stream._engine._request)
     await stream.aclose()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import threading
 import time
@@ -128,7 +129,7 @@ def test_sync_stream_completes_and_context_manager_releases(server: ScriptedServ
     with stream_chat("hi", model="m", base_url=server.url) as stream:
         assert "".join(stream) == "Hello, world!"
     assert stream.stop_reason is StopReason.COMPLETED
-    assert stream._released.done()
+    assert stream._engine._released.done()
 
 
 async def test_close_before_the_first_byte(server: ScriptedServer) -> None:
@@ -410,7 +411,7 @@ async def test_a_cancelled_aclose_does_not_break_the_stream_for_others(
     with pytest.raises(asyncio.CancelledError):
         await impatient
     await asyncio.wait_for(stream.aclose(), WAIT)
-    assert stream._released.done() and not stream._released.cancelled()
+    assert stream._engine._released.done() and not stream._engine._released.cancelled()
     sees_disconnect(server)
 
 
@@ -438,3 +439,29 @@ async def test_a_connection_dropped_before_the_answer_is_retried(server: Scripte
     stream = astream_chat("hi", model="m", base_url=server.url, max_retries=1)
     assert [delta async for delta in stream] == ["ok"]
     assert len(server.requests) == 2
+
+
+async def test_a_break_out_of_a_bare_async_loop_stops_the_stream(server: ScriptedServer) -> None:
+    server.handler = stalls_after("a", "b")
+    async for _ in open_stream(server):
+        break  # nobody holds the stream any more: collecting it closes it
+    sees_disconnect(server)
+
+
+def test_a_break_out_of_a_bare_sync_loop_stops_the_stream(server: ScriptedServer) -> None:
+    server.handler = stalls_after("a", "b")
+    for _ in stream_chat("hi", model="m", base_url=server.url):
+        break
+    sees_disconnect(server)
+
+
+async def test_a_stream_that_is_held_is_not_stopped_by_collection(server: ScriptedServer) -> None:
+    server.handler = stalls_after("a", "b")
+    stream = open_stream(server)
+    async for _ in stream:
+        break
+    gc.collect()
+    assert stream.stop_reason is None  # still running: its holder may iterate on
+    assert await stream.__anext__() == "b"
+    await stream.aclose()
+    assert not server.requests[-1].finished
