@@ -20,7 +20,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
@@ -222,13 +222,13 @@ class _Engine:
             if loop is None:  # never started: nothing to release
                 self._release()
                 return
-        if threading.get_ident() == self._loop_thread:
-            self._cancel()
-        else:
-            try:
+        try:
+            if threading.get_ident() == self._loop_thread:
+                self._cancel()
+            else:
                 loop.call_soon_threadsafe(self._cancel)
-            except RuntimeError:  # the loop is closed: the pump is gone with it
-                pass
+        except RuntimeError:  # the loop is closed: the pump is gone with it
+            pass
 
     async def aclose(self) -> None:
         """Close, and wait until the connection is released."""
@@ -294,7 +294,9 @@ class _Engine:
                 raise
 
     def begin_async(self) -> None:
-        if self._loop is None and not self._sync:
+        if self._sync:
+            raise TypeError("use `with` with stream_chat, or `async with` with astream_chat")
+        if self._loop is None:
             self._begin(asyncio.get_running_loop())
 
     # -- sync consumer --------------------------------------------------------------------------
@@ -632,7 +634,7 @@ class ChatStream:
     loop) is closed when Python collects it, which in CPython is at once.
     """
 
-    __slots__ = ("_engine",)
+    __slots__ = ("__weakref__", "_engine")
 
     def __init__(self, request: _Request, *, sync: bool) -> None:
         self._engine = _Engine(request, sync=sync)
@@ -709,8 +711,10 @@ class ChatStream:
     def __aiter__(self) -> ChatStream:
         return self
 
-    def __anext__(self) -> Awaitable[str]:
-        return self._engine.anext()
+    async def __anext__(self) -> str:
+        # A coroutine of the handle's own, so that awaiting a delta holds the handle (an
+        # awaited `astream_chat(...).__anext__()` must not be collected, and closed, meanwhile).
+        return await self._engine.anext()
 
     async def __aenter__(self) -> ChatStream:
         self._engine.begin_async()

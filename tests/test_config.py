@@ -113,3 +113,11 @@ def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it(key: str) -
     with pytest.raises(ConfigurationError, match="api_key argument") as caught:
         resolve_endpoint("http://localhost:1/v1", key)
     assert key.strip() not in str(caught.value) or not key.strip()
+
+
+async def test_async_with_on_a_sync_stream_is_refused() -> None:
+    sync = stream_chat("hi", model="m", base_url="http://localhost:1/v1")
+    with pytest.raises(TypeError, match="`with` with stream_chat"):
+        async with sync:
+            pass
+    sync.close()

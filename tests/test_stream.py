@@ -7,6 +7,7 @@ import gc
 import signal
 import threading
 import time
+import weakref
 
 import pytest
 from conftest import client_sockets
@@ -465,3 +466,22 @@ async def test_a_stream_that_is_held_is_not_stopped_by_collection(server: Script
     assert await stream.__anext__() == "b"
     await stream.aclose()
     assert not server.requests[-1].finished
+
+
+async def test_awaiting_one_delta_of_an_unheld_stream_keeps_it_alive(
+    server: ScriptedServer,
+) -> None:
+    first = asyncio.create_task(open_stream(server).__anext__())
+    gc.collect()
+    assert await first == "Hello"
+
+
+async def test_streams_can_be_tracked_by_weak_reference(server: ScriptedServer) -> None:
+    server.handler = stalls_after("a")
+    stream = open_stream(server)
+    tracked = weakref.WeakSet([stream])
+    assert await stream.__anext__() == "a"
+    del stream
+    gc.collect()
+    assert len(tracked) == 0  # tracking does not keep it alive, so it closed itself
+    sees_disconnect(server)
