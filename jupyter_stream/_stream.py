@@ -20,7 +20,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
@@ -269,7 +269,8 @@ class _Engine:
 
     # -- async consumer -------------------------------------------------------------------------
 
-    async def anext(self) -> str:
+    async def anext(self, holder: object) -> str:
+        """The next delta. ``holder`` (the ChatStream) is kept alive by this frame only."""
         if self._sync:
             raise TypeError(
                 "this stream is synchronous: iterate it with `for`, or use astream_chat"
@@ -711,10 +712,10 @@ class ChatStream:
     def __aiter__(self) -> ChatStream:
         return self
 
-    async def __anext__(self) -> str:
-        # A coroutine of the handle's own, so that awaiting a delta holds the handle (an
-        # awaited `astream_chat(...).__anext__()` must not be collected, and closed, meanwhile).
-        return await self._engine.anext()
+    def __anext__(self) -> Coroutine[Any, Any, str]:
+        # The coroutine holds the handle while it waits, so that an awaited
+        # `astream_chat(...).__anext__()` is not collected, and closed, meanwhile.
+        return self._engine.anext(self)
 
     async def __aenter__(self) -> ChatStream:
         self._engine.begin_async()
