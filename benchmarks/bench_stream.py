@@ -865,7 +865,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         tp_repeats, single, many = 2, 10, 2
     else:
-        tp_repeats, single, many = 5, 50, 5
+        tp_repeats, single, many = 9, 50, 5
 
     print("## jupyter_stream: end-to-end streaming benchmarks\n")
     print(header(command) + "\n")
