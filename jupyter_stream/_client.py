@@ -53,15 +53,16 @@ async def get_client() -> httpx.AsyncClient:
     ``asyncio.Runner`` do), so pooled connections are not left to the garbage collector.
     """
     loop = asyncio.get_running_loop()
+    verify = await _ssl_context()  # may suspend, so it comes before the look-up
+    # From here to the end nothing suspends, so streams starting together on one loop cannot
+    # each make a client (a client replaced in _clients would be closed under its stream).
     with _clients_lock:
         entry = _clients.get(loop)
     if entry is not None and not entry[0].is_closed:
         return entry[0]
-    client = httpx.AsyncClient(
-        limits=LIMITS, timeout=None, trust_env=True, verify=await _ssl_context()
-    )
+    client = httpx.AsyncClient(limits=LIMITS, timeout=None, trust_env=True, verify=verify)
     closer = _close_at_shutdown(client)
-    await closer.__anext__()  # registers it with the loop's async generator hooks
+    await closer.__anext__()  # runs to its yield without suspending; registers with the loop
     with _clients_lock:
         _clients[loop] = (client, closer)
     return client

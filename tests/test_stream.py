@@ -485,3 +485,30 @@ async def test_streams_can_be_tracked_by_weak_reference(server: ScriptedServer) 
     gc.collect()
     assert len(tracked) == 0  # tracking does not keep it alive, so it closed itself
     sees_disconnect(server)
+
+
+def test_streams_starting_together_on_a_new_loop_share_one_client(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    import jupyter_stream._client as client_module
+
+    made = []
+
+    class CountedClient(httpx.AsyncClient):
+        def __init__(self, **options: object) -> None:
+            super().__init__(**options)  # type: ignore[arg-type]
+            made.append(self)
+
+    async def text(stream: ChatStream) -> str:
+        return "".join([delta async for delta in stream])
+
+    async def together() -> list[str]:
+        return await asyncio.gather(*(text(open_stream(server)) for _ in range(5)))
+
+    monkeypatch.setattr(client_module.httpx, "AsyncClient", CountedClient)
+    # First use in the process: building the TLS context suspends each stream's get_client().
+    monkeypatch.setattr(client_module, "_ssl", None)
+    assert asyncio.run(together()) == ["Hello, world!"] * 5
+    assert len(made) == 1
