@@ -193,8 +193,6 @@ def status_error(
 def translate_error(exc: Exception, endpoint: Endpoint, *, chunks: int) -> JupyterStreamError:
     """The jupyter_stream error for an httpx (or OS) error met while streaming."""
     where = endpoint.host_port
-    if isinstance(exc, JupyterStreamError):
-        return exc
     if isinstance(exc, httpx.ConnectTimeout):
         return StreamTimeout(
             f"no connection to {where} within the connect timeout. Fix: check that the server "
