@@ -20,7 +20,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
@@ -218,17 +218,10 @@ class _Engine:
                 except OSError:
                     pass
             self._cond.notify_all()
-            loop = self._loop
-            if loop is None:  # never started: nothing to release
+            if self._loop is None:  # never started: nothing to release
                 self._release()
                 return
-        try:
-            if threading.get_ident() == self._loop_thread:
-                self._cancel()
-            else:
-                loop.call_soon_threadsafe(self._cancel)
-        except RuntimeError:  # the loop is closed: the pump is gone with it
-            pass
+        self._on_loop(self._cancel)
 
     async def aclose(self) -> None:
         """Close, and wait until the connection is released."""
@@ -253,30 +246,32 @@ class _Engine:
             raise ConfigurationError(f"a deadline must be >= 0 seconds, got {seconds}")
         with self._lock:
             self._timeout = seconds
-            loop, started = self._loop, self._started_at
+            started = self._started_at
         if seconds is not None and started is not None and time.monotonic() >= started + seconds:
             self.close(StopReason.TIMEOUT)
-            return
+        else:
+            self._on_loop(self._schedule_deadline)
+
+    def _on_loop(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the stream's loop: now if this is its thread, else as soon as the
+        loop wakes. Nothing to do when the stream has no loop yet, or its loop is closed."""
+        loop = self._loop
         if loop is None:
             return
-        if threading.get_ident() == self._loop_thread:
-            self._schedule_deadline()
-        else:
-            try:
-                loop.call_soon_threadsafe(self._schedule_deadline)
-            except RuntimeError:
-                pass
+        try:
+            if threading.get_ident() == self._loop_thread:
+                callback()
+            else:
+                loop.call_soon_threadsafe(callback)
+        except RuntimeError:  # the loop is closed: the pump is gone with it
+            pass
 
     # -- async consumer -------------------------------------------------------------------------
 
     async def anext(self, holder: object) -> str:
         """The next delta. ``holder`` (the ChatStream) is kept alive by this frame only."""
-        if self._sync:
-            raise TypeError(
-                "this stream is synchronous: iterate it with `for`, or use astream_chat"
-            )
-        if self._loop is None:
-            self._begin(asyncio.get_running_loop())
+        if self._loop is None or self._sync:
+            self.begin_async()
         while True:
             delta = self._next_delta()
             if delta is not None:
@@ -296,17 +291,18 @@ class _Engine:
 
     def begin_async(self) -> None:
         if self._sync:
-            raise TypeError("use `with` with stream_chat, or `async with` with astream_chat")
+            raise TypeError(
+                "this stream is synchronous: use `for` and `with` with stream_chat, or "
+                "`async for` and `async with` with astream_chat"
+            )
         if self._loop is None:
             self._begin(asyncio.get_running_loop())
 
     # -- sync consumer --------------------------------------------------------------------------
 
     def next(self) -> str:
-        if not self._sync:
-            raise TypeError("this stream is asynchronous: use `async for`, or use stream_chat")
-        if self._loop is None:
-            self._begin(private_loop())
+        if self._loop is None or not self._sync:
+            self.begin_sync()
         with self._cond:
             while True:
                 delta = self._next_delta()
@@ -323,7 +319,10 @@ class _Engine:
 
     def begin_sync(self) -> None:
         if not self._sync:
-            raise TypeError("use `async with` with astream_chat, or `with` with stream_chat")
+            raise TypeError(
+                "this stream is asynchronous: use `async for` and `async with` with "
+                "astream_chat, or `for` and `with` with stream_chat"
+            )
         if self._loop is None:
             self._begin(private_loop())
 
@@ -435,17 +434,10 @@ class _Engine:
             error = exc
         except (httpx.HTTPError, OSError) as exc:
             endpoint = self._request.endpoint
-            error = translate_error(exc, endpoint, chunks=self._reply.chunks)
-            # Chained as the cause, unless some part of that chain quotes the key (h11 does,
-            # in "Illegal header value b'Bearer ...'").
-            error.__cause__ = None if endpoint.appears_in(exc) else exc
-            error.__suppress_context__ = True
+            error = self._caused_by(translate_error(exc, endpoint, chunks=self._reply.chunks), exc)
         except Exception as exc:  # a bug or a shape we did not foresee: end, never hang
-            endpoint = self._request.endpoint
-            message = endpoint.redact(f"unexpected {type(exc).__name__} while streaming: {exc}")
-            error = ProtocolError(message)
-            error.__cause__ = None if endpoint.appears_in(exc) else exc
-            error.__suppress_context__ = True
+            message = f"unexpected {type(exc).__name__} while streaming: {exc}"
+            error = self._caused_by(ProtocolError(self._request.endpoint.redact(message)), exc)
         finally:
             if self._deadline_handle is not None:
                 self._deadline_handle.cancel()
@@ -456,6 +448,13 @@ class _Engine:
                 await asyncio.sleep(0)
             finally:
                 self._release()
+
+    def _caused_by(self, error: JupyterStreamError, exc: BaseException) -> JupyterStreamError:
+        """``error`` raised from ``exc``, unless some part of exc's chain quotes the key (h11
+        does, in "Illegal header value b'Bearer ...'")."""
+        error.__cause__ = None if self._request.endpoint.appears_in(exc) else exc
+        error.__suppress_context__ = True
+        return error
 
     async def _receive(self) -> StopReason:
         request = self._request
@@ -492,12 +491,7 @@ class _Engine:
                     delay = _retry_delay(error, attempt, request.max_retries)
                     if delay is None:
                         raise error
-            except (
-                httpx.ConnectError,
-                httpx.ConnectTimeout,
-                httpx.NetworkError,
-                httpx.RemoteProtocolError,
-            ):
+            except (httpx.ConnectTimeout, httpx.NetworkError, httpx.RemoteProtocolError):
                 # Before the first body byte the request may be retried safely (a refused
                 # connection, or a pooled one the server had closed); never after.
                 if attempt >= request.max_retries or self._body_started:
@@ -533,9 +527,7 @@ class _Engine:
                 if self._reason is not None:  # closed meanwhile; the pump is being cancelled
                     return self._reason
                 return await self._drain(chunks)
-        if self._deliver(decoder.flush()):
-            return self._end_reason()
-        if self._reply.finish_reason:
+        if self._deliver(decoder.flush()) or self._reply.finish_reason:
             return self._end_reason()
         if not self._reply.chunks:
             raise ProtocolError(
