@@ -1,6 +1,6 @@
 """jupyter_stream: stream an LLM's answer into a notebook, and stop it the instant you want.
 
-async for delta in astream_chat("Explain SSE in one paragraph", model="gpt-4o-mini"):
+async for delta in astream_chat("Explain SSE in one paragraph"):  # the embedded demo server
     print(delta, end="")
 """
 
@@ -21,6 +21,7 @@ from ._exceptions import (
     StreamTimeout,
     TruncatedStreamError,
 )
+from ._models import alist_models, list_models
 from ._protocol import Reply, ToolCall
 from ._stream import ChatStream, StopReason, StreamStats, astream_chat, stream_chat
 from .sse import ServerSentEvent, SSEDecoder
@@ -50,6 +51,8 @@ __all__ = [
     "StreamTimeout",
     "ToolCall",
     "TruncatedStreamError",
+    "alist_models",
     "astream_chat",
+    "list_models",
     "stream_chat",
 ]

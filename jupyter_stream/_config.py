@@ -1,8 +1,10 @@
 """Where a stream goes and with which key, from call options and the environment.
 
 Highest first: call options, then the environment (``JUPYTER_STREAM_BASE_URL`` or
-``OPENAI_BASE_URL``, ``OPENAI_API_KEY``, ``JUPYTER_STREAM_MODEL``). The key is held where no repr,
-message or log line can show it.
+``OPENAI_BASE_URL``, ``OPENAI_API_KEY``, ``JUPYTER_STREAM_MODEL``), then the defaults: OpenAI's
+API when only a key is set, and with neither a base URL nor a key the embedded demo server
+(started on first use, model ``demo``). The key is held where no repr, message or log line can
+show it.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ._exceptions import ConfigurationError, exception_chain
 
-__all__ = ["Endpoint", "resolve_endpoint", "resolve_model"]
+__all__ = ["Endpoint", "check_base_url", "resolve_endpoint", "resolve_model"]
 
 BASE_URL_VARS = ("JUPYTER_STREAM_BASE_URL", "OPENAI_BASE_URL")
 API_KEY_VAR = "OPENAI_API_KEY"
 MODEL_VAR = "JUPYTER_STREAM_MODEL"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+EMBEDDED = "the embedded demo server"
+EMBEDDED_MODEL = "demo"
 
 
 @dataclass(frozen=True)
@@ -85,16 +90,19 @@ def resolve_endpoint(base_url: str | None = None, api_key: str | None = None) ->
             if os.environ.get(name):
                 base_url, source = os.environ[name], name
                 break
-    if base_url is None:
-        raise ConfigurationError(
-            "no endpoint configured: pass base_url=..., or set JUPYTER_STREAM_BASE_URL "
-            "(or OPENAI_BASE_URL), e.g. https://api.openai.com/v1 or http://localhost:11434/v1 "
-            "for Ollama"
-        )
     key_source: str | None = "api_key argument"
     if api_key is None:
         api_key = os.environ.get(API_KEY_VAR) or None
         key_source = API_KEY_VAR if api_key else None
+    if base_url is None:
+        if api_key is None:
+            from .server import embedded_base_url  # the one place the core starts the server
+
+            return Endpoint(embedded_base_url(), EMBEDDED)
+        base_url, source = (
+            OPENAI_BASE_URL,
+            f"OpenAI's API (the default when only {key_source} is set)",
+        )
     if api_key is not None:
         api_key = api_key.strip()  # a key pasted from a file often ends in a newline
         if not api_key or not (api_key.isascii() and api_key.isprintable()) or " " in api_key:
@@ -102,12 +110,15 @@ def resolve_endpoint(base_url: str | None = None, api_key: str | None = None) ->
                 f"the API key from {key_source} is empty or holds spaces or control characters "
                 "(not allowed in an HTTP header); check its value"
             )
-    return Endpoint(_check_base_url(base_url, source), source, api_key, key_source)
+    return Endpoint(check_base_url(base_url, source), source, api_key, key_source)
 
 
-def resolve_model(model: str | None) -> str:
-    """The model from the call option, else ``JUPYTER_STREAM_MODEL``."""
+def resolve_model(model: str | None, endpoint: Endpoint | None = None) -> str:
+    """The model from the call option, else ``JUPYTER_STREAM_MODEL``, else ``demo`` on the
+    embedded server."""
     model = model or os.environ.get(MODEL_VAR)
+    if not model and endpoint is not None and endpoint.base_url_source == EMBEDDED:
+        return EMBEDDED_MODEL
     if not model:
         raise ConfigurationError(
             f"no model given: pass model=..., or set {MODEL_VAR} (e.g. gpt-4o-mini, llama3.2)"
@@ -115,7 +126,7 @@ def resolve_model(model: str | None) -> str:
     return model
 
 
-def _check_base_url(url: str, source: str) -> str:
+def check_base_url(url: str, source: str) -> str:
     url = url.strip().rstrip("/")
     if url.endswith("/chat/completions"):
         url = url[: -len("/chat/completions")]

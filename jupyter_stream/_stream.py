@@ -809,9 +809,10 @@ def _make_request(
             raise ConfigurationError(f"{name} must be > 0 seconds (or None for no limit)")
     if max_retries < 0:
         raise ConfigurationError("max_retries must be >= 0")
+    endpoint = resolve_endpoint(base_url, api_key)
     return _Request(
-        endpoint=resolve_endpoint(base_url, api_key),
-        model=resolve_model(model),
+        endpoint=endpoint,
+        model=resolve_model(model, endpoint),
         messages=normalize_messages(prompt_or_messages),
         params=params,
         timeout=timeout,

@@ -44,9 +44,13 @@ def test_a_bad_base_url_says_what_to_write(url: str, hint: str) -> None:
     assert hint in str(caught.value)
 
 
-def test_no_endpoint_says_how_to_configure_one() -> None:
-    with pytest.raises(ConfigurationError, match="JUPYTER_STREAM_BASE_URL"):
-        stream_chat("hi", model="m")
+def test_a_key_alone_means_openai(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    endpoint = resolve_endpoint()
+    assert endpoint.base_url == "https://api.openai.com/v1"
+    assert "OPENAI_API_KEY" in endpoint.base_url_source
+    with pytest.raises(ConfigurationError, match="JUPYTER_STREAM_MODEL"):
+        resolve_model(None, endpoint)  # no default model on somebody else's server
 
 
 def test_no_model_says_how_to_pick_one() -> None:

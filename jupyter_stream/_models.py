@@ -1,0 +1,45 @@
+"""The models an endpoint offers (``GET /models``), for pickers and ``jupyter-stream models``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from ._client import get_client, status_error, translate_error
+from ._config import resolve_endpoint
+from ._exceptions import ProtocolError
+from ._loop import private_loop
+from ._protocol import excerpt
+
+__all__ = ["alist_models", "list_models"]
+
+
+async def alist_models(
+    *, base_url: str | None = None, api_key: str | None = None, timeout: float = 10.0
+) -> list[str]:
+    """The ids of the endpoint's models, sorted (configured as for :func:`astream_chat`)."""
+    endpoint = resolve_endpoint(base_url, api_key)
+    client = await get_client()
+    headers = endpoint.headers() | {"Accept": "application/json"}
+    try:
+        response = await client.get(endpoint.url("/models"), headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise translate_error(exc, endpoint, chunks=0) from None
+    if response.status_code >= 400:
+        raise status_error(endpoint, response, response.text, model="")
+    try:
+        return sorted(str(model["id"]) for model in response.json()["data"])
+    except (ValueError, KeyError, TypeError):
+        raise ProtocolError(
+            f"GET {endpoint.display_url}/models did not answer with a model list: "
+            f"{excerpt(endpoint.redact(response.text))}"
+        ) from None
+
+
+def list_models(
+    *, base_url: str | None = None, api_key: str | None = None, timeout: float = 10.0
+) -> list[str]:
+    """The synchronous twin of :func:`alist_models` (runs on the private loop thread)."""
+    coroutine = alist_models(base_url=base_url, api_key=api_key, timeout=timeout)
+    return asyncio.run_coroutine_threadsafe(coroutine, private_loop()).result()

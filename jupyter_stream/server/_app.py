@@ -1,0 +1,588 @@
+"""The OpenAI-compatible Starlette app: built-in models, or a relay to a real upstream.
+
+Routes: ``POST /v1/chat/completions`` (streamed and not), ``GET /v1/models``, ``GET /health``, and
+``GET /stream?content=…``, the plain event stream of streaming tutorials, framed as SSE should be.
+Errors have OpenAI's JSON shape: ``{"error": {"message", "type", "param", "code"}}``.
+
+Every answer that takes time is an :class:`Exchange`: it runs its work while listening for the
+client's disconnect, and cancels the work the moment the client goes (for a relay, that closes
+the upstream request). A watchdog ends exchanges whose client has stopped reading, so a slow or
+silent client cannot hold a stream slot for ever; a client that never finishes sending its body
+gets a 408 after ``body_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._config import ServerConfig
+from ._models import MAX_TOKENS_LIMIT, MODELS, answer_tokens, count_prompt_tokens, tokenize
+
+__all__ = ["ServerConfig", "create_app"]
+
+log = logging.getLogger("jupyter_stream.server")
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # tells nginx and friends not to buffer the stream
+]
+
+
+def create_app(
+    config: ServerConfig | None = None, *, on_ready: Callable[[], None] | None = None
+) -> Starlette:
+    """The ASGI app; serve it with uvicorn (``jupyter-stream serve`` does). ``on_ready`` is
+    called once the app has started."""
+    config = config or ServerConfig()
+    state = _State(config)
+    if config.upstream:
+        from ._relay import Relay
+
+        relay: Relay | None = Relay(config)
+    else:
+        relay = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        watchdog = asyncio.ensure_future(state.watch_stalls())
+        if on_ready is not None:
+            on_ready()
+        try:
+            yield
+        finally:
+            watchdog.cancel()
+            for exchange in list(state.exchanges):
+                exchange.cancel("server shutting down")
+            if relay is not None:
+                await relay.aclose()
+
+    async def chat(request: Request) -> Response | Exchange:
+        denied = state.check_key(request)
+        if denied:
+            return denied
+        body = await _read_body(request, config)
+        if isinstance(body, Response):
+            return body
+        if relay is not None:
+            return state.exchange(relay.chat(body, request), request)
+        parsed = _parse_chat(body)
+        if isinstance(parsed, Response):
+            return parsed
+        if parsed.stream:
+            return state.exchange(_demo_stream(parsed, config), request)
+        return state.exchange(_demo_whole(parsed, config), request)
+
+    async def models(request: Request) -> Response:
+        denied = state.check_key(request)
+        if denied:
+            return denied
+        if relay is not None:
+            return await relay.models()
+        data = [
+            {"id": m, "object": "model", "created": 0, "owned_by": "jupyter-stream"} for m in MODELS
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(request: Request) -> Response:
+        mode = "relay" if relay is not None else "demo"
+        return JSONResponse({"status": "ok", "mode": mode, "streams": len(state.exchanges)})
+
+    async def stream(request: Request) -> Response | Exchange:
+        denied = state.check_key(request)
+        if denied:
+            return denied
+        content = request.query_params.get("content", "Hello from a server-sent event stream!")
+        try:
+            resume = int(request.headers.get("last-event-id", "-1")) + 1
+        except ValueError:
+            resume = 0
+        return state.exchange(_plain_stream(content, resume, config), request)
+
+    routes = [
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/stream", stream, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(AccessLog)],
+        lifespan=lifespan,
+        exception_handlers=_EXCEPTION_HANDLERS,
+    )
+    app.state.server = state
+    return app
+
+
+# --- errors in OpenAI's shape
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    if status == 404:
+        message = (
+            f"no route {request.url.path}; the API lives under /v1 (e.g. /v1/chat/completions)"
+        )
+        return error_response(404, message, code="not_found")
+    if status == 405:
+        return error_response(405, f"{request.method} is not allowed on {request.url.path}")
+    return error_response(status, str(getattr(exc, "detail", "error")))
+
+
+_EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    404: _http_exception,
+    405: _http_exception,
+}
+
+
+# --- request checks
+
+
+async def _read_body(request: Request, config: ServerConfig) -> bytes | Response:
+    """The request body, or the error response: 413 when over the cap, 408 when too slow."""
+    limit = config.max_body_bytes
+    too_large = error_response(
+        413, f"request body over {limit} bytes; send a smaller request", code="body_too_large"
+    )
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        return too_large
+
+    async def read() -> bytes | Response:
+        parts, size = [], 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                return too_large
+            parts.append(part)
+        return b"".join(parts)
+
+    try:
+        return await asyncio.wait_for(read(), config.body_timeout)
+    except asyncio.TimeoutError:
+        return error_response(
+            408, f"request body not received within {config.body_timeout:g} s", code="timeout"
+        )
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is there to read it
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool
+    max_tokens: int | None
+    include_usage: bool
+
+
+def _parse_chat(body: bytes) -> ChatRequest | Response:
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return error_response(
+            400, f"the request body is not valid JSON: {exc}", code="invalid_json"
+        )
+    if not isinstance(request, dict):
+        return error_response(400, "the request body must be a JSON object", code="invalid_json")
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return error_response(
+            400,
+            'messages is missing or empty: send e.g. [{"role": "user", "content": "Hello"}]',
+            param="messages",
+            code="missing_messages",
+        )
+    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+        return error_response(
+            400, "each message must be an object with a role and content", param="messages"
+        )
+    model = request.get("model")
+    if not isinstance(model, str) or not model:
+        return error_response(400, "model is missing: use demo or echo", param="model")
+    if model not in MODELS:
+        return error_response(
+            404,
+            f"The model `{model}` does not exist on this server; its models are demo and echo "
+            "(GET /v1/models)",
+            param="model",
+            code="model_not_found",
+        )
+    max_tokens = request.get("max_completion_tokens", request.get("max_tokens"))
+    if max_tokens is not None and (
+        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+    ):
+        return error_response(400, "max_tokens must be a positive integer", param="max_tokens")
+    if max_tokens is not None and max_tokens > MAX_TOKENS_LIMIT:
+        return error_response(
+            400, f"max_tokens is too large: at most {MAX_TOKENS_LIMIT}", param="max_tokens"
+        )
+    if request.get("n", 1) != 1:
+        return error_response(400, "n must be 1 on this server", param="n")
+    options = request.get("stream_options")
+    include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+    return ChatRequest(model, messages, bool(request.get("stream")), max_tokens, include_usage)
+
+
+# --- exchanges: work that stops the moment the client goes
+
+
+Work = Callable[["Exchange"], Awaitable[None]]
+
+
+class Exchange:
+    """An ASGI response running ``work(self)``, cancelled when the client disconnects, when the
+    client stops reading for ``stall_timeout``, or when the server shuts down.
+
+    ``work`` writes through :meth:`send`, and may note what it did in :attr:`log` (tokens,
+    the model, why it ended) for the request's log line.
+    """
+
+    def __init__(self, work: Work, state: _State, request: Request) -> None:
+        self._work = work
+        self._state = state
+        self.log: dict[str, Any] = request.scope.setdefault("jupyter_stream.log", {})
+        self.sending_since = 0.0  # time.monotonic() when a send began that has not returned
+        self._task: asyncio.Future[None] | None = None
+        self._send: Send | None = None
+
+    async def send(self, message: Message) -> None:
+        assert self._send is not None
+        self.sending_since = time.monotonic()
+        await self._send(message)
+        self.sending_since = 0.0
+
+    async def start(
+        self, status: int = 200, headers: list[tuple[bytes, bytes]] = SSE_HEADERS
+    ) -> None:
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def body(self, data: bytes, more: bool = True) -> None:
+        await self.send({"type": "http.response.body", "body": data, "more_body": more})
+
+    def cancel(self, why: str) -> None:
+        self.log.setdefault("end", why)
+        if self._task is not None:
+            self._task.cancel()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._send = send
+        self._task = task = asyncio.ensure_future(self._work(self))
+        watcher = asyncio.ensure_future(_disconnected(receive))
+        self._state.exchanges.add(self)
+        try:
+            await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+            if watcher.done() and not task.done():
+                self.cancel("client disconnected")
+        finally:
+            self._state.exchanges.discard(self)
+            self._state.release()
+            watcher.cancel()
+            task.cancel()  # when the server shuts down, our own task is the one cancelled
+            with contextlib.suppress(asyncio.CancelledError):
+                await task  # let it clean up (a relay closes its upstream here)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                self.log.setdefault("end", f"error: {exc!r}")
+                log.error("exchange failed", exc_info=exc)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class _State:
+    """What the app's routes share: the live exchanges, the slot count, the key check."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.exchanges: set[Exchange] = set()
+        self.slots = 0
+        key = config.api_key
+        self._expected = f"Bearer {key}".encode() if key else None
+
+    def check_key(self, request: Request) -> Response | None:
+        if self._expected is None:
+            return None
+        given = request.headers.get("authorization", "").encode()
+        if hmac.compare_digest(given, self._expected):
+            return None
+        return error_response(
+            401,
+            "missing or wrong API key: send the key this server was started with "
+            "(--api-key) as Authorization: Bearer <key>",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    def exchange(self, work: Work, request: Request) -> Response | Exchange:
+        if self.slots >= self.config.max_streams:
+            return error_response(
+                429,
+                f"this server is busy: {self.config.max_streams} streams are open; "
+                "retry after the time in Retry-After",
+                type="rate_limit_error",
+                code="too_many_streams",
+                headers={"Retry-After": "1"},
+            )
+        self.slots += 1
+        return Exchange(work, self, request)
+
+    def release(self) -> None:
+        self.slots -= 1
+
+    async def watch_stalls(self) -> None:
+        limit = self.config.stall_timeout
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            now = time.monotonic()
+            for exchange in list(self.exchanges):
+                since = exchange.sending_since
+                if since and now - since > limit:
+                    exchange.cancel(f"client read nothing for {limit:g} s")
+
+
+# --- the built-in models
+
+
+class _Pace:
+    """When each token is due: ``first_token_delay``, then one every 1/``tokens_per_second``."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        rate = config.tokens_per_second
+        self.interval = 1.0 / rate if rate and math.isfinite(rate) else 0.0
+        self.start = time.monotonic() + config.first_token_delay
+
+    def due(self, index: int) -> float:
+        return self.start + index * self.interval
+
+    async def wait(self, index: int) -> None:
+        delay = self.due(index) - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+class _Chunks:
+    """The ``chat.completion.chunk`` events of one answer, written fast: the part before the
+    delta is built once."""
+
+    def __init__(self, model: str) -> None:
+        created = int(time.time())
+        self.id = f"chatcmpl-{secrets.token_hex(12)}"
+        head = (
+            f'{{"id":"{self.id}","object":"chat.completion.chunk","created":{created},'
+            f'"model":{json.dumps(model)},"system_fingerprint":"jupyter-stream",'
+            f'"choices":[{{"index":0,"delta":'
+        )
+        self.head = b"data: " + head.encode()
+        self.tail = b',"logprobs":null,"finish_reason":null}]}\n\n'
+        self.usage_head = (
+            f'data: {{"id":"{self.id}","object":"chat.completion.chunk","created":{created},'
+            f'"model":{json.dumps(model)},"choices":[],"usage":'
+        ).encode()
+
+    def delta(self, delta: str) -> bytes:
+        return self.head + delta.encode() + self.tail
+
+    def content(self, token: str) -> bytes:
+        return b'%s{"content":%s}%s' % (
+            self.head,
+            json.dumps(token, ensure_ascii=False).encode(),
+            self.tail,
+        )
+
+    def finish(self, reason: str) -> bytes:
+        return self.head + b'{},"logprobs":null,"finish_reason":"' + reason.encode() + b'"}]}\n\n'
+
+    def usage(self, usage: dict[str, int]) -> bytes:
+        return self.usage_head + json.dumps(usage).encode() + b"}\n\n"
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _answer(request: ChatRequest) -> Iterator[str]:
+    return answer_tokens(request.model, request.messages, endless=request.max_tokens is not None)
+
+
+def _demo_stream(request: ChatRequest, config: ServerConfig) -> Work:
+    async def work(exchange: Exchange) -> None:
+        pace = _Pace(config)
+        chunks = _Chunks(request.model)
+        exchange.log.update(model=request.model, stream=True, tokens=0)
+        await exchange.start()
+        await exchange.body(chunks.delta('{"role":"assistant","content":""}'))
+        limit = request.max_tokens
+        tokens = _answer(request)
+        sent, finish = 0, "stop"
+        pending = next(tokens, None)
+        while pending is not None:
+            if limit is not None and sent >= limit:
+                finish = "length"
+                break
+            await pace.wait(sent)
+            # Tokens already due go out in one write: a late stream catches up at once.
+            batch = [chunks.content(pending)]
+            sent += 1
+            now = time.monotonic()
+            pending = next(tokens, None)
+            while pending is not None and pace.due(sent) <= now and (limit is None or sent < limit):
+                batch.append(chunks.content(pending))
+                sent += 1
+                pending = next(tokens, None)
+            await exchange.body(b"".join(batch))
+            exchange.log["tokens"] = sent
+        if limit is not None and sent >= limit and pending is not None:
+            finish = "length"
+        tail = [chunks.finish(finish)]
+        if request.include_usage:
+            tail.append(chunks.usage(_usage(count_prompt_tokens(request.messages), sent)))
+        tail.append(b"data: [DONE]\n\n")
+        await exchange.body(b"".join(tail), more=False)
+        exchange.log["end"] = finish
+
+    return work
+
+
+def _demo_whole(request: ChatRequest, config: ServerConfig) -> Work:
+    async def work(exchange: Exchange) -> None:
+        pace = _Pace(config)
+        exchange.log.update(model=request.model, stream=False)
+        limit = request.max_tokens
+        tokens = list(
+            _answer(request) if limit is None else itertools.islice(_answer(request), limit + 1)
+        )
+        finish = "stop"
+        if limit is not None and len(tokens) > limit:
+            tokens, finish = tokens[:limit], "length"
+        await pace.wait(max(len(tokens) - 1, 0))  # a model takes its time, streamed or not
+        completion = {
+            "id": f"chatcmpl-{secrets.token_hex(12)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.model,
+            "system_fingerprint": "jupyter-stream",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(tokens)},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": _usage(count_prompt_tokens(request.messages), len(tokens)),
+        }
+        body = json.dumps(completion, ensure_ascii=False).encode()
+        await exchange.start(200, [(b"content-type", b"application/json")])
+        await exchange.body(body, more=False)
+        exchange.log.update(tokens=len(tokens), end=finish)
+
+    return work
+
+
+def sse_event(data: str, *, id: str | None = None, event: str | None = None) -> bytes:
+    """One event, framed as the WHATWG spec reads it: each line of ``data`` on a ``data:``
+    line of its own (a bare newline in a ``data:`` line would end the event early)."""
+    lines = []
+    if event is not None:
+        lines.append(f"event: {event}\n")
+    if id is not None:
+        lines.append(f"id: {id}\n")
+    lines.extend(f"data: {line}\n" for line in data.split("\n"))
+    lines.append("\n")
+    return "".join(lines).encode()
+
+
+def _plain_stream(content: str, resume: int, config: ServerConfig) -> Work:
+    async def work(exchange: Exchange) -> None:
+        pace = _Pace(config)
+        tokens = tokenize(content)
+        exchange.log.update(stream=True, tokens=0)
+        await exchange.start()
+        await exchange.body(b"retry: 3000\n\n")
+        for index in range(max(resume, 0), len(tokens)):
+            await pace.wait(index - resume)
+            await exchange.body(sse_event(tokens[index], id=str(index)))
+            exchange.log["tokens"] = index + 1
+        await exchange.body(sse_event("[DONE]", event="done"), more=False)
+        exchange.log["end"] = "stop"
+
+    return work
+
+
+class AccessLog:
+    """ASGI middleware: one log line per request, written when the answer has ended."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                notes = scope.get("jupyter_stream.log", {})
+                extra = " ".join(f"{key}={value}" for key, value in notes.items())
+                client = scope.get("client") or ("-", 0)
+                log.info(
+                    '%s:%s "%s %s" %s %.1f ms %s',
+                    client[0],
+                    client[1],
+                    scope["method"],
+                    scope["path"],
+                    status or "-",
+                    (time.monotonic() - started) * 1000,
+                    extra,
+                )

@@ -1,0 +1,174 @@
+"""The server on a thread of its own, and the embedded default that uses it.
+
+:class:`BackgroundServer` binds its socket in the caller's thread, which takes microseconds, and
+leaves everything slow (importing Starlette and uvicorn, about 200 ms cold) to its own thread: a
+client that connects before uvicorn is up waits in the listen backlog, so starting the embedded
+default never blocks a kernel's event loop.
+
+:func:`embedded_base_url` starts one such server per process (again after a fork), on a free
+loopback port, the first time a stream has no endpoint configured. It logs nothing anyone sees
+unless logging is configured to show it, and stops with the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import socket
+import threading
+from types import TracebackType
+
+from .._exceptions import ConfigurationError
+from ._config import ServerConfig
+
+__all__ = ["BackgroundServer", "embedded_base_url", "stop_embedded"]
+
+LOOPBACK = "127.0.0.1"
+
+
+class BackgroundServer:
+    """The OpenAI-compatible server, served by uvicorn on a daemon thread.
+
+    ``with BackgroundServer(config) as server:`` starts it, waits until it accepts requests, and
+    stops it on exit; ``server.base_url`` is its API root (``http://127.0.0.1:PORT/v1``).
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        host: str = LOOPBACK,
+        port: int = 0,
+        graceful_timeout: int = 1,
+    ) -> None:
+        self.config = config or ServerConfig()
+        self.host = host
+        self.port = port
+        self.graceful_timeout = graceful_timeout
+        self.error: BaseException | None = None
+        self.pid = os.getpid()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._server: object | None = None  # the uvicorn.Server, once made
+        self._ready = threading.Event()
+        self._stopping = False
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> str:
+        """Bind, start the thread, and return the API root at once (see the module docstring)."""
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(2048)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self._thread = threading.Thread(
+            target=self._run, name=f"jupyter_stream-server-{self.port}", daemon=True
+        )
+        self._thread.start()
+        return self.base_url
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the server accepts requests; raise what stopped it from starting."""
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"the server on port {self.port} did not start in {timeout:g} s")
+        if self.error is not None:
+            raise RuntimeError(f"the server on port {self.port} failed to start") from self.error
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving (open streams get ``graceful_timeout`` to end) and join the thread."""
+        self._stopping = True
+        server = self._server
+        if server is not None:
+            server.should_exit = True  # type: ignore[attr-defined]
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def __enter__(self) -> BackgroundServer:
+        self.start()
+        self.wait_ready()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive else "stopped"
+        return f"<BackgroundServer {self.base_url} {state}>"
+
+    def _run(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        try:
+            import uvicorn
+
+            from ._app import create_app
+
+            config = uvicorn.Config(
+                create_app(self.config, on_ready=self._ready.set),
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+                timeout_graceful_shutdown=self.graceful_timeout,
+            )
+            server = uvicorn.Server(config)
+            self._server = server
+            if not self._stopping:
+                asyncio.run(server.serve(sockets=[sock]))
+        except BaseException as exc:  # kept for wait_ready() and the embedded default's error
+            self.error = exc
+        finally:
+            sock.close()  # connections still in the backlog are refused, not left hanging
+            self._ready.set()
+
+
+_lock = threading.Lock()
+_embedded: BackgroundServer | None = None
+
+
+def embedded_base_url() -> str:
+    """The API root of this process's embedded demo server, started on first use."""
+    global _embedded
+    with _lock:
+        server = _embedded
+        if server is not None and server.pid == os.getpid():
+            if server.error is not None:
+                raise ConfigurationError(
+                    "the embedded demo server failed to start "
+                    f"({type(server.error).__name__}: {server.error}); reinstall jupyter-stream "
+                    "with its dependencies, or point JUPYTER_STREAM_BASE_URL at a server"
+                ) from server.error
+            if server.alive:
+                return server.base_url
+        for name in ("jupyter_stream", "uvicorn"):  # nothing reaches a notebook's stderr
+            logger = logging.getLogger(name)
+            if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+                logger.addHandler(logging.NullHandler())
+        server = BackgroundServer(ServerConfig())
+        server.start()
+        _embedded = server
+        return server.base_url
+
+
+@atexit.register
+def stop_embedded() -> None:
+    """Stop the embedded server if this process started one (it also stops at exit)."""
+    global _embedded
+    with _lock:
+        server, _embedded = _embedded, None
+    if server is not None and server.pid == os.getpid():
+        server.stop()

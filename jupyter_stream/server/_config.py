@@ -1,0 +1,32 @@
+"""The server's settings (kept apart from the app, so that reading them imports no Starlette)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["ServerConfig"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the server behaves. The defaults are those of ``jupyter-stream serve``."""
+
+    tokens_per_second: float = 30.0  # the built-in models' pace; 0 or inf: as fast as possible
+    first_token_delay: float = 0.2  # seconds before the first token
+    upstream: str | None = None  # relay every request to this OpenAI-compatible API root
+    upstream_api_key: str | None = field(default=None, repr=False)
+    api_key: str | None = field(default=None, repr=False)  # clients must send it as a Bearer token
+    max_streams: int = 1024  # concurrent chat completions; beyond it, 429 with Retry-After
+    max_body_bytes: int = 4 * 1024 * 1024
+    body_timeout: float = 30.0  # to receive the whole request body
+    stall_timeout: float = 30.0  # a client that reads nothing for this long loses its stream
+    upstream_connect_timeout: float = 10.0
+    upstream_idle_timeout: float = 300.0  # longest silence from the upstream mid-answer
+
+    def __post_init__(self) -> None:
+        if not self.tokens_per_second >= 0:
+            raise ValueError("tokens_per_second must be >= 0 (0: as fast as possible)")
+        if not self.first_token_delay >= 0:
+            raise ValueError("first_token_delay must be >= 0 seconds")
+        if self.max_streams < 1:
+            raise ValueError("max_streams must be >= 1")
