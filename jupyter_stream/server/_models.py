@@ -129,40 +129,12 @@ _CLOSINGS = (
     "Ask a follow-up question and the conversation goes on; ask the same question again and "
     "you will get this very answer, token for token.",
 )
-_WORDS = tuple(
-    [
-        "stream",
-        "token",
-        "server",
-        "client",
-        "event",
-        "buffer",
-        "socket",
-        "deadline",
-        "answer",
-        "reply",
-        "model",
-        "notebook",
-        "kernel",
-        "cell",
-        "widget",
-        "frame",
-        "chunk",
-        "delta",
-        "latency",
-        "throughput",
-        "request",
-        "response",
-        "header",
-        "body",
-        "connection",
-        "loop",
-        "task",
-        "signal",
-        "partial",
-        "reason",
-    ]
+_VOCABULARY = (
+    "stream token server client event buffer socket deadline answer reply model notebook kernel "
+    "cell widget frame chunk delta latency throughput request response header body connection "
+    "loop task signal partial reason"
 )
+_WORDS = _VOCABULARY.split()
 
 
 def _first_part(prompt: str, rng: random.Random) -> str:
