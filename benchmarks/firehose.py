@@ -20,7 +20,10 @@ that the server is never the bottleneck of a client benchmark.
   ``max_tokens``) while reading the socket, and when the client disconnects (EOF or reset) it
   records ``time.monotonic()`` — CLOCK_MONOTONIC, system-wide on Linux, so comparable with the
   client process's clock — under the body's ``bench_id``;
-- ``bench_id``: the name under which a disconnect is recorded.
+- ``bench_id``: the name under which a disconnect is recorded;
+- ``bench_stamp``: when true (paced mode only), each content chunk's content is
+  ``" @<time.monotonic() just before the write>"`` (e.g. ``" @12345.678901"``) instead of
+  ``" tok"``, so that a client can measure each chunk's latency on the same clock.
 
 ``GET /disconnects`` returns the log as JSON: ``[{"id", "t", "sent"}, ...]`` (``sent`` is how
 many content chunks went out before the disconnect was seen). Query parameters ``prefix=P``
@@ -71,6 +74,12 @@ _ROLE_EVENT = build_event(
 _TOKEN_EVENT = build_event('[{"index":0,"delta":{"content":" tok"},"finish_reason":null}]')
 _FINISH_EVENT = build_event('[{"index":0,"delta":{},"finish_reason":"stop"}]')
 _DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def _stamped_event() -> bytes:
+    """A content chunk whose content is the time it is built: ``" @<time.monotonic()>"``."""
+    stamp = f"{time.monotonic():.6f}"
+    return build_event('[{"index":0,"delta":{"content":" @' + stamp + '"},"finish_reason":null}]')
 
 
 def _usage_event(n: int) -> bytes:
@@ -261,7 +270,13 @@ class FirehoseServer:
             if interval <= 0:
                 return await self._fast(writer, n, include_usage)
             return await self._paced(
-                reader, writer, n, interval, include_usage, str(request.get("bench_id", ""))
+                reader,
+                writer,
+                n,
+                interval,
+                include_usage,
+                str(request.get("bench_id", "")),
+                stamp=request.get("bench_stamp") is True,
             )
         if method == "GET" and path == "/disconnects":
             query = parse_qs(url.query)
@@ -307,6 +322,7 @@ class FirehoseServer:
         interval: float,
         include_usage: bool,
         bench_id: str,
+        stamp: bool = False,
     ) -> bool:
         loop = asyncio.get_running_loop()
         protocol = writer.transport.get_protocol()
@@ -316,7 +332,7 @@ class FirehoseServer:
             writer.write(_STREAM_HEAD + _frame(_ROLE_EVENT))
             start = loop.time()
             for i in range(n):
-                writer.write(_frame(_TOKEN_EVENT))
+                writer.write(_frame(_stamped_event() if stamp else _TOKEN_EVENT))
                 sent += 1
                 await writer.drain()
                 if watcher.done():

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from scripted_server import ScriptedServer
+
+from jupyter_stream.server import BackgroundServer, ServerConfig
 
 ENV_VARS = ("JUPYTER_STREAM_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "JUPYTER_STREAM_MODEL")
 
@@ -50,3 +53,34 @@ def client_sockets(port: int) -> int:
         if target.startswith("socket:[") and target[8:-1] in inodes:
             count += 1
     return count
+
+
+@pytest.fixture(scope="session")
+def demo_server() -> Iterator[BackgroundServer]:
+    """Our OpenAI-compatible server on 127.0.0.1, its demo model as fast as it can go."""
+    with BackgroundServer(ServerConfig(tokens_per_second=0, first_token_delay=0)) as server:
+        yield server
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[..., BackgroundServer]]:
+    """Start servers of a given ServerConfig for one test; all stop when it ends."""
+    servers: list[BackgroundServer] = []
+
+    def make(**config: Any) -> BackgroundServer:
+        server = BackgroundServer(ServerConfig(**config))
+        servers.append(server)
+        server.__enter__()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+        assert not server.alive, f"{server} did not stop"
+
+
+def wait_for_exchanges(server: BackgroundServer, predicate: Callable[[Any], bool]) -> None:
+    """Wait (on the server's condition, not a sleep) until ``predicate(state)`` holds."""
+    state = server.app.state.server
+    with state.changed:
+        assert state.changed.wait_for(lambda: predicate(state), 10), "the server never got there"

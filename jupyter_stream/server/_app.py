@@ -14,6 +14,7 @@ gets a 408 after ``body_timeout``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import itertools
@@ -21,6 +22,7 @@ import json
 import logging
 import math
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ __all__ = ["ServerConfig", "create_app"]
 
 log = logging.getLogger("jupyter_stream.server")
 
+MAX_BATCH = 64  # tokens in one write, when several are due at once (a late or unpaced stream)
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -303,14 +306,12 @@ class Exchange:
         self._send = send
         self._task = task = asyncio.ensure_future(self._work(self))
         watcher = asyncio.ensure_future(_disconnected(receive))
-        self._state.exchanges.add(self)
+        self._state.begin(self)
         try:
             await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
             if watcher.done() and not task.done():
                 self.cancel("client disconnected")
         finally:
-            self._state.exchanges.discard(self)
-            self._state.release()
             watcher.cancel()
             task.cancel()  # when the server shuts down, our own task is the one cancelled
             with contextlib.suppress(asyncio.CancelledError):
@@ -319,6 +320,7 @@ class Exchange:
                 exc = task.exception()
                 self.log.setdefault("end", f"error: {exc!r}")
                 log.error("exchange failed", exc_info=exc)
+            self._state.end(self)
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -333,6 +335,8 @@ class _State:
         self.config = config
         self.exchanges: set[Exchange] = set()
         self.slots = 0
+        self.ended: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
+        self.changed = threading.Condition()  # notified as exchanges begin and end (for tests)
         key = config.api_key
         self._expected = f"Bearer {key}".encode() if key else None
 
@@ -363,8 +367,17 @@ class _State:
         self.slots += 1
         return Exchange(work, self, request)
 
-    def release(self) -> None:
-        self.slots -= 1
+    def begin(self, exchange: Exchange) -> None:
+        with self.changed:
+            self.exchanges.add(exchange)
+            self.changed.notify_all()
+
+    def end(self, exchange: Exchange) -> None:
+        with self.changed:
+            self.exchanges.discard(exchange)
+            self.slots -= 1
+            self.ended.append(exchange.log)
+            self.changed.notify_all()
 
     async def watch_stalls(self) -> None:
         limit = self.config.stall_timeout
@@ -466,7 +479,12 @@ def _demo_stream(request: ChatRequest, config: ServerConfig) -> Work:
             sent += 1
             now = time.monotonic()
             pending = next(tokens, None)
-            while pending is not None and pace.due(sent) <= now and (limit is None or sent < limit):
+            while (
+                pending is not None
+                and pace.due(sent) <= now
+                and len(batch) < MAX_BATCH
+                and (limit is None or sent < limit)
+            ):
                 batch.append(chunks.content(pending))
                 sent += 1
                 pending = next(tokens, None)

@@ -19,6 +19,7 @@ import os
 import socket
 import threading
 from types import TracebackType
+from typing import Any
 
 from .._exceptions import ConfigurationError
 from ._config import ServerConfig
@@ -52,6 +53,7 @@ class BackgroundServer:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._server: object | None = None  # the uvicorn.Server, once made
+        self.app: Any = None  # the Starlette app, once made (on the server's thread)
         self._ready = threading.Event()
         self._stopping = False
 
@@ -118,8 +120,9 @@ class BackgroundServer:
 
             from ._app import create_app
 
+            self.app = create_app(self.config, on_ready=self._ready.set)
             config = uvicorn.Config(
-                create_app(self.config, on_ready=self._ready.set),
+                self.app,
                 log_config=None,
                 access_log=False,
                 lifespan="on",

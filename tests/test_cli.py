@@ -1,0 +1,89 @@
+"""The jupyter-stream command, run as a user runs it: in a subprocess, with signals."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+
+from jupyter_stream import stream_chat
+from jupyter_stream.server._models import demo_answer
+
+WAIT = 30  # seconds: a guard against hangs, never a timing assertion
+COMMAND = [sys.executable, "-m", "jupyter_stream"]
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COMMAND, *args], input=stdin, capture_output=True, text=True, timeout=WAIT
+    )
+
+
+def test_chat_streams_the_demo_answer_with_no_configuration() -> None:
+    done = run("chat", "What is SSE?", "--max-tokens", "12")
+    assert done.returncode == 0, done.stderr
+    assert demo_answer("What is SSE?").startswith(done.stdout.rstrip("\n"))
+    assert re.fullmatch(r"\[length · demo · 12 tokens in [\d.]+ s.*\]\n", done.stderr)
+
+
+def test_chat_reads_the_prompt_from_stdin() -> None:
+    done = run("chat", "-", "--model", "echo", stdin="hello from a pipe")
+    assert (done.returncode, done.stdout) == (0, "hello from a pipe\n"), done.stderr
+
+
+def test_ctrl_c_stops_at_once_keeps_the_partial_reply_and_exits_130() -> None:
+    with subprocess.Popen(
+        [*COMMAND, "chat", "Tell me a long story."],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None
+        first = process.stdout.read1(65536)  # blocks until the reply has begun
+        process.send_signal(signal.SIGINT)
+        rest, err = process.communicate(timeout=WAIT)
+    shown = (first + rest).decode()
+    whole = demo_answer("Tell me a long story.")
+    assert process.returncode == 130, err
+    assert shown.strip() and whole.startswith(shown.rstrip("\n"))
+    assert len(shown) < len(whole)
+    assert b"[interrupted \xc2\xb7 demo" in err
+    assert b"Traceback" not in err
+
+
+def test_models_lists_the_endpoints_models() -> None:
+    done = run("models")
+    assert (done.returncode, done.stdout) == (0, "demo\necho\n"), done.stderr
+
+
+def test_an_unreachable_endpoint_is_one_clear_line_and_exit_1() -> None:
+    done = run("chat", "hi", "--base-url", "http://127.0.0.1:1/v1", "-m", "x")
+    assert done.returncode == 1
+    assert done.stderr.startswith("jupyter-stream: could not connect to 127.0.0.1:1")
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_refuses_a_public_address_without_a_key() -> None:
+    done = run("serve", "--host", "0.0.0.0")
+    assert done.returncode == 2
+    assert "--api-key" in done.stderr
+
+
+def test_serve_logs_one_line_per_request_and_stops_on_ctrl_c() -> None:
+    with subprocess.Popen(
+        [*COMMAND, "serve", "--port", "0", "--tokens-per-second", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stderr is not None
+        banner = process.stderr.readline()
+        match = re.search(r"serving (http://127\.0\.0\.1:\d+/v1)", banner)
+        assert match, banner
+        stream = stream_chat("hi", model="demo", base_url=match.group(1), max_tokens=5)
+        assert len(list(stream)) == 5
+        line = process.stderr.readline()
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=WAIT)
+    assert '"POST /v1/chat/completions" 200' in line
+    assert "model=demo" in line and "tokens=5" in line and "end=length" in line
+    assert process.returncode == 0

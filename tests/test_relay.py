@@ -1,0 +1,141 @@
+"""Relay mode: our server in front of a real upstream on loopback (the scripted server)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+
+import pytest
+from scripted_server import Request, Response, ScriptedServer, chunk
+
+from jupyter_stream import (
+    APIError,
+    AuthenticationError,
+    ServerError,
+    StopReason,
+    astream_chat,
+    list_models,
+    stream_chat,
+)
+from jupyter_stream.server import BackgroundServer
+
+WAIT = 10  # seconds: a guard against hangs, never a timing assertion
+MakeServer = Callable[..., BackgroundServer]
+
+
+@pytest.fixture
+def relay(server: ScriptedServer, make_server: MakeServer) -> BackgroundServer:
+    return make_server(upstream=server.url, upstream_api_key="sk-upstream")
+
+
+def sees_disconnect(server: ScriptedServer) -> None:
+    request = server.requests[-1]
+    assert request.disconnected.wait(WAIT), "the upstream never saw the relay go"
+    assert not request.finished
+
+
+def test_the_relay_streams_the_upstreams_answer_with_its_key(
+    server: ScriptedServer, relay: BackgroundServer
+) -> None:
+    stream = stream_chat("hi", model="test-model", base_url=relay.base_url, api_key="client-key")
+    assert "".join(stream) == "Hello, world!"
+    assert stream.stop_reason is StopReason.COMPLETED
+    assert stream.reply.usage is not None
+    upstream = server.requests[-1]
+    assert upstream.path == "/v1/chat/completions"
+    assert upstream.headers["authorization"] == "Bearer sk-upstream"  # never the client's key
+    assert upstream.json()["messages"] == [{"role": "user", "content": "hi"}]
+    assert upstream.json()["stream"] is True
+
+
+async def test_a_client_that_goes_mid_answer_closes_the_upstream(
+    server: ScriptedServer, relay: BackgroundServer
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        await response.event(chunk("one"))
+        await response.event(chunk(" two"))
+        await response.until_disconnect()
+
+    server.handler = handler
+    stream = astream_chat("hi", model="m", base_url=relay.base_url, max_retries=0)
+    assert [await stream.__anext__(), await stream.__anext__()] == ["one", " two"]
+    stream.close()
+    sees_disconnect(server)
+
+
+def test_a_client_that_goes_before_the_first_byte_closes_the_upstream(
+    server: ScriptedServer, relay: BackgroundServer
+) -> None:
+    asked = threading.Event()
+
+    async def handler(request: Request, response: Response) -> None:
+        asked.set()
+        await response.until_disconnect()  # a model that thinks for ever
+
+    server.handler = handler
+    stream = stream_chat("hi", model="m", base_url=relay.base_url, max_retries=0)
+    runner = threading.Thread(target=lambda: list(stream), daemon=True)
+    runner.start()
+    assert asked.wait(WAIT)
+    stream.close()
+    sees_disconnect(server)
+    runner.join(WAIT)
+
+
+def test_an_upstream_error_before_the_answer_keeps_its_status_and_body(
+    server: ScriptedServer, relay: BackgroundServer
+) -> None:
+    error = {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+
+    async def handler(request: Request, response: Response) -> None:
+        await response.whole(401, json.dumps(error))
+
+    server.handler = handler
+    with pytest.raises(AuthenticationError, match="Incorrect API key provided"):
+        list(stream_chat("hi", model="m", base_url=relay.base_url, max_retries=0))
+
+
+def test_an_upstream_html_error_page_becomes_a_json_error(
+    server: ScriptedServer, relay: BackgroundServer
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        await response.whole(502, "<html><title>Bad Gateway</title></html>", "text/html")
+
+    server.handler = handler
+    with pytest.raises(ServerError, match="the upstream answered 502"):
+        list(stream_chat("hi", model="m", base_url=relay.base_url, max_retries=0))
+
+
+def test_an_upstream_failing_mid_answer_becomes_an_error_event(
+    server: ScriptedServer, relay: BackgroundServer
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        await response.event(chunk("kept"))
+        await response.send(b'data: {"choices": [{"delta": {"content": "half')  # no end
+        response.abort()
+
+    server.handler = handler
+    stream = stream_chat("hi", model="m", base_url=relay.base_url, max_retries=0)
+    with pytest.raises(APIError, match="failed mid-answer") as caught:
+        list(stream)
+    assert stream.text == "kept"  # the half event was held back, never half-delivered
+    assert caught.value.reply is not None and caught.value.reply.content == "kept"
+
+
+def test_an_unreachable_upstream_is_a_502_that_names_it(make_server: MakeServer) -> None:
+    relay = make_server(upstream="http://127.0.0.1:1/v1")
+    with pytest.raises(ServerError, match=r"could not reach the upstream 127\.0\.0\.1:1"):
+        list(stream_chat("hi", model="m", base_url=relay.base_url, max_retries=0))
+
+
+def test_the_model_list_comes_from_the_upstream(
+    server: ScriptedServer, relay: BackgroundServer
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        assert request.path == "/v1/models"
+        body = {"object": "list", "data": [{"id": "llama3.2"}, {"id": "gpt-4o-mini"}]}
+        await response.whole(200, json.dumps(body))
+
+    server.handler = handler
+    assert list_models(base_url=relay.base_url) == ["gpt-4o-mini", "llama3.2"]

@@ -1,0 +1,252 @@
+"""The OpenAI-compatible server, served by uvicorn on 127.0.0.1 (real sockets, real clients)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+
+import httpx
+import openai
+import pytest
+from conftest import wait_for_exchanges
+
+from jupyter_stream import (
+    AuthenticationError,
+    NotFoundError,
+    RateLimitError,
+    SSEDecoder,
+    StopReason,
+    astream_chat,
+    list_models,
+    stream_chat,
+)
+from jupyter_stream.server import BackgroundServer
+from jupyter_stream.server._models import demo_answer, tokenize
+
+WAIT = 10  # seconds: a guard against hangs, never a timing assertion
+MakeServer = Callable[..., BackgroundServer]
+
+
+def root(server: BackgroundServer) -> str:
+    return f"http://127.0.0.1:{server.port}"
+
+
+async def test_demo_streams_its_whole_answer_exactly(demo_server: BackgroundServer) -> None:
+    stream = astream_chat("What is SSE?", model="demo", base_url=demo_server.base_url)
+    assert "".join([delta async for delta in stream]) == demo_answer("What is SSE?")
+    assert stream.model == "demo"
+    assert stream.stop_reason is StopReason.COMPLETED
+    assert stream.reply.usage is not None
+    assert stream.reply.usage["completion_tokens"] == len(tokenize(demo_answer("What is SSE?")))
+
+
+def test_max_tokens_cuts_the_answer_or_makes_it_longer(demo_server: BackgroundServer) -> None:
+    for max_tokens in (7, 5000):
+        stream = stream_chat(
+            "hi", model="demo", base_url=demo_server.base_url, max_tokens=max_tokens
+        )
+        text = "".join(stream)
+        assert stream.stop_reason is StopReason.LENGTH
+        assert stream.stats.tokens == max_tokens
+        assert len(tokenize(text)) >= max_tokens * 0.95  # a few tokens may merge when re-cut
+    with pytest.raises(Exception, match="at most 100000"):
+        list(stream_chat("hi", model="demo", base_url=demo_server.base_url, max_tokens=100_001))
+
+
+def test_the_stream_is_framed_for_proxies(demo_server: BackgroundServer) -> None:
+    body = {"model": "echo", "messages": [{"role": "user", "content": "a\n\nb"}], "stream": True}
+    with httpx.stream("POST", f"{demo_server.base_url}/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        assert response.headers["x-accel-buffering"] == "no"
+        raw = response.read()
+    events = raw.split(b"\n\n")
+    assert events[-2:] == [b"data: [DONE]", b""]
+    assert all(event.startswith(b"data: {") for event in events[:-2])
+    assert "".join(
+        json.loads(event[6:])["choices"][0]["delta"].get("content", "") for event in events[:-2]
+    ) == ("a\n\nb")
+
+
+def test_the_openai_sdk_receives_chunks_as_they_are_sent(make_server: MakeServer) -> None:
+    server = make_server(tokens_per_second=20, first_token_delay=0)
+    state = server.app.state.server
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+    stream = client.chat.completions.create(
+        model="demo",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=10,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    pieces, sent_at_first, usage = [], None, None
+    with stream:
+        for chunk in stream:
+            if chunk.usage is not None:
+                usage = chunk.usage
+            if chunk.choices and chunk.choices[0].delta.content:
+                if sent_at_first is None:
+                    sent_at_first = next(iter(state.exchanges)).log["tokens"]
+                pieces.append(chunk.choices[0].delta.content)
+    assert len(pieces) == 10
+    assert sent_at_first is not None and sent_at_first < 10, "the first chunk waited for the last"
+    assert usage is not None and usage.completion_tokens == 10
+    client.close()
+
+
+def test_the_openai_sdk_gets_whole_answers_and_the_model_list(
+    demo_server: BackgroundServer,
+) -> None:
+    with openai.OpenAI(base_url=demo_server.base_url, api_key="unused", max_retries=0) as client:
+        completion = client.chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": "<b>bold</b> ünïcode"}]
+        )
+        assert completion.choices[0].message.content == "<b>bold</b> ünïcode"
+        assert completion.choices[0].finish_reason == "stop"
+        assert sorted(model.id for model in client.models.list()) == ["demo", "echo"]
+    assert list_models(base_url=demo_server.base_url) == ["demo", "echo"]
+
+
+def test_the_plain_stream_is_framed_as_sse(demo_server: BackgroundServer) -> None:
+    content = "Hello,\nworld: ünï 🚀"
+    decoder = SSEDecoder()
+    events = []
+    with httpx.stream("GET", f"{root(demo_server)}/stream", params={"content": content}) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for part in r.iter_raw():
+            events += decoder.feed(part)
+    events += decoder.flush()
+    tokens = [event for event in events if event.event == "message"]
+    assert "".join(event.data for event in tokens) == content
+    assert [event.id for event in tokens] == [str(i) for i in range(len(tokens))]
+    assert (events[-1].event, events[-1].data) == ("done", "[DONE]")
+    url, headers = f"{root(demo_server)}/stream", {"Last-Event-ID": "2"}
+    with httpx.stream("GET", url, params={"content": content}, headers=headers) as r:
+        resumed = [e for e in SSEDecoder().feed(r.read()) if e.event == "message"]
+    assert [event.data for event in resumed] == [event.data for event in tokens[3:]]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "said"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b'{"model": "demo"}', 400, "messages is missing"),
+        (b'{"model": "demo", "messages": []}', 400, "messages is missing"),
+        (b'{"messages": [{"role": "user", "content": "hi"}]}', 400, "model is missing"),
+        (b'{"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}', 404, "gpt-9"),
+    ],
+)
+def test_bad_requests_get_openai_shaped_errors(
+    demo_server: BackgroundServer, body: bytes, status: int, said: str
+) -> None:
+    response = httpx.post(f"{demo_server.base_url}/chat/completions", content=body)
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert said in error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_an_unknown_model_names_itself_in_the_client_error(demo_server: BackgroundServer) -> None:
+    with pytest.raises(NotFoundError, match="gpt-9"):
+        list(stream_chat("hi", model="gpt-9", base_url=demo_server.base_url))
+
+
+def test_wrong_routes_and_methods_answer_in_json(demo_server: BackgroundServer) -> None:
+    missing = httpx.post(f"{root(demo_server)}/chat/completion")
+    assert missing.status_code == 404 and "/v1" in missing.json()["error"]["message"]
+    wrong = httpx.get(f"{demo_server.base_url}/chat/completions")
+    assert wrong.status_code == 405 and "GET" in wrong.json()["error"]["message"]
+    health = httpx.get(f"{root(demo_server)}/health").json()
+    assert health["status"] == "ok" and health["mode"] == "demo"
+
+
+def test_a_key_protected_server_refuses_others(make_server: MakeServer) -> None:
+    server = make_server(api_key="s3cret-key", tokens_per_second=0)
+    refused = httpx.post(f"{server.base_url}/chat/completions", json={})
+    assert refused.status_code == 401 and "s3cret" not in refused.text
+    with pytest.raises(AuthenticationError) as caught:
+        list(stream_chat("hi", model="demo", base_url=server.base_url, api_key="wrong-key"))
+    assert "wrong-key" not in str(caught.value)
+    stream = stream_chat(
+        "hi", model="demo", base_url=server.base_url, api_key="s3cret-key", max_tokens=3
+    )
+    assert len(list(stream)) == 3
+    assert httpx.get(f"{root(server)}/health").status_code == 200  # health needs no key
+
+
+async def test_a_closed_stream_frees_its_slot_at_once(make_server: MakeServer) -> None:
+    server = make_server(max_streams=1, tokens_per_second=50, first_token_delay=0)
+    first = astream_chat("hi", model="demo", base_url=server.base_url, max_retries=0)
+    await first.__anext__()
+    with pytest.raises(RateLimitError) as caught:
+        await astream_chat("hi", model="demo", base_url=server.base_url, max_retries=0).__anext__()
+    assert caught.value.retry_after == 1
+    await first.aclose()
+    wait_for_exchanges(server, lambda state: not state.exchanges)
+    assert server.app.state.server.ended[-1]["end"] == "client disconnected"
+    third = astream_chat("hi", model="demo", base_url=server.base_url, max_retries=0, max_tokens=2)
+    assert len([delta async for delta in third]) == 2
+
+
+def test_the_body_is_capped(make_server: MakeServer) -> None:
+    server = make_server(max_body_bytes=1000)
+    response = httpx.post(
+        f"{server.base_url}/chat/completions",
+        json={"model": "demo", "messages": [{"role": "user", "content": "x" * 2000}]},
+    )
+    assert response.status_code == 413
+    assert "1000 bytes" in response.json()["error"]["message"]
+
+
+def test_a_client_that_never_sends_its_body_gets_408(make_server: MakeServer) -> None:
+    server = make_server(body_timeout=0.2)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+        )
+        head = sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 408")
+
+
+def test_a_client_that_stops_reading_loses_its_stream(make_server: MakeServer) -> None:
+    server = make_server(stall_timeout=0.3, tokens_per_second=0, first_token_delay=0)
+    body = json.dumps(
+        {
+            "model": "demo",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+            "max_tokens": 100_000,
+        }
+    ).encode()
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        wait_for_exchanges(server, lambda state: state.ended)  # and never read a byte
+    log = server.app.state.server.ended[-1]
+    assert log["end"] == "client read nothing for 0.3 s"
+    assert 0 < log["tokens"] < 100_000
+
+
+def test_the_server_refuses_new_streams_when_full_and_says_when_to_retry(
+    make_server: MakeServer,
+) -> None:
+    server = make_server(max_streams=2, tokens_per_second=50, first_token_delay=0)
+    streams = [
+        stream_chat("hi", model="demo", base_url=server.base_url, max_retries=0) for _ in range(2)
+    ]
+    for stream in streams:
+        next(stream)
+    full = httpx.post(
+        f"{server.base_url}/chat/completions",
+        json={"model": "demo", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert full.status_code == 429 and full.headers["retry-after"] == "1"
+    assert full.json()["error"]["code"] == "too_many_streams"
+    for stream in streams:
+        stream.close()
