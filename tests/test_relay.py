@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Callable
 
+import openai
 import pytest
 from scripted_server import Request, Response, ScriptedServer, chunk
 
@@ -139,3 +140,22 @@ def test_the_model_list_comes_from_the_upstream(
 
     server.handler = handler
     assert list_models(base_url=relay.base_url) == ["gpt-4o-mini", "llama3.2"]
+
+
+def test_a_whole_answer_passes_through(server: ScriptedServer, relay: BackgroundServer) -> None:
+    completion = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole"}}],
+    }
+
+    async def handler(request: Request, response: Response) -> None:
+        assert request.json()["stream"] is False
+        await response.whole(200, json.dumps(completion))
+
+    server.handler = handler
+    with openai.OpenAI(base_url=relay.base_url, api_key="unused", max_retries=0) as client:
+        answer = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=False
+        )
+    assert answer.choices[0].message.content == "whole"

@@ -112,10 +112,16 @@ class Relay:
                     await exchange.start(upstream.status_code, forwarded)
                     await exchange.body(data, more=False)
                     return
-                if upstream.headers.get("content-type", "").startswith("text/event-stream"):
+                events = upstream.headers.get("content-type", "").startswith("text/event-stream")
+                if events:
                     forwarded = SSE_HEADERS + [h for h in forwarded if h[0] != b"content-type"]
                 await exchange.start(upstream.status_code, forwarded)
-                await self._pass_on(upstream, exchange)
+                if events:
+                    await self._pass_on(upstream, exchange)
+                else:  # a whole answer (stream false): passed on as it is
+                    async for data in upstream.aiter_raw():
+                        await exchange.body(data)
+                    await exchange.body(b"", more=False)
             finally:
                 await upstream.aclose()
 
