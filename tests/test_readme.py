@@ -36,7 +36,11 @@ def test_python_examples_run(
         await response.end()
 
     server.handler = story
-    env = {"JUPYTER_STREAM_BASE_URL": server.url, "PATH": "/usr/bin:/bin"}
+    env = {
+        "JUPYTER_STREAM_BASE_URL": server.url,
+        "JUPYTER_STREAM_MODEL": "test-model",
+        "PATH": "/usr/bin:/bin",
+    }
     code = code_blocks("python")[index].replace("threading.Timer(2.0,", "threading.Timer(0.0,")
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=30
@@ -44,3 +48,16 @@ def test_python_examples_run(
     assert result.returncode == 0, result.stderr
     if "asyncio.run" in code:
         assert "Once upon a time\n[completed] 4 tokens" in result.stdout
+
+
+def test_the_first_command_streams_from_the_embedded_server_with_no_configuration() -> None:
+    prefix = "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && "
+    [first] = [line for line in code_blocks("bash")[0].splitlines() if line.startswith(prefix)]
+    command = first[len(prefix) :]  # what runs once installed: here, in this environment
+    path = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+    result = subprocess.run(
+        command, shell=True, capture_output=True, text=True, env={"PATH": path}, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("# Explain server-sent events in one paragraph\n")
+    assert result.stderr.startswith("[completed · demo · ")
