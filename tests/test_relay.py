@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 
@@ -84,27 +85,29 @@ def test_a_client_that_goes_before_the_first_byte_closes_the_upstream(
     runner.join(WAIT)
 
 
-def test_an_upstream_error_before_the_answer_keeps_its_status_and_body(
-    server: ScriptedServer, relay: BackgroundServer
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "error", "said"),
+    [
+        (401, '{"error": {"message": "Incorrect API key provided"}}', "application/json",
+         AuthenticationError, "Incorrect API key provided"),
+        (502, "<html><title>Bad Gateway</title></html>", "text/html",
+         ServerError, "the upstream answered 502: <html><title>Bad Gateway"),
+    ],
+)  # fmt: skip
+def test_an_upstream_error_before_the_answer_keeps_its_status_and_says_why(
+    server: ScriptedServer,
+    relay: BackgroundServer,
+    status: int,
+    body: str,
+    content_type: str,
+    error: type[Exception],
+    said: str,
 ) -> None:
-    error = {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
-
     async def handler(request: Request, response: Response) -> None:
-        await response.whole(401, json.dumps(error))
+        await response.whole(status, body, content_type)
 
     server.handler = handler
-    with pytest.raises(AuthenticationError, match="Incorrect API key provided"):
-        list(stream_chat("hi", model="m", base_url=relay.base_url, max_retries=0))
-
-
-def test_an_upstream_html_error_page_becomes_a_json_error(
-    server: ScriptedServer, relay: BackgroundServer
-) -> None:
-    async def handler(request: Request, response: Response) -> None:
-        await response.whole(502, "<html><title>Bad Gateway</title></html>", "text/html")
-
-    server.handler = handler
-    with pytest.raises(ServerError, match="the upstream answered 502"):
+    with pytest.raises(error, match=re.escape(said)):
         list(stream_chat("hi", model="m", base_url=relay.base_url, max_retries=0))
 
 
