@@ -8,9 +8,11 @@ closed, the partial reply stays on screen, the reason is said on stderr, and the
 from __future__ import annotations
 
 import argparse
+import io
 import ipaddress
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Sequence
@@ -23,6 +25,8 @@ from ._stream import stream_chat
 __all__ = ["main"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and newline
 SERVER_KEY_VAR = "JUPYTER_STREAM_SERVER_API_KEY"
 
 
@@ -145,14 +149,20 @@ def _chat(args: argparse.Namespace) -> int:
         messages, model=args.model, base_url=args.base_url, timeout=args.timeout, **params
     )
     out = sys.stdout
+    if isinstance(out, io.TextIOWrapper):
+        out.reconfigure(errors="replace")  # a terminal that cannot show 🚀 shows ? instead
+    shown = _safe_for_terminal if out.isatty() else str
     code = 0
     try:
         with stream:
             for delta in stream:
-                out.write(delta)
+                out.write(shown(delta))
                 out.flush()
     except KeyboardInterrupt:  # the with block has closed the stream as interrupted
         code = EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as yes | head does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+        return EXIT_BROKEN_PIPE
     except JupyterStreamError as exc:
         if stream.text and not stream.text.endswith("\n"):
             out.write("\n")
@@ -170,6 +180,12 @@ def _chat(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return code
+
+
+def _safe_for_terminal(text: str) -> str:
+    """Model output without control characters: escape sequences in untrusted text could
+    rewrite the screen, hide text or set the clipboard."""
+    return _CONTROLS.sub("", text)
 
 
 def _models(args: argparse.Namespace) -> int:
@@ -206,9 +222,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"jupyter-stream serve: {exc}", file=sys.stderr)
         return 2
-    import uvicorn
-
     from .server import create_app
+    from .server._background import uvicorn_server
 
     app = create_app(config)  # checks --upstream before anything listens
     try:
@@ -224,7 +239,7 @@ def _serve(args: argparse.Namespace) -> int:
     host = f"[{args.host}]" if ":" in args.host else args.host
     if args.upstream:
         key = f"key from ${args.upstream_key_env}" if upstream_key else "no key"
-        what = f"relaying to {args.upstream.rstrip('/')} ({key})"
+        what = f"relaying to {app.state.server.relay.display_url} ({key})"
     else:
         what = f"models demo and echo at {args.tokens_per_second:g} tokens/s"
     handler = logging.StreamHandler(sys.stderr)
@@ -239,9 +254,7 @@ def _serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=2)
-    )
+    server = uvicorn_server(app, graceful_timeout=2)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:

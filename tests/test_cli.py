@@ -87,3 +87,30 @@ def test_serve_logs_one_line_per_request_and_stops_on_ctrl_c() -> None:
     assert '"POST /v1/chat/completions" 200' in line
     assert "model=demo" in line and "tokens=5" in line and "end=length" in line
     assert process.returncode == 0
+
+
+def test_chat_into_a_closed_pipe_stops_quietly() -> None:
+    done = subprocess.run(
+        f"{sys.executable} -m jupyter_stream chat 'hello there' | head -c 4",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        executable="/bin/bash",
+    )
+    assert done.stdout == "# He"
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_serve_never_shows_credentials_from_the_upstream_url() -> None:
+    with subprocess.Popen(
+        [*COMMAND, "serve", "--port", "0", "--upstream", "http://me:pw123@127.0.0.1:9/v1?k=q1"],
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stderr is not None
+        banner = process.stderr.readline()
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=WAIT)
+    assert "relaying to http://127.0.0.1:9/v1" in banner
+    assert "pw123" not in banner and "q1" not in banner

@@ -162,3 +162,19 @@ def test_a_whole_answer_passes_through(server: ScriptedServer, relay: Background
             model="m", messages=[{"role": "user", "content": "hi"}], stream=False
         )
     assert answer.choices[0].message.content == "whole"
+
+
+def test_the_upstreams_key_never_comes_back_through_the_relay(
+    server: ScriptedServer, relay: BackgroundServer
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        echoed = f"<html>bad header: {request.headers['authorization']}</html>"
+        await response.whole(401, echoed, "text/html")
+
+    server.handler = handler
+    with pytest.raises(AuthenticationError) as caught:
+        list(stream_chat("hi", model="m", base_url=relay.base_url, max_retries=0))
+    assert "sk-upstream" not in str(caught.value) and "Bearer ***" in str(caught.value)
+    with pytest.raises(AuthenticationError) as caught:
+        list_models(base_url=relay.base_url)
+    assert "sk-upstream" not in str(caught.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import Callable
 
@@ -12,6 +13,7 @@ import pytest
 from conftest import wait_for_exchanges
 
 from jupyter_stream import (
+    APIError,
     AuthenticationError,
     NotFoundError,
     RateLimitError,
@@ -21,7 +23,7 @@ from jupyter_stream import (
     list_models,
     stream_chat,
 )
-from jupyter_stream.server import BackgroundServer
+from jupyter_stream.server import BackgroundServer, ServerConfig, _app
 from jupyter_stream.server._models import demo_answer, tokenize
 
 WAIT = 10  # seconds: a guard against hangs, never a timing assertion
@@ -204,7 +206,7 @@ def test_a_client_that_never_sends_its_body_gets_408(make_server: MakeServer) ->
     server = make_server(body_timeout=0.2)
     with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as sock:
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{"
         )
         head = sock.recv(65536)
     assert head.startswith(b"HTTP/1.1 408")
@@ -224,8 +226,8 @@ def test_a_client_that_stops_reading_loses_its_stream(make_server: MakeServer) -
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", server.port))
         sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
         )
         wait_for_exchanges(server, lambda state: state.ended)  # and never read a byte
     log = server.app.state.server.ended[-1]
@@ -250,3 +252,104 @@ def test_the_server_refuses_new_streams_when_full_and_says_when_to_retry(
     assert full.json()["error"]["code"] == "too_many_streams"
     for stream in streams:
         stream.close()
+
+
+def test_a_failure_before_the_answer_is_a_500_and_gives_its_slot_back(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = make_server(max_streams=1)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_app._Pace, "__init__", broken)
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    for _ in range(2):  # the second would be a 429 if the first kept its slot
+        response = httpx.post(f"{server.base_url}/chat/completions", json=body)
+        assert response.status_code == 500
+        assert "RuntimeError" in response.json()["error"]["message"]
+    wait_for_exchanges(server, lambda state: state.slots == 0)
+
+
+def test_a_failure_mid_answer_is_an_error_event_after_the_text(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = make_server()
+    content = _app._Chunks.content
+
+    def fails_at_the_third_token(self: _app._Chunks, token: str) -> bytes:
+        self.count = getattr(self, "count", 0) + 1
+        if self.count == 3:
+            raise RuntimeError("boom")
+        return content(self, token)
+
+    monkeypatch.setattr(_app._Chunks, "content", fails_at_the_third_token)
+    stream = stream_chat("hi", model="demo", base_url=server.base_url, max_retries=0)
+    with pytest.raises(APIError, match=r"the server ended this stream: server error \(Runtime"):
+        list(stream)
+    assert stream.text == "# Hi"
+    wait_for_exchanges(server, lambda state: state.slots == 0)
+
+
+def test_lone_surrogates_are_refused(demo_server: BackgroundServer) -> None:
+    body = b'{"model": "echo", "messages": [{"role": "user", "content": "\\ud800"}]}'
+    response = httpx.post(f"{demo_server.base_url}/chat/completions", content=body)
+    assert response.status_code == 400 and "surrogate" in response.text
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Host": "rebound.attacker.example"}, 403),
+        ({"Origin": "https://attacker.example"}, 403),
+        ({"Origin": "null"}, 403),
+        ({"Origin": "http://localhost:8888"}, 200),
+        ({"Host": "localhost"}, 200),
+    ],
+)
+def test_a_server_without_a_key_answers_only_this_machine(
+    demo_server: BackgroundServer, headers: dict[str, str], status: int
+) -> None:
+    response = httpx.get(f"{demo_server.base_url}/models", headers=headers)
+    assert response.status_code == status
+
+
+def test_a_server_with_a_key_answers_any_name(make_server: MakeServer) -> None:
+    server = make_server(api_key="k3y")
+    headers = {"Host": "box.example", "Authorization": "Bearer k3y"}
+    assert httpx.get(f"{server.base_url}/models", headers=headers).status_code == 200
+
+
+def test_stopping_the_server_ends_open_streams_and_says_why(make_server: MakeServer) -> None:
+    server = make_server(tokens_per_second=20, first_token_delay=0)
+    stream = stream_chat("hi", model="demo", base_url=server.base_url, max_retries=0)
+    assert next(stream) == "#"
+    server.stop()
+    assert not server.alive
+    with pytest.raises(APIError, match="the server ended this stream: server shutting down"):
+        list(stream)
+
+
+def test_the_plain_stream_turns_any_line_end_into_a_newline(demo_server: BackgroundServer) -> None:
+    url = f"{root(demo_server)}/stream"
+    with httpx.stream("GET", url, params={"content": "a\rb\r\nc\nd"}) as response:
+        events = SSEDecoder().feed(response.read())
+    assert "".join(e.data for e in events if e.event == "message") == "a\nb\nc\nd"
+
+
+def test_bad_settings_are_refused() -> None:
+    for name in ("stall_timeout", "body_timeout", "max_body_bytes", "max_streams"):
+        with pytest.raises(ValueError, match=name):
+            ServerConfig(**{name: 0})
+
+
+def test_log_lines_cannot_be_forged(
+    demo_server: BackgroundServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="jupyter_stream.server")
+    httpx.get(f"{root(demo_server)}/%0a12:00:00 127.0.0.1:1 FORGED")
+    httpx.get(f"{root(demo_server)}/health")  # logged after the first: a marker that it is done
+    wait_for_log = [r.getMessage() for r in caplog.records if "/health" in r.getMessage()]
+    assert wait_for_log
+    messages = [r.getMessage() for r in caplog.records if "FORGED" in r.getMessage()]
+    assert messages and all("\n" not in message for message in messages)

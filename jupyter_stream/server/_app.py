@@ -16,25 +16,29 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import hmac
+import ipaddress
 import itertools
 import json
 import logging
 import math
+import re
 import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from .._config import Endpoint
 from ._config import ServerConfig
 from ._models import MAX_TOKENS_LIMIT, MODELS, answer_tokens, count_prompt_tokens, tokenize
 
@@ -73,13 +77,12 @@ def create_app(
             yield
         finally:
             watchdog.cancel()
-            for exchange in list(state.exchanges):
-                exchange.cancel("server shutting down")
+            state.close_all("server shutting down")
             if relay is not None:
                 await relay.aclose()
 
     async def chat(request: Request) -> Response | Exchange:
-        denied = state.check_key(request)
+        denied = state.check_access(request)
         if denied:
             return denied
         body = await _read_body(request, config)
@@ -94,12 +97,12 @@ def create_app(
             return state.exchange(_demo_stream(parsed, config), request)
         return state.exchange(_demo_whole(parsed, config), request)
 
-    async def models(request: Request) -> Response:
-        denied = state.check_key(request)
+    async def models(request: Request) -> Response | Exchange:
+        denied = state.check_access(request)
         if denied:
             return denied
         if relay is not None:
-            return await relay.models()
+            return state.exchange(relay.models(), request)
         data = [
             {"id": m, "object": "model", "created": 0, "owned_by": "jupyter-stream"} for m in MODELS
         ]
@@ -110,7 +113,7 @@ def create_app(
         return JSONResponse({"status": "ok", "mode": mode, "streams": len(state.exchanges)})
 
     async def stream(request: Request) -> Response | Exchange:
-        denied = state.check_key(request)
+        denied = state.check_access(request)
         if denied:
             return denied
         content = request.query_params.get("content", "Hello from a server-sent event stream!")
@@ -128,13 +131,9 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         Route("/stream", stream, methods=["GET"]),
     ]
-    app = Starlette(
-        routes=routes,
-        middleware=[Middleware(AccessLog)],
-        lifespan=lifespan,
-        exception_handlers=_EXCEPTION_HANDLERS,
-    )
+    app = _App(routes=routes, lifespan=lifespan, exception_handlers=_EXCEPTION_HANDLERS)
     app.state.server = state
+    state.relay = relay.upstream if relay is not None else None
     return app
 
 
@@ -234,6 +233,15 @@ def _parse_chat(body: bytes) -> ChatRequest | Response:
         return error_response(
             400, "each message must be an object with a role and content", param="messages"
         )
+    try:
+        json.dumps(messages, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return error_response(
+            400,
+            "messages hold a lone surrogate (such as \\ud800), which is not text; send valid "
+            "Unicode",
+            param="messages",
+        )
     model = request.get("model")
     if not isinstance(model, str) or not model:
         return error_response(400, "model is missing: use demo or echo", param="model")
@@ -271,31 +279,41 @@ class Exchange:
     """An ASGI response running ``work(self)``, cancelled when the client disconnects, when the
     client stops reading for ``stall_timeout``, or when the server shuts down.
 
-    ``work`` writes through :meth:`send`, and may note what it did in :attr:`log` (tokens,
-    the model, why it ended) for the request's log line.
+    ``work`` writes through :meth:`start` and :meth:`body`, and may note what it did in
+    :attr:`log` (the model, tokens, why it ended) for the request's log line. When the server
+    ends an event stream that its client is still reading, the client is told why in an SSE
+    error event; when the work fails before it has started its response, the client gets a 500.
     """
 
     def __init__(self, work: Work, state: _State, request: Request) -> None:
         self._work = work
         self._state = state
         self.log: dict[str, Any] = request.scope.setdefault("jupyter_stream.log", {})
-        self.sending_since = 0.0  # time.monotonic() when a send began that has not returned
-        self._task: asyncio.Future[None] | None = None
+        self._raw_send: Send | None = request.scope.get("jupyter_stream.send")
         self._send: Send | None = None
-
-    async def send(self, message: Message) -> None:
-        assert self._send is not None
-        self.sending_since = time.monotonic()
-        await self._send(message)
-        self.sending_since = 0.0
+        self._task: asyncio.Future[None] | None = None
+        self.started = self.completed = self.events = False
+        self.sending = False  # a body write is under way (it blocks when the client reads nothing)
+        self.writes = 0
+        self.stall: tuple[int, float] | None = None  # (writes, since): the watchdog's note
 
     async def start(
         self, status: int = 200, headers: list[tuple[bytes, bytes]] = SSE_HEADERS
     ) -> None:
-        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        assert self._send is not None
+        self.started = True
+        self.events = headers is SSE_HEADERS
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        if self._raw_send is None:  # served without our _App around it
+            self._raw_send = self._send
 
     async def body(self, data: bytes, more: bool = True) -> None:
-        await self.send({"type": "http.response.body", "body": data, "more_body": more})
+        assert self._raw_send is not None
+        self.sending = True
+        await self._raw_send({"type": "http.response.body", "body": data, "more_body": more})
+        self.sending = False
+        self.writes += 1
+        self.completed = not more
 
     def cancel(self, why: str) -> None:
         self.log.setdefault("end", why)
@@ -308,19 +326,43 @@ class Exchange:
         watcher = asyncio.ensure_future(_disconnected(receive))
         self._state.begin(self)
         try:
-            await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-            if watcher.done() and not task.done():
-                self.cancel("client disconnected")
+            try:
+                await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+                if watcher.done() and not task.done():
+                    self.cancel("client disconnected")
+            finally:
+                watcher.cancel()
+                task.cancel()  # when the server shuts down, our own task is the one cancelled
+                failure = await _outcome(task)  # it cleans up: a relay closes its upstream here
+                if failure is not None:
+                    self.log["end"] = f"server error ({type(failure).__name__})"
+                    log.error("%s failed", scope.get("path"), exc_info=failure)
+                if not watcher.done() or watcher.cancelled():  # the client is still there
+                    await self._tell_why(failure)
         finally:
-            watcher.cancel()
-            task.cancel()  # when the server shuts down, our own task is the one cancelled
-            with contextlib.suppress(asyncio.CancelledError):
-                await task  # let it clean up (a relay closes its upstream here)
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                exc = task.exception()
-                self.log.setdefault("end", f"error: {exc!r}")
-                log.error("exchange failed", exc_info=exc)
             self._state.end(self)
+
+    async def _tell_why(self, failure: BaseException | None) -> None:
+        why = str(self.log.get("end", "server error"))
+        if not self.started and failure is not None:
+            error = error_response(500, f"the server failed: {why}", type="server_error")
+            await self.start(500, error.raw_headers)
+            await self.body(bytes(error.body), more=False)
+        elif self.events and not self.completed and not why.startswith("client"):
+            body = {"error": {"message": f"the server ended this stream: {why}",
+                              "type": "server_error", "param": None, "code": None}}  # fmt: skip
+            await self.body(b"data: " + json.dumps(body).encode() + b"\n\n", more=False)
+
+
+async def _outcome(task: asyncio.Future[None]) -> BaseException | None:
+    """Wait for ``task``; the exception it failed with, if any (its cancellation is none)."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        return None
+    except Exception as exc:
+        return exc
+    return None
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -329,29 +371,45 @@ async def _disconnected(receive: Receive) -> None:
 
 
 class _State:
-    """What the app's routes share: the live exchanges, the slot count, the key check."""
+    """What the app's routes share: the live exchanges, the slot count, the access checks."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.exchanges: set[Exchange] = set()
         self.slots = 0
         self.ended: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
-        self.changed = threading.Condition()  # notified as exchanges begin and end (for tests)
+        self.changed = threading.Condition()  # notified as exchanges begin and end
+        self.relay: Endpoint | None = None  # the upstream, in relay mode
         key = config.api_key
         self._expected = f"Bearer {key}".encode() if key else None
 
-    def check_key(self, request: Request) -> Response | None:
-        if self._expected is None:
-            return None
-        given = request.headers.get("authorization", "").encode()
-        if hmac.compare_digest(given, self._expected):
+    def check_access(self, request: Request) -> Response | None:
+        """None if ``request`` may be served: it has the key, or (on a server without a key)
+        it names a loopback host and comes from no other site's page."""
+        if self._expected is not None:
+            given = request.headers.get("authorization", "").encode()
+            if hmac.compare_digest(given, self._expected):
+                return None
+            return error_response(
+                401,
+                "missing or wrong API key: send the key this server was started with "
+                "(--api-key) as Authorization: Bearer <key>",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        # Without a key, only this machine may use the server: a web page elsewhere can make
+        # a browser send requests to 127.0.0.1, under its own Origin, or under a name of its
+        # own that it resolves to 127.0.0.1 (DNS rebinding), so both are checked.
+        host = request.headers.get("host", "")
+        origin = request.headers.get("origin")
+        if _is_loopback_url(f"//{host}") and (origin is None or _is_loopback_url(origin)):
             return None
         return error_response(
-            401,
-            "missing or wrong API key: send the key this server was started with "
-            "(--api-key) as Authorization: Bearer <key>",
-            code="invalid_api_key",
-            headers={"WWW-Authenticate": "Bearer"},
+            403,
+            "this server has no API key, so it answers only requests for a loopback address "
+            "(127.0.0.1, localhost) that come from no other site; start it with --api-key to "
+            "serve others",
+            code="forbidden_host",
         )
 
     def exchange(self, work: Work, request: Request) -> Response | Exchange:
@@ -364,7 +422,7 @@ class _State:
                 code="too_many_streams",
                 headers={"Retry-After": "1"},
             )
-        self.slots += 1
+        self.slots += 1  # given back by Exchange.__call__, which Starlette always calls
         return Exchange(work, self, request)
 
     def begin(self, exchange: Exchange) -> None:
@@ -379,15 +437,39 @@ class _State:
             self.ended.append(exchange.log)
             self.changed.notify_all()
 
+    def close_all(self, why: str) -> None:
+        for exchange in list(self.exchanges):
+            exchange.cancel(why)
+
     async def watch_stalls(self) -> None:
+        """End exchanges whose client has read nothing for ``stall_timeout``: a write that
+        has not returned since the last look, for that long."""
         limit = self.config.stall_timeout
         while True:
             await asyncio.sleep(min(1.0, limit / 4))
             now = time.monotonic()
             for exchange in list(self.exchanges):
-                since = exchange.sending_since
-                if since and now - since > limit:
+                if not exchange.sending:
+                    exchange.stall = None
+                elif exchange.stall is None or exchange.stall[0] != exchange.writes:
+                    exchange.stall = (exchange.writes, now)
+                elif now - exchange.stall[1] >= limit:
                     exchange.cancel(f"client read nothing for {limit:g} s")
+
+
+def _is_loopback_url(url: str) -> bool:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    if host is None:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # --- the built-in models
@@ -433,17 +515,19 @@ class _Chunks:
         return self.head + delta.encode() + self.tail
 
     def content(self, token: str) -> bytes:
-        return b'%s{"content":%s}%s' % (
-            self.head,
-            json.dumps(token, ensure_ascii=False).encode(),
-            self.tail,
-        )
+        return b'%s{"content":%s}%s' % (self.head, _json_string(token), self.tail)
 
     def finish(self, reason: str) -> bytes:
         return self.head + b'{},"logprobs":null,"finish_reason":"' + reason.encode() + b'"}]}\n\n'
 
     def usage(self, usage: dict[str, int]) -> bytes:
         return self.usage_head + json.dumps(usage).encode() + b"}\n\n"
+
+
+@functools.lru_cache(maxsize=8192)
+def _json_string(text: str) -> bytes:
+    """``text`` as a JSON string, in UTF-8 (cached: a model's tokens repeat)."""
+    return json.dumps(text, ensure_ascii=False).encode()
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -465,39 +549,26 @@ def _demo_stream(request: ChatRequest, config: ServerConfig) -> Work:
         exchange.log.update(model=request.model, stream=True, tokens=0)
         await exchange.start()
         await exchange.body(chunks.delta('{"role":"assistant","content":""}'))
-        limit = request.max_tokens
-        tokens = _answer(request)
+        limit = math.inf if request.max_tokens is None else request.max_tokens
         sent, finish = 0, "stop"
-        pending = next(tokens, None)
-        while pending is not None:
-            if limit is not None and sent >= limit:
+        batch: list[bytes] = []
+        for token in _answer(request):
+            if sent == limit:
                 finish = "length"
                 break
+            if batch and (len(batch) == MAX_BATCH or pace.due(sent) > time.monotonic()):
+                await exchange.body(b"".join(batch))  # what is due goes out in one write
+                batch.clear()
+                exchange.log["tokens"] = sent
             await pace.wait(sent)
-            # Tokens already due go out in one write: a late stream catches up at once.
-            batch = [chunks.content(pending)]
+            batch.append(chunks.content(token))
             sent += 1
-            now = time.monotonic()
-            pending = next(tokens, None)
-            while (
-                pending is not None
-                and pace.due(sent) <= now
-                and len(batch) < MAX_BATCH
-                and (limit is None or sent < limit)
-            ):
-                batch.append(chunks.content(pending))
-                sent += 1
-                pending = next(tokens, None)
-            await exchange.body(b"".join(batch))
-            exchange.log["tokens"] = sent
-        if limit is not None and sent >= limit and pending is not None:
-            finish = "length"
-        tail = [chunks.finish(finish)]
+        batch.append(chunks.finish(finish))
         if request.include_usage:
-            tail.append(chunks.usage(_usage(count_prompt_tokens(request.messages), sent)))
-        tail.append(b"data: [DONE]\n\n")
-        await exchange.body(b"".join(tail), more=False)
-        exchange.log["end"] = finish
+            batch.append(chunks.usage(_usage(count_prompt_tokens(request.messages), sent)))
+        batch.append(b"data: [DONE]\n\n")
+        await exchange.body(b"".join(batch), more=False)
+        exchange.log.update(tokens=sent, end=finish)
 
     return work
 
@@ -538,6 +609,9 @@ def _demo_whole(request: ChatRequest, config: ServerConfig) -> Work:
     return work
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # the spec's line ends
+
+
 def sse_event(data: str, *, id: str | None = None, event: str | None = None) -> bytes:
     """One event, framed as the WHATWG spec reads it: each line of ``data`` on a ``data:``
     line of its own (a bare newline in a ``data:`` line would end the event early)."""
@@ -546,7 +620,7 @@ def sse_event(data: str, *, id: str | None = None, event: str | None = None) -> 
         lines.append(f"event: {event}\n")
     if id is not None:
         lines.append(f"id: {id}\n")
-    lines.extend(f"data: {line}\n" for line in data.split("\n"))
+    lines.extend(f"data: {line}\n" for line in _LINE_BREAK.split(data))
     lines.append("\n")
     return "".join(lines).encode()
 
@@ -568,15 +642,18 @@ def _plain_stream(content: str, resume: int, config: ServerConfig) -> Work:
     return work
 
 
-class AccessLog:
-    """ASGI middleware: one log line per request, written when the answer has ended."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+class _App(Starlette):
+    """The Starlette app, with one log line per request (written when its answer has ended),
+    and the server's own ``send`` kept in the scope: an :class:`Exchange` writes its body
+    through it, past the middleware's wrappers, which matter only for the response's start."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await super().__call__(scope, receive, send)
+            return
+        scope["jupyter_stream.send"] = send
+        if not self.state.server.config.log_requests or not log.isEnabledFor(logging.INFO):
+            await super().__call__(scope, receive, send)
             return
         started = time.monotonic()
         status = 0
@@ -588,19 +665,27 @@ class AccessLog:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_status)
+            await super().__call__(scope, receive, send_status)
         finally:
-            if log.isEnabledFor(logging.INFO):
-                notes = scope.get("jupyter_stream.log", {})
-                extra = " ".join(f"{key}={value}" for key, value in notes.items())
-                client = scope.get("client") or ("-", 0)
-                log.info(
-                    '%s:%s "%s %s" %s %.1f ms %s',
-                    client[0],
-                    client[1],
-                    scope["method"],
-                    scope["path"],
-                    status or "-",
-                    (time.monotonic() - started) * 1000,
-                    extra,
-                )
+            notes = scope.get("jupyter_stream.log", {})
+            extra = " ".join(f"{key}={_printable(value)}" for key, value in notes.items())
+            client = scope.get("client") or ("-", 0)
+            log.info(
+                '%s:%s "%s %s" %s %.1f ms %s',
+                client[0],
+                client[1],
+                scope["method"],
+                _printable(scope.get("raw_path", b"").decode("latin-1")),
+                status or "-",
+                (time.monotonic() - started) * 1000,
+                extra,
+            )
+
+
+def _printable(value: object, limit: int = 200) -> str:
+    """``value`` for a log line: control characters escaped (no forged lines), at most
+    ``limit`` characters."""
+    text = str(value)
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -116,19 +116,10 @@ class BackgroundServer:
         sock = self._sock
         assert sock is not None
         try:
-            import uvicorn
-
             from ._app import create_app
 
             self.app = create_app(self.config, on_ready=self._ready.set)
-            config = uvicorn.Config(
-                self.app,
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-                timeout_graceful_shutdown=self.graceful_timeout,
-            )
-            server = uvicorn.Server(config)
+            server = uvicorn_server(self.app, graceful_timeout=self.graceful_timeout)
             self._server = server
             if not self._stopping:
                 asyncio.run(server.serve(sockets=[sock]))
@@ -139,8 +130,36 @@ class BackgroundServer:
             self._ready.set()
 
 
+def uvicorn_server(app: Any, *, graceful_timeout: int) -> Any:
+    """A ``uvicorn.Server`` for ``app`` that, when asked to stop, first ends the app's open
+    streams (each told why in an SSE error event), so that stopping does not wait for them."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            app.state.server.close_all("server shutting down")
+            await super().shutdown(sockets=sockets)
+
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=graceful_timeout,
+    )
+    return Server(config)
+
+
 _lock = threading.Lock()
 _embedded: BackgroundServer | None = None
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def embedded_base_url() -> str:
@@ -157,11 +176,14 @@ def embedded_base_url() -> str:
                 ) from server.error
             if server.alive:
                 return server.base_url
-        for name in ("jupyter_stream", "uvicorn"):  # nothing reaches a notebook's stderr
-            logger = logging.getLogger(name)
-            if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
-                logger.addHandler(logging.NullHandler())
-        server = BackgroundServer(ServerConfig())
+        # Nothing may reach a notebook's stderr: no request lines, and uvicorn's own records
+        # (say, a stream cut at exit) stay off the root logger unless uvicorn's logging has
+        # been set up by somebody.
+        uvicorn_log = logging.getLogger("uvicorn")
+        if not uvicorn_log.handlers:
+            uvicorn_log.addHandler(logging.NullHandler())
+            uvicorn_log.propagate = False
+        server = BackgroundServer(ServerConfig(log_requests=False))
         server.start()
         _embedded = server
         return server.base_url

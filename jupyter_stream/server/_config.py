@@ -22,6 +22,7 @@ class ServerConfig:
     stall_timeout: float = 30.0  # a client that reads nothing for this long loses its stream
     upstream_connect_timeout: float = 10.0
     upstream_idle_timeout: float = 300.0  # longest silence from the upstream mid-answer
+    log_requests: bool = True  # one INFO line per request on the jupyter_stream.server logger
 
     def __post_init__(self) -> None:
         if not self.tokens_per_second >= 0:
@@ -30,3 +31,7 @@ class ServerConfig:
             raise ValueError("first_token_delay must be >= 0 seconds")
         if self.max_streams < 1:
             raise ValueError("max_streams must be >= 1")
+        for name in ("max_body_bytes", "body_timeout", "stall_timeout",
+                     "upstream_connect_timeout", "upstream_idle_timeout"):  # fmt: skip
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")

@@ -16,7 +16,9 @@ Joining the tokens gives the text back exactly.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -43,7 +45,7 @@ _TOKEN = re.compile(
     | [ ]?[^\W\d_]{1,8}                                   # letters, long words in pieces
     | [ ]?\d{1,3}                                         # numbers, three digits at a time
     | [ ]?[^\w\s]                                         # one punctuation mark or symbol
-    | \n+                                                 # line breaks
+    | [\r\n]+                                             # line breaks
     | [ \t]+                                              # other runs of spaces
     | .                                                   # anything else, one at a time
     """,
@@ -97,12 +99,18 @@ def _text(content: Any) -> str:
 
 
 def _demo_tokens(prompt: str, *, endless: bool) -> Iterator[str]:
-    rng = random.Random(hashlib.sha256(prompt.encode()).digest())
-    yield from tokenize(_first_part(prompt, rng))
-    part = 2
-    while endless:
-        yield from tokenize(_more(part, rng))
-        part += 1
+    yield from _natural_answer(prompt)
+    if endless:
+        rng = random.Random(hashlib.sha256(prompt.encode("utf-8", "replace")).digest() + b"more")
+        for part in itertools.count(2):
+            yield from tokenize(_more(part, rng))
+
+
+@functools.lru_cache(maxsize=256)
+def _natural_answer(prompt: str) -> tuple[str, ...]:
+    """demo's natural answer to ``prompt``, in tokens (cached: a class asks the same question)."""
+    rng = random.Random(hashlib.sha256(prompt.encode("utf-8", "replace")).digest())
+    return tuple(tokenize(_first_part(prompt, rng)))
 
 
 def _topic(prompt: str) -> str:

@@ -13,6 +13,8 @@ when the upstream cannot be reached, 502 or 504 in OpenAI's error shape).
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import httpx
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["Relay"]
 
 ERROR_BODY_LIMIT = 64 * 1024
+MAX_MODELS_BYTES = 4 * 1024 * 1024
+MAX_EVENT_BYTES = 16 * 1024 * 1024  # as the client's decoder: a longer event is an error
+_MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
 _FORWARDED_HEADERS = ("content-type", "retry-after", "x-request-id")
 _BOUNDARIES = (b"\n\n", b"\r\r", b"\n\r\n", b"\r\n\n")
 
@@ -41,15 +46,18 @@ class Relay:
             config.upstream_api_key,
             "the upstream key variable",
         )
-        self._timeout = httpx.Timeout(
-            config.upstream_idle_timeout, connect=config.upstream_connect_timeout
-        )
+        connect = config.upstream_connect_timeout
+        self._timeout = httpx.Timeout(config.upstream_idle_timeout, connect=connect, pool=connect)
+        # As many upstream connections as the server has streams (httpx's default is 100).
+        self._limits = httpx.Limits(max_connections=None, max_keepalive_connections=100)
         self._client: httpx.AsyncClient | None = None
 
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:  # made on the server's loop, at first use
-            self._client = httpx.AsyncClient(timeout=self._timeout, trust_env=False)
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout, limits=self._limits, trust_env=False
+            )
         return self._client
 
     async def aclose(self) -> None:
@@ -65,28 +73,24 @@ class Relay:
         return headers
 
     def chat(self, body: bytes, request: Request) -> Work:
-        from ._app import SSE_HEADERS, error_response
+        from ._app import SSE_HEADERS
 
         url = self.upstream.chat_url
         headers = self._headers(request)
 
         async def work(exchange: Exchange) -> None:
             exchange.log["upstream"] = self.upstream.host_port
-            try:
-                model = json.loads(body).get("model")
-                exchange.log["model"] = model
-            except (ValueError, AttributeError):
-                pass  # the upstream judges its own requests
+            named = _MODEL.search(body[:4096])  # for the log line; the upstream judges the rest
+            if named:
+                exchange.log["model"] = named.group(1).decode("utf-8", "replace")
             try:
                 upstream = await self.client.send(
                     self.client.build_request("POST", url, content=body, headers=headers),
                     stream=True,
                 )
             except httpx.HTTPError as exc:
-                response = self._unreachable(exc)
                 exchange.log["end"] = f"upstream unreachable ({type(exc).__name__})"
-                await exchange.start(response.status_code, response.raw_headers)
-                await exchange.body(bytes(response.body), more=False)
+                await _answer(exchange, self._unreachable(exc))
                 return
             try:
                 forwarded = [
@@ -95,22 +99,10 @@ class Relay:
                     if (value := upstream.headers.get(name)) is not None
                 ]
                 if upstream.status_code >= 400:
-                    data = await _read_limited(upstream)
-                    if not _is_json(data):
-                        said = excerpt(data[:4096].decode("utf-8", "replace"))
-                        data = bytes(
-                            error_response(
-                                upstream.status_code,
-                                f"the upstream answered {upstream.status_code}: {said}",
-                                type="upstream_error",
-                            ).body
-                        )
-                        forwarded = [(b"content-type", b"application/json")] + [
-                            h for h in forwarded if h[0] != b"content-type"
-                        ]
+                    error = self._error(upstream.status_code, await _read_limited(upstream))
+                    kept = [h for h in forwarded if h[0] != b"content-type"]  # Retry-After, …
                     exchange.log["end"] = f"upstream {upstream.status_code}"
-                    await exchange.start(upstream.status_code, forwarded)
-                    await exchange.body(data, more=False)
+                    await _answer(exchange, error, kept)
                     return
                 events = upstream.headers.get("content-type", "").startswith("text/event-stream")
                 if events:
@@ -133,6 +125,10 @@ class Relay:
         try:
             async for data in upstream.aiter_raw():
                 if held:
+                    if len(held) > MAX_EVENT_BYTES:
+                        raise httpx.RemoteProtocolError(
+                            f"an event over {MAX_EVENT_BYTES} bytes, or no event boundary"
+                        )
                     data = held + data
                 if data.endswith(b"\n\n"):
                     held = b""
@@ -171,23 +167,61 @@ class Relay:
             type="upstream_error",
         )
 
-    async def models(self) -> Response:
-        try:
-            upstream = await self.client.get(self.upstream.url("/models"), headers=self._headers())
-        except httpx.HTTPError as exc:
-            return self._unreachable(exc)
-        content_type = upstream.headers.get("content-type", "application/json")
-        return Response(upstream.content, upstream.status_code, media_type=content_type)
+    def models(self) -> Work:
+        async def work(exchange: Exchange) -> None:
+            exchange.log["upstream"] = self.upstream.host_port
+            url, headers = self.upstream.url("/models"), self._headers()
+            try:
+                async with self.client.stream("GET", url, headers=headers) as upstream:
+                    data = await _read_limited(upstream, MAX_MODELS_BYTES)
+            except httpx.HTTPError as exc:
+                await _answer(exchange, self._unreachable(exc))
+                return
+            if upstream.status_code >= 400:
+                await _answer(exchange, self._error(upstream.status_code, data))
+            elif not _is_json(data):
+                await _answer(exchange, self._error(502, data, "its model list is not JSON"))
+            else:
+                await exchange.start(200, [(b"content-type", b"application/json")])
+                await exchange.body(data, more=False)
+
+        return work
+
+    def _error(self, status: int, data: bytes, what: str | None = None) -> Response:
+        """An upstream's error answer as ours: its status, and its body without the key, as it
+        is when it is JSON, else in OpenAI's error shape with an excerpt (of an HTML page, say)."""
+        from ._app import error_response
+
+        data = self._redact(data)
+        if _is_json(data) and what is None:
+            return Response(data, status, media_type="application/json")
+        said = excerpt(data[:4096].decode("utf-8", "replace"))
+        what = what or f"answered {status}"
+        return error_response(status, f"the upstream {what}: {said}", type="upstream_error")
+
+    def _redact(self, data: bytes) -> bytes:
+        """``data`` without the upstream's key (an error page may echo the header back)."""
+        key = self.upstream.api_key
+        if key and key.encode() in data:
+            data = data.replace(key.encode(), b"***")
+        return data
 
 
-async def _read_limited(response: httpx.Response) -> bytes:
+async def _answer(
+    exchange: Exchange, response: Response, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    await exchange.start(response.status_code, [*response.raw_headers, *headers])
+    await exchange.body(bytes(response.body), more=False)
+
+
+async def _read_limited(response: httpx.Response, limit: int = ERROR_BODY_LIMIT) -> bytes:
     parts, size = [], 0
     async for part in response.aiter_raw():
         parts.append(part)
         size += len(part)
-        if size >= ERROR_BODY_LIMIT:
+        if size >= limit:
             break
-    return b"".join(parts)[:ERROR_BODY_LIMIT]
+    return b"".join(parts)[:limit]
 
 
 def _is_json(data: bytes) -> bool:
