@@ -12,7 +12,6 @@ unless logging is configured to show it, and stops with the process.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import logging
 import os
@@ -122,7 +121,7 @@ class BackgroundServer:
             server = uvicorn_server(self.app, graceful_timeout=self.graceful_timeout)
             self._server = server
             if not self._stopping:
-                asyncio.run(server.serve(sockets=[sock]))
+                server.run(sockets=[sock])  # on uvloop when it is installed, as uvicorn does
         except BaseException as exc:  # kept for wait_ready() and the embedded default's error
             self.error = exc
         finally:
