@@ -25,6 +25,7 @@ import logging
 import math
 import re
 import secrets
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -194,6 +195,9 @@ async def _read_body(request: Request, config: ServerConfig) -> bytes | Response
         return b"".join(parts)
 
     try:
+        if sys.version_info >= (3, 11):  # no task of its own, unlike wait_for
+            async with asyncio.timeout(config.body_timeout):
+                return await read()
         return await asyncio.wait_for(read(), config.body_timeout)
     except asyncio.TimeoutError:
         return error_response(
@@ -234,7 +238,8 @@ def _parse_chat(body: bytes) -> ChatRequest | Response:
             400, "each message must be an object with a role and content", param="messages"
         )
     try:
-        json.dumps(messages, ensure_ascii=False).encode()
+        if b"\\ud" in body.lower():  # an escaped surrogate: is it one of a pair?
+            json.dumps(messages, ensure_ascii=False).encode()
     except UnicodeEncodeError:
         return error_response(
             400,
@@ -457,6 +462,7 @@ class _State:
                     exchange.cancel(f"client read nothing for {limit:g} s")
 
 
+@functools.lru_cache(maxsize=256)
 def _is_loopback_url(url: str) -> bool:
     try:
         host = urlsplit(url).hostname
