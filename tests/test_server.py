@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import socket
@@ -24,7 +25,7 @@ from jupyter_stream import (
     stream_chat,
 )
 from jupyter_stream.server import BackgroundServer, ServerConfig, _app
-from jupyter_stream.server._models import demo_answer, tokenize
+from jupyter_stream.server._models import answer_tokens, demo_answer, tokenize
 
 WAIT = 10  # seconds: a guard against hangs, never a timing assertion
 MakeServer = Callable[..., BackgroundServer]
@@ -353,3 +354,38 @@ def test_log_lines_cannot_be_forged(
     assert wait_for_log
     messages = [r.getMessage() for r in caplog.records if "FORGED" in r.getMessage()]
     assert messages and all("\n" not in message for message in messages)
+
+
+def test_a_slow_reader_gets_every_token_in_order(make_server: MakeServer) -> None:
+    server = make_server(tokens_per_second=0, first_token_delay=0)
+    n = 20_000  # about 4.6 MB: more than the socket buffers hold
+    body = json.dumps(
+        {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+         "max_tokens": n}
+    ).encode()  # fmt: skip
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        sock.settimeout(WAIT)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        # Read nothing until the server's writes wait for us, then read it all.
+        wait_for_exchanges(server, lambda state: any(e.sending for e in state.exchanges))
+        received = bytearray()
+        while not received.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"):
+            data = sock.recv(1 << 20)
+            assert data, "the server closed the stream early"
+            received += data
+    decoder, events = SSEDecoder(), []
+    chunked = bytes(received).partition(b"\r\n\r\n")[2]
+    while chunked:
+        size, _, rest = chunked.partition(b"\r\n")
+        events += decoder.feed(rest[: int(size, 16)])
+        chunked = rest[int(size, 16) + 2 :]
+    deltas = [json.loads(e.data)["choices"] for e in events[:-1]]
+    text = "".join(c[0]["delta"].get("content", "") for c in deltas if c)
+    expected = itertools.islice(answer_tokens("demo", [{"role": "user", "content": "hi"}],
+                                              endless=True), n)  # fmt: skip
+    assert text == "".join(expected)

@@ -40,6 +40,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from .._config import Endpoint
+from ._clock import Clock, Player
 from ._config import ServerConfig
 from ._models import MAX_TOKENS_LIMIT, MODELS, answer_tokens, count_prompt_tokens, tokenize
 
@@ -95,7 +96,7 @@ def create_app(
         if isinstance(parsed, Response):
             return parsed
         if parsed.stream:
-            return state.exchange(_demo_stream(parsed, config), request)
+            return state.exchange(_demo_stream(parsed, config, state.clock), request)
         return state.exchange(_demo_whole(parsed, config), request)
 
     async def models(request: Request) -> Response | Exchange:
@@ -294,7 +295,7 @@ class Exchange:
         self._work = work
         self._state = state
         self.log: dict[str, Any] = request.scope.setdefault("jupyter_stream.log", {})
-        self._raw_send: Send | None = request.scope.get("jupyter_stream.send")
+        self.raw_send: Send | None = request.scope.get("jupyter_stream.send")
         self._send: Send | None = None
         self._task: asyncio.Future[None] | None = None
         self.started = self.completed = self.events = False
@@ -309,16 +310,22 @@ class Exchange:
         self.started = True
         self.events = headers is SSE_HEADERS
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
-        if self._raw_send is None:  # served without our _App around it
-            self._raw_send = self._send
+        if self.raw_send is None:  # served without our _App around it
+            self.raw_send = self._send
 
     async def body(self, data: bytes, more: bool = True) -> None:
-        assert self._raw_send is not None
+        assert self.raw_send is not None
         self.sending = True
-        await self._raw_send({"type": "http.response.body", "body": data, "more_body": more})
+        await self.raw_send({"type": "http.response.body", "body": data, "more_body": more})
         self.sending = False
         self.writes += 1
         self.completed = not more
+
+    def blocked(self, sending: bool) -> None:
+        """A write is waiting for the client to read (True), or no longer (False)."""
+        self.sending = sending
+        with self._state.changed:
+            self._state.changed.notify_all()
 
     def cancel(self, why: str) -> None:
         self.log.setdefault("end", why)
@@ -385,6 +392,7 @@ class _State:
         self.ended: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
         self.changed = threading.Condition()  # notified as exchanges begin and end
         self.relay: Endpoint | None = None  # the upstream, in relay mode
+        self.clock = Clock()  # paces the demo model's streams
         key = config.api_key
         self._expected = f"Bearer {key}".encode() if key else None
 
@@ -548,7 +556,7 @@ def _answer(request: ChatRequest) -> Iterator[str]:
     return answer_tokens(request.model, request.messages, endless=request.max_tokens is not None)
 
 
-def _demo_stream(request: ChatRequest, config: ServerConfig) -> Work:
+def _demo_stream(request: ChatRequest, config: ServerConfig, clock: Clock) -> Work:
     async def work(exchange: Exchange) -> None:
         pace = _Pace(config)
         chunks = _Chunks(request.model)
@@ -556,24 +564,19 @@ def _demo_stream(request: ChatRequest, config: ServerConfig) -> Work:
         await exchange.start()
         await exchange.body(chunks.delta('{"role":"assistant","content":""}'))
         limit = math.inf if request.max_tokens is None else request.max_tokens
-        sent, finish = 0, "stop"
-        batch: list[bytes] = []
-        for token in _answer(request):
-            if sent == limit:
-                finish = "length"
-                break
-            if batch and (len(batch) == MAX_BATCH or pace.due(sent) > time.monotonic()):
-                await exchange.body(b"".join(batch))  # what is due goes out in one write
-                batch.clear()
-                exchange.log["tokens"] = sent
-            await pace.wait(sent)
-            batch.append(chunks.content(token))
-            sent += 1
-        batch.append(chunks.finish(finish))
+        player = Player(
+            clock, exchange, _answer(request), chunks.content, pace.due, limit, MAX_BATCH
+        )
+        player.start()
+        try:
+            sent, finish = await player.done
+        finally:
+            player.stop()
+        tail = [chunks.finish(finish)]
         if request.include_usage:
-            batch.append(chunks.usage(_usage(count_prompt_tokens(request.messages), sent)))
-        batch.append(b"data: [DONE]\n\n")
-        await exchange.body(b"".join(batch), more=False)
+            tail.append(chunks.usage(_usage(count_prompt_tokens(request.messages), sent)))
+        tail.append(b"data: [DONE]\n\n")
+        await exchange.body(b"".join(tail), more=False)
         exchange.log.update(tokens=sent, end=finish)
 
     return work
