@@ -818,12 +818,17 @@ def targets(c_rows: list[Row], r_rows: list[Row], d_rows: list[Row]) -> str:
     big = [r for r in c_rows if "fatal" not in r]
     if big:
         row = max(big, key=lambda r: r["n"])
-        p99 = row["delay"]["p99"]
+        p99 = row["jitter"]["p99"]
         held = row["complete"] == row["n"]
         lines.append(
-            f"- {row['n']:,} concurrent streams held, token delay p99 < {LATE_MS:.0f} ms: "
-            f"{row['complete']:,} / {row['n']:,} held, p99 {_fmt(p99)} ms — "
-            f"{_verdict(None if p99 is None else held and p99 < LATE_MS)}"
+            f"- {row['n']:,} concurrent streams held, token delay against the stream's schedule "
+            f"(pacing) p99 < {LATE_MS:.0f} ms: {row['complete']:,} / {row['n']:,} held, "
+            f"p99 {_fmt(p99)} ms — {_verdict(None if p99 is None else held and p99 < LATE_MS)}"
+        )
+        p99 = row["delay"]["p99"]
+        lines.append(
+            f"- the same, counted from when each request was written (admission included): "
+            f"p99 {_fmt(p99)} ms — {_verdict(None if p99 is None else held and p99 < LATE_MS)}"
         )
     for row in r_rows:
         if row["path"] == "relay" and row["streams"] == 1:
