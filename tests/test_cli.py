@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 from jupyter_stream import stream_chat
 from jupyter_stream.server._models import demo_answer
@@ -69,21 +71,26 @@ def test_serve_refuses_a_public_address_without_a_key() -> None:
     assert "--api-key" in done.stderr
 
 
-def test_serve_logs_one_line_per_request_and_stops_on_ctrl_c() -> None:
+@contextlib.contextmanager
+def serving(*options: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``jupyter-stream serve --port 0 OPTIONS`` and its banner line; Ctrl-C at the end."""
     with subprocess.Popen(
-        [*COMMAND, "serve", "--port", "0", "--tokens-per-second", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
+        [*COMMAND, "serve", "--port", "0", *options], stderr=subprocess.PIPE, text=True
     ) as process:
         assert process.stderr is not None
-        banner = process.stderr.readline()
+        yield process, process.stderr.readline()
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=WAIT)
+
+
+def test_serve_logs_one_line_per_request_and_stops_on_ctrl_c() -> None:
+    with serving("--tokens-per-second", "0") as (process, banner):
         match = re.search(r"serving (http://127\.0\.0\.1:\d+/v1)", banner)
         assert match, banner
         stream = stream_chat("hi", model="demo", base_url=match.group(1), max_tokens=5)
         assert len(list(stream)) == 5
+        assert process.stderr is not None
         line = process.stderr.readline()
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=WAIT)
     assert '"POST /v1/chat/completions" 200' in line
     assert "model=demo" in line and "tokens=5" in line and "end=length" in line
     assert process.returncode == 0
@@ -103,14 +110,7 @@ def test_chat_into_a_closed_pipe_stops_quietly() -> None:
 
 
 def test_serve_never_shows_credentials_from_the_upstream_url() -> None:
-    with subprocess.Popen(
-        [*COMMAND, "serve", "--port", "0", "--upstream", "http://me:pw123@127.0.0.1:9/v1?k=q1"],
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
-        assert process.stderr is not None
-        banner = process.stderr.readline()
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=WAIT)
+    with serving("--upstream", "http://me:pw123@127.0.0.1:9/v1?k=q1") as (_, banner):
+        pass
     assert "relaying to http://127.0.0.1:9/v1" in banner
     assert "pw123" not in banner and "q1" not in banner
