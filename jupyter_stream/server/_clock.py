@@ -60,9 +60,10 @@ class Clock:
         try:
             now = time.monotonic()
             horizon = now + EARLY  # what falls due within a timer's resolution goes now
-            heap = self._heap
+            heap, due = self._heap, []
             while heap and heap[0][0] <= horizon:
-                player = heapq.heappop(heap)[2]
+                due.append(heapq.heappop(heap)[2])
+            for player in due:  # each once a tick: an unpaced stream cannot hog the loop
                 if player.playing:
                     player.play(now)
         finally:
