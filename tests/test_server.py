@@ -12,6 +12,7 @@ import httpx
 import openai
 import pytest
 from conftest import wait_for_exchanges
+from starlette.testclient import TestClient
 
 from jupyter_stream import (
     APIError,
@@ -272,10 +273,11 @@ def test_a_failure_before_the_answer_is_a_500_and_gives_its_slot_back(
     wait_for_exchanges(server, lambda state: state.slots == 0)
 
 
+@pytest.mark.parametrize("tokens_per_second", [20, 0])  # one token a write, or many
 def test_a_failure_mid_answer_is_an_error_event_after_the_text(
-    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch, tokens_per_second: float
 ) -> None:
-    server = make_server()
+    server = make_server(tokens_per_second=tokens_per_second, first_token_delay=0)
     content = _app._Chunks.content
 
     def fails_at_the_third_token(self: _app._Chunks, token: str) -> bytes:
@@ -389,3 +391,14 @@ def test_a_slow_reader_gets_every_token_in_order(make_server: MakeServer) -> Non
     expected = itertools.islice(answer_tokens("demo", [{"role": "user", "content": "hi"}],
                                               endless=True), n)  # fmt: skip
     assert text == "".join(expected)
+
+
+def test_an_app_can_be_served_again_on_a_new_loop() -> None:
+    app = _app.create_app(ServerConfig(tokens_per_second=0, first_token_delay=0))
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "max_tokens": 3}  # fmt: skip
+    for _ in range(2):  # each TestClient runs the app's lifespan on a loop of its own
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            response = client.post("/v1/chat/completions", json=body)
+        assert response.text.count('"content":') == 4  # the role chunk's, and 3 tokens
+        assert response.text.endswith("data: [DONE]\n\n")

@@ -48,6 +48,7 @@ __all__ = ["ServerConfig", "create_app"]
 
 log = logging.getLogger("jupyter_stream.server")
 
+TELL_WHY_TIMEOUT = 1.0  # seconds to tell a client why the server ended its stream
 MAX_BATCH = 64  # tokens in one write, when several are due at once (a late or unpaced stream)
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -72,6 +73,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.clock = Clock()  # one per run: an app may be served again, on another loop
         watchdog = asyncio.ensure_future(state.watch_stalls())
         if on_ready is not None:
             on_ready()
@@ -302,6 +304,7 @@ class Exchange:
         self.sending = False  # a body write is under way (it blocks when the client reads nothing)
         self.writes = 0
         self.stall: tuple[int, float] | None = None  # (writes, since): the watchdog's note
+        self.stuck = False  # a write was waiting for the client when the exchange was cancelled
 
     async def start(
         self, status: int = 200, headers: list[tuple[bytes, bytes]] = SSE_HEADERS
@@ -329,6 +332,7 @@ class Exchange:
 
     def cancel(self, why: str) -> None:
         self.log.setdefault("end", why)
+        self.stuck = self.stuck or self.sending  # its client is not reading: tell it nothing
         if self._task is not None:
             self._task.cancel()
 
@@ -360,10 +364,14 @@ class Exchange:
             error = error_response(500, f"the server failed: {why}", type="server_error")
             await self.start(500, error.raw_headers)
             await self.body(bytes(error.body), more=False)
-        elif self.events and not self.completed and not why.startswith("client"):
+        elif self.events and not self.completed and not self.stuck:
             body = {"error": {"message": f"the server ended this stream: {why}",
                               "type": "server_error", "param": None, "code": None}}  # fmt: skip
-            await self.body(b"data: " + json.dumps(body).encode() + b"\n\n", more=False)
+            with contextlib.suppress(asyncio.TimeoutError):  # nor wait long for a slow reader
+                await asyncio.wait_for(
+                    self.body(b"data: " + json.dumps(body).encode() + b"\n\n", more=False),
+                    TELL_WHY_TIMEOUT,
+                )
 
 
 async def _outcome(task: asyncio.Future[None]) -> BaseException | None:

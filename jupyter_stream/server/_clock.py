@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Clock", "Player"]
 
-# uvloop's timers count whole milliseconds, so a timer may fire up to 1 ms before the time asked
-# for; what falls due within that is written at once, rather than the timer re-armed in a spin.
-EARLY = 0.001
+# uvloop's timers count whole milliseconds (rounding the delay, flooring the clock), so a timer
+# may fire up to 1.5 ms before the time asked for; what falls due within that is written at
+# once, rather than the timer re-armed for the rest.
+EARLY = 0.002
 
 
 class Clock:
@@ -65,7 +66,10 @@ class Clock:
                 due.append(heapq.heappop(heap)[2])
             for player in due:  # each once a tick: an unpaced stream cannot hog the loop
                 if player.playing:
-                    player.play(now)
+                    try:
+                        player.play(now)
+                    except Exception as exc:  # that stream fails, not the others
+                        player.fail(exc)
         finally:
             self._ticking = False
             self._arm()
@@ -93,7 +97,8 @@ class Player:
         self._limit = limit
         self._max_batch = max_batch
         self._next = next(tokens, None)
-        self.sent = 0
+        self.sent = 0  # tokens taken for writing
+        self._error: Exception | None = None  # met while taking them; raised once they are out
         self.playing = True
         self._blocked: asyncio.Future[None] | None = None
         self.done: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
@@ -115,22 +120,25 @@ class Player:
                 self._next = next(self._tokens, None)
                 if len(batch) == self._max_batch or self._due(self.sent) > now:
                     break
-        except Exception as exc:  # the stream fails, not the clock
-            self._fail(exc)
-            return
+        except Exception as exc:  # the tokens before it still go out, then the stream fails
+            self._error = exc
+            if not batch:
+                self.fail(exc)
+                return
         self._write(b"".join(batch))
 
     def _after_write(self) -> None:
         if not self.playing or self.done.done():
             return
-        if self._next is None or self.sent >= self._limit:
+        if self._error is not None:
+            self.fail(self._error)
+        elif self._next is None or self.sent >= self._limit:
             self.done.set_result((self.sent, "stop" if self._next is None else "length"))
         else:
             self._clock.schedule(self._due(self.sent), self)
 
     def _write(self, data: bytes) -> None:
         exchange = self._exchange
-        exchange.log["tokens"] = self.sent
         send = exchange.raw_send
         assert send is not None  # the response has started
         message = {"type": "http.response.body", "body": data, "more_body": True}
@@ -138,11 +146,10 @@ class Player:
         try:
             waiting_on = coroutine.send(None)
         except StopIteration:
-            exchange.writes += 1
-            self._after_write()
+            self._written()
             return
         except Exception as exc:
-            self._fail(exc)
+            self.fail(exc)
             return
         exchange.blocked(True)  # the client is slow: the rest of the write becomes a task
         self._blocked = blocked = asyncio.ensure_future(_rest(coroutine, waiting_on))
@@ -152,15 +159,21 @@ class Player:
         self._exchange.blocked(False)
         self._blocked = None
         if blocked.cancelled():
+            if self.playing:  # cancelled by something other than stop()
+                self.fail(asyncio.CancelledError())
             return
         error = blocked.exception()
         if error is not None:
-            self._fail(error)
+            self.fail(error)
             return
+        self._written()
+
+    def _written(self) -> None:
         self._exchange.writes += 1
+        self._exchange.log["tokens"] = self.sent
         self._after_write()
 
-    def _fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
         if not self.done.done():
             self.done.set_exception(error)
 
