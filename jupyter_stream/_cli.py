@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import ipaddress
 import logging
 import os
 import re
@@ -21,6 +20,7 @@ from . import __version__
 from ._exceptions import JupyterStreamError
 from ._models import list_models
 from ._stream import stream_chat
+from .server._config import is_loopback
 
 __all__ = ["main"]
 
@@ -197,7 +197,7 @@ def _models(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .server import ServerConfig
 
-    if not _is_loopback(args.host) and not args.api_key:
+    if not is_loopback(args.host) and not args.api_key:
         print(
             f"jupyter-stream serve: refusing to listen on {args.host} without a key: anyone who "
             f"can reach it could use it. Pass --api-key (or set {SERVER_KEY_VAR}), or keep the "
@@ -260,15 +260,6 @@ def _serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass  # uvicorn has shut down, and raised the signal again once it was done
     return 0
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _family(host: str) -> socket.AddressFamily:

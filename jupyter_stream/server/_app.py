@@ -18,7 +18,6 @@ import collections
 import contextlib
 import functools
 import hmac
-import ipaddress
 import itertools
 import json
 import logging
@@ -41,7 +40,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from .._config import Endpoint
 from ._clock import Clock, Player
-from ._config import ServerConfig
+from ._config import ServerConfig, is_loopback
 from ._models import MAX_TOKENS_LIMIT, MODELS, answer_tokens, count_prompt_tokens, tokenize
 
 __all__ = ["ServerConfig", "create_app"]
@@ -486,12 +485,7 @@ def _is_loopback_url(url: str) -> bool:
         return False
     if host is None:
         return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return host.endswith(".localhost") or is_loopback(host)  # *.localhost: RFC 6761
 
 
 # --- the built-in models

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
-__all__ = ["ServerConfig"]
+__all__ = ["ServerConfig", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, without brackets) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
