@@ -1,0 +1,449 @@
+"""``%%chat`` and ``%chat``: the IPython side. The only module that imports IPython.
+
+A ``%%chat`` cell runs as an *awaited cell*: an input transformer, first of IPython's cleanup
+transformers, rewrites the cell into ``await run_chat_cell(line, body)``. So the cell stays busy
+while the reply streams (Run All keeps its order, nbclient gets the whole reply), and on
+ipykernel >= 7.4, which runs comm messages beside an awaiting cell, the Stop button and the
+timeout slider act mid-cell. ``nest_asyncio`` is never used: measured, it loses widget clicks
+and queued cells on ipykernel 7.
+
+Kernel -> Interrupt arrives in the awaited cell as a cancellation: the stream is closed, the
+partial reply is kept and shown marked ``interrupted``, and ``KeyboardInterrupt`` is raised so
+that Run All stops as with any interrupt.
+
+The plain cell magic stays as the fallback where the transformer does not run (a direct
+``run_cell_magic("chat", …)``): it streams as text with the synchronous API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import weakref
+from collections.abc import Generator
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Float, Int, Unicode
+
+from ._config import resolve_endpoint, resolve_model
+from ._exceptions import JupyterStreamError
+from ._render import MARKS, reply_bundle
+from ._session import ChatSession
+from ._stream import ChatStream, StopReason
+
+__all__ = [
+    "ChatMagics",
+    "ChatTask",
+    "interpolate",
+    "load_ipython_extension",
+    "run_chat_cell",
+    "transform_chat_cell",
+    "unload_ipython_extension",
+]
+
+_active: ChatMagics | None = None
+
+
+# -- the input transformer ----------------------------------------------------------------------
+
+
+def transform_chat_cell(lines: list[str]) -> list[str]:
+    """Rewrite a ``%%chat`` cell into an awaited call; leave every other cell as it is.
+
+    ``%%chat?`` is left alone, so that IPython shows the help.
+    """
+    start = 0
+    while start < len(lines) and not lines[start].strip():
+        start += 1
+    if start == len(lines):
+        return lines
+    first = lines[start].rstrip("\r\n")
+    match = re.match(r"%%chat(?=\s|$)(.*)$", first)
+    if match is None or first.rstrip().endswith("?"):
+        return lines
+    line = match.group(1).strip()
+    body = "".join(lines[start + 1 :])
+    call = (
+        f'await __import__("jupyter_stream._magic", fromlist=["_"])'
+        f".run_chat_cell({line!r}, {body!r})\n"
+    )
+    return [call]
+
+
+async def run_chat_cell(line: str, body: str) -> Any:
+    """What a ``%%chat`` cell runs."""
+    if _active is None:
+        raise UsageError("jupyter_stream is not loaded: run `%load_ext jupyter_stream` first")
+    return await _active.run(line, body)
+
+
+# -- interpolation -------------------------------------------------------------------------------
+
+_FIELD = re.compile(r"\{\{([A-Za-z_]\w*(?:\[\d+\])?)\}\}|\{(In|Out)\[(\d+)\]\}|\{([A-Za-z_]\w*)\}")
+
+
+def interpolate(text: str, namespace: dict[str, Any], inputs: list[str]) -> str:
+    """Put values into a prompt: ``{name}`` is a variable, ``{In[3]}`` the source of cell 3,
+    ``{Out[3]}`` its result. Braces around anything else (code, JSON) and names that are not
+    defined stay as they are; ``{{name}}`` gives a literal ``{name}``."""
+
+    def field(match: re.Match[str]) -> str:
+        escaped, history, number, name = match.groups()
+        if escaped is not None:
+            return "{" + escaped + "}"
+        if history == "In":
+            index = int(number)
+            return inputs[index] if 0 < index < len(inputs) else match.group()
+        if history == "Out":
+            outputs = namespace.get("Out", {})
+            index = int(number)
+            return str(outputs[index]) if index in outputs else match.group()
+        if name in namespace:
+            return str(namespace[name])
+        return match.group()
+
+    return _FIELD.sub(field, text)
+
+
+# -- a reply that runs in the background ---------------------------------------------------------
+
+
+class ChatTask:
+    """A ``%%chat --background`` reply: ``await`` it for the reply's text; ``close()`` stops it."""
+
+    def __init__(self, task: asyncio.Task[str], stream: ChatStream) -> None:
+        self._task = task
+        self.stream = stream
+
+    def __await__(self) -> Generator[Any, None, str]:
+        return asyncio.shield(self._task).__await__()
+
+    def close(self) -> None:
+        self.stream.close(StopReason.STOPPED)
+
+    @property
+    def done(self) -> bool:
+        return self._task.done()
+
+    def __repr__(self) -> str:
+        state = self.stream.stop_reason or "streaming"
+        return f"<ChatTask {self.stream.model!r} {state}: await it for the reply>"
+
+
+# -- the magics -----------------------------------------------------------------------------------
+
+
+@magics_class
+class ChatMagics(Magics):
+    """``%%chat`` and ``%chat``. Configure with ``%config ChatMagics.<name> = value``."""
+
+    model = Unicode(
+        None,
+        allow_none=True,
+        help="Model (default: $JUPYTER_STREAM_MODEL, or demo on the built-in server)",
+    ).tag(config=True)
+    base_url = Unicode(
+        None,
+        allow_none=True,
+        help="OpenAI-compatible base URL (default: "
+        "$JUPYTER_STREAM_BASE_URL, $OPENAI_BASE_URL, or the built-in server)",
+    ).tag(config=True)
+    system = Unicode(None, allow_none=True, help="System prompt for new sessions").tag(config=True)
+    timeout = Float(120.0, help="Seconds a reply may take (the slider's start)").tag(config=True)
+    max_timeout = Float(600.0, help="The timeout slider's upper end, in seconds").tag(config=True)
+    temperature = Float(None, allow_none=True, help="Sampling temperature").tag(config=True)
+    max_tokens = Int(None, allow_none=True, help="Longest reply, in tokens").tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.sessions: dict[str, ChatSession] = {}
+        self._live: weakref.WeakSet[ChatStream] = weakref.WeakSet()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ``%%chat`` ----------------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-m", "--model", help="the model to ask")
+    @argument("-s", "--system", help="system prompt (starts a new conversation)")
+    @argument("--timeout", type=float, help="seconds the reply may take (the slider moves it)")
+    @argument("--temperature", type=float, help="sampling temperature")
+    @argument("--max-tokens", type=int, help="longest reply, in tokens")
+    @argument("--base-url", help="an OpenAI-compatible API (default: see %%chat config)")
+    @argument("--new", action="store_true", help="start a new conversation")
+    @argument("--session", default="default", help="the conversation to continue (by name)")
+    @argument("-o", "--output", metavar="VAR", help="store the reply's text in VAR")
+    @argument(
+        "--background",
+        action="store_true",
+        help="return a handle at once (await it for the reply); see the README's Run All caveat",
+    )
+    @cell_magic
+    def chat(self, line: str, cell: str) -> Any:
+        """Ask a model; its reply streams below the cell. Stop stops it now.
+
+        The cell's body is the message. ``{name}`` puts in the value of a variable,
+        ``{In[3]}``/``{Out[3]}`` the source or result of cell 3; other braces stay as they are.
+        The conversation goes on from cell to cell (``--new`` starts again).
+
+        Examples::
+
+            %%chat
+            Explain server-sent events in one paragraph.
+
+            %%chat -m gpt-4o-mini --timeout 30 -o answer
+            Summarise {text} in three bullet points.
+        """
+        # Reached only where the awaited-cell transformer did not run: stream as text.
+        args, prompt = self._parse(line, cell)
+        session, options = self._turn(args)
+        stream = session.stream(prompt, **options)
+        self._live.add(stream)
+        try:
+            with stream:
+                for delta in stream:
+                    print(delta, end="", flush=True)
+        except KeyboardInterrupt:
+            print(f"\n[{MARKS['interrupted']}]")
+            raise
+        finally:
+            self._store(args, stream)
+        print()
+        return None
+
+    async def run(self, line: str, body: str) -> Any:
+        try:
+            args, prompt = self._parse(line, body)
+            session, options = self._turn(args)
+            if not _has_widgets(self.shell):
+                stream = session.astream(prompt, **options)
+                self._live.add(stream)
+                return await self._run_as_text(args, stream)
+            from ._widgets import ChatView
+
+            view = ChatView(timeout=options["timeout"], max_timeout=self.max_timeout)
+            stream = session.astream(prompt, **options)
+        except JupyterStreamError as exc:  # a configuration error: the message says it all
+            raise exc.with_traceback(None) from None
+        self._live.add(stream)
+        handle = display(view.box, display_id=True)
+        coroutine = self._follow(args, stream, view, handle)
+        if args.background:
+            task = asyncio.get_running_loop().create_task(coroutine)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return ChatTask(task, stream)
+        return await coroutine
+
+    async def _follow(self, args: Any, stream: ChatStream, view: Any, handle: Any) -> str:
+        interrupted = False
+        try:
+            await view.follow(stream)
+        except asyncio.CancelledError:
+            interrupted = True
+        except JupyterStreamError:
+            pass  # stream.error holds it; raised below, after the reply is shown
+        finally:
+            data, metadata = _bundle(stream)
+            handle.update(data, metadata=metadata, raw=True)  # the widgets' place, taken over
+            view.close()
+            self._store(args, stream)
+        if interrupted:
+            raise KeyboardInterrupt(f"the reply was {MARKS['interrupted']}; its text is kept")
+        if stream.error is not None:
+            raise stream.error.with_traceback(None) from None
+        return stream.text if args.background else None  # type: ignore[return-value]
+
+    async def _run_as_text(self, args: Any, stream: ChatStream) -> None:
+        try:
+            async for delta in stream:
+                print(delta, end="", flush=True)
+        except asyncio.CancelledError:
+            print(f"\n[{MARKS['interrupted']}]")
+            raise KeyboardInterrupt from None
+        finally:
+            self._store(args, stream)
+        mark = MARKS.get(stream.stop_reason.value if stream.stop_reason else "")
+        print(f"\n[{mark}]" if mark else "")
+
+    def _parse(self, line: str, body: str) -> tuple[Any, str]:
+        args = parse_argstring(self.chat, line)
+        if args.output is not None and not args.output.isidentifier():
+            raise UsageError(f"-o/--output needs a variable name, not {args.output!r}")
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageError("--timeout must be a number of seconds above 0")
+        prompt = body.strip()
+        if not prompt:
+            raise UsageError("%%chat needs a message in the cell's body, below the %%chat line")
+        shell = self.shell
+        namespace = shell.user_ns if shell is not None else {}
+        history = getattr(shell, "history_manager", None)
+        inputs = history.input_hist_raw if history is not None else []
+        return args, interpolate(prompt, namespace, inputs)
+
+    def _turn(self, args: Any) -> tuple[ChatSession, dict[str, Any]]:
+        session = self.sessions.get(args.session)
+        if session is None or args.new or args.system is not None:
+            if session is not None:
+                session.stop()
+            session = ChatSession(system=args.system if args.system is not None else self.system)
+            self.sessions[args.session] = session
+        options: dict[str, Any] = {
+            "model": args.model or self.model,
+            "base_url": args.base_url or self.base_url,
+            "timeout": args.timeout or self.timeout,
+        }
+        temperature = args.temperature if args.temperature is not None else self.temperature
+        if temperature is not None:
+            options["temperature"] = temperature
+        max_tokens = args.max_tokens if args.max_tokens is not None else self.max_tokens
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
+        return session, options
+
+    def _store(self, args: Any, stream: ChatStream) -> None:
+        if args.output and self.shell is not None:
+            self.shell.user_ns[args.output] = stream.text
+
+    # ``%chat`` -----------------------------------------------------------------------------------
+
+    @line_magic("chat")  # type: ignore[arg-type]
+    def chat_line(self, line: str) -> None:
+        """%chat reset | history | stop [all] | models | config   [--session NAME]
+
+        reset    forget a conversation (or `reset all`)
+        history  show a conversation's turns, stopped ones marked
+        stop     stop the session's reply (or `stop all`: every reply streaming)
+        models   list the endpoint's models
+        config   show the settings in effect (never the key)
+        """
+        words = line.split()
+        session_name = "default"
+        if "--session" in words:
+            at = words.index("--session")
+            if at + 1 >= len(words):
+                raise UsageError("--session needs a name")
+            session_name = words[at + 1]
+            del words[at : at + 2]
+        if not words:
+            raise UsageError(f"%chat needs a command.\n{self.chat_line.__doc__}")
+        command, rest = words[0], words[1:]
+        if command == "reset":
+            names = list(self.sessions) if rest == ["all"] else [session_name]
+            for name in names:
+                session = self.sessions.pop(name, None)
+                if session is not None:
+                    session.reset()
+        elif command == "history":
+            print(self._history(session_name))
+        elif command == "stop":
+            if rest == ["all"]:
+                for stream in list(self._live):
+                    stream.close(StopReason.STOPPED)
+            else:
+                session = self.sessions.get(session_name)
+                if session is not None:
+                    session.stop()
+        elif command == "models":
+            from ._models import list_models
+
+            try:
+                models = list_models(base_url=self.base_url)
+            except JupyterStreamError as exc:
+                raise UsageError(str(exc)) from None
+            current = resolve_model(self.model, resolve_endpoint(self.base_url))
+            for model in models:
+                print(f"{'*' if model == current else ' '} {model}")
+        elif command == "config":
+            print(self._config())
+        else:
+            raise UsageError(f"unknown %chat command {command!r}.\n{self.chat_line.__doc__}")
+
+    def _history(self, name: str) -> str:
+        session = self.sessions.get(name)
+        if session is None or not session.turns:
+            return f"(no turns in session {name!r})"
+        lines = []
+        if session.system:
+            lines.append(f"system: {session.system}")
+        for number, turn in enumerate(session.turns, 1):
+            reason = turn.stop_reason.value if turn.stop_reason else "streaming"
+            mark = MARKS.get(reason)
+            lines.append(f"[{number}] you: {turn.prompt}")
+            answer = turn.answer if len(turn.answer) <= 300 else turn.answer[:300] + "…"
+            lines.append(f"    {turn.stream.model}: {answer}" + (f"  [{mark}]" if mark else ""))
+        return "\n".join(lines)
+
+    def _config(self) -> str:
+        endpoint = resolve_endpoint(self.base_url)
+        model = resolve_model(self.model, endpoint)
+        key = "set" if endpoint.api_key else "not set"
+        return "\n".join(
+            [
+                f"base URL     {endpoint.display_url}",
+                f"model        {model}",
+                f"API key      {key}",
+                f"timeout      {self.timeout:g} s (slider up to {self.max_timeout:g} s)",
+                f"temperature  {self.temperature if self.temperature is not None else 'default'}",
+                f"max tokens   {self.max_tokens if self.max_tokens is not None else 'default'}",
+                f"sessions     {', '.join(self.sessions) or '(none yet)'}",
+            ]
+        )
+
+
+def _bundle(stream: ChatStream) -> tuple[dict[str, str], dict[str, Any]]:
+    from ._widgets import status_text
+
+    stats = stream.stats
+    reason = stream.stop_reason.value if stream.stop_reason else "interrupted"
+    metadata = {
+        "model": stream.model,
+        "stop_reason": reason,
+        "tokens": stats.tokens,
+        "chunks": stats.chunks,
+        "time_to_first_token": stats.time_to_first_token,
+        "elapsed": stats.elapsed,
+        "tokens_per_second": stats.tokens_per_second,
+        "usage": dict(stats.usage) if stats.usage else None,
+    }
+    if stream.error is not None:
+        metadata["error"] = str(stream.error)
+    return reply_bundle(
+        text=stream.text,
+        reasoning=stream.reply.reasoning,
+        status=status_text(stream),
+        reason=reason,
+        metadata=metadata,
+    )
+
+
+def _has_widgets(shell: Any) -> bool:
+    """True in a Jupyter kernel (where a frontend can show widgets)."""
+    return (
+        shell is not None
+        and getattr(shell, "kernel", None) is not None
+        and ("ipykernel" in sys.modules)
+    )
+
+
+def load_ipython_extension(shell: Any) -> None:
+    """``%load_ext jupyter_stream``: register the magics and the awaited-cell transformer."""
+    global _active
+    magics = ChatMagics(shell=shell)
+    shell.register_magics(magics)
+    _active = magics
+    transformers = shell.input_transformers_cleanup
+    if transform_chat_cell not in transformers:
+        transformers.insert(0, transform_chat_cell)
+
+
+def unload_ipython_extension(shell: Any) -> None:
+    global _active
+    transformers = shell.input_transformers_cleanup
+    if transform_chat_cell in transformers:
+        transformers.remove(transform_chat_cell)
+    _active = None

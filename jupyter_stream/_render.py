@@ -1,0 +1,249 @@
+"""From a growing answer to what a notebook shows: safe HTML in frames, a status line, and the
+final output bundle. Pure: strings in, strings out; no IPython, no ipywidgets, no asyncio.
+
+Model output is untrusted text. Markdown is rendered by markdown-it-py with raw HTML turned off,
+so ``<script>`` or ``<img onerror=…>`` from the model arrive as visible text, and link
+destinations such as ``javascript:`` are refused by its ``validateLink``. The Markdown source kept
+in the notebook (``text/markdown``) has its ``<`` escaped outside code for the same reason, since
+a notebook renders a live output's Markdown as trusted.
+
+Frames are append-mostly, so traffic stays near-linear in the answer's size: the answer is cut
+into top-level Markdown blocks, a block is finished once the next one has begun, and a finished
+block is rendered and sent once; only the last, unfinished block (the tail) is re-rendered, and
+only when it changed.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from markdown_it import MarkdownIt
+
+__all__ = [
+    "FRAME_INTERVAL",
+    "BlockSplitter",
+    "Frame",
+    "format_status",
+    "render_markdown",
+    "reply_bundle",
+    "safe_markdown_source",
+]
+
+FRAME_INTERVAL = 0.05  # at most 20 frames a second, whatever the token rate
+
+_md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+
+
+def render_markdown(source: str) -> str:
+    """Markdown to HTML, with any raw HTML in ``source`` escaped (shown as text, never run)."""
+    html_: str = _md.render(source)
+    return html_
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What changed since the last frame: blocks now finished (HTML, each sent once) and the
+    tail's HTML (None when it did not change)."""
+
+    finished: list[str] = field(default_factory=list)
+    tail: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.finished) or self.tail is not None
+
+
+class BlockSplitter:
+    """Cuts growing Markdown into finished blocks and the tail still being written.
+
+    Only the text after the last finished block is parsed again, so a frame costs about the
+    size of the tail, not of the whole answer.
+    """
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._done = 0  # offset in _text where the tail begins
+        self._tail_html: str | None = None
+
+    def update(self, text: str, *, final: bool = False) -> Frame:
+        """The frame that brings the display from the last call's text to ``text``.
+
+        ``text`` must extend the previous text. With ``final`` the tail is finished too.
+        """
+        if not text.startswith(self._text):
+            raise ValueError("the text must grow by appending")
+        self._text = text
+        rest = text[self._done :]
+        finished: list[str] = []
+        if rest.strip():
+            starts = _block_starts(rest)
+            lines = rest.splitlines(keepends=True)
+            offsets = [0]
+            for line in lines:
+                offsets.append(offsets[-1] + len(line))
+            # A block is finished once the next has begun; a last line without its newline
+            # may still be the start of something else (a setext underline, a fence).
+            for begin, end in itertools.pairwise(starts):
+                source = rest[offsets[begin] : offsets[end]]
+                finished.append(render_markdown(source))
+            if len(starts) > 1:
+                self._done += offsets[starts[-1]]
+        tail_source = text[self._done :]
+        if final:
+            if tail_source.strip():
+                finished.append(render_markdown(tail_source))
+            self._done = len(text)
+            tail_source = ""
+        tail_html = render_markdown(tail_source) if tail_source.strip() else ""
+        if tail_html == self._tail_html:
+            return Frame(finished, None)
+        self._tail_html = tail_html
+        return Frame(finished, tail_html)
+
+
+def _block_starts(source: str) -> list[int]:
+    """The first line of each top-level block of ``source``."""
+    return [
+        token.map[0]
+        for token in _md.parse(source)
+        if token.level == 0 and token.nesting >= 0 and token.map is not None
+    ]
+
+
+_CODE_SPAN = re.compile(r"`+")
+_UNSAFE_LINK = re.compile(r"\]\(\s*<?\s*(?=(?:javascript|vbscript|data|file):)", re.IGNORECASE)
+
+
+def safe_markdown_source(text: str) -> str:
+    """``text`` as Markdown that no renderer turns into live HTML.
+
+    Every ``<`` outside code blocks and code spans becomes ``&lt;`` (which renders as ``<``), and
+    links to ``javascript:``, ``vbscript:``, ``data:`` and ``file:`` lose their scheme. Code is
+    left exactly as it is, since no renderer reads HTML there.
+    """
+    if "<" not in text and "](" not in text:
+        return text
+    lines = text.splitlines(keepends=True)
+    in_code = [False] * len(lines)
+    for token in _md.parse(text):
+        if token.type in ("fence", "code_block") and token.map is not None:
+            for number in range(token.map[0], min(token.map[1], len(lines))):
+                in_code[number] = True
+    out: list[str] = []
+    prose: list[str] = []
+    for line, code in zip(lines, in_code, strict=True):
+        if code:
+            if prose:
+                out.append(_escape_prose("".join(prose)))
+                prose = []
+            out.append(line)
+        else:
+            prose.append(line)
+    if prose:
+        out.append(_escape_prose("".join(prose)))
+    return "".join(out)
+
+
+def _escape_prose(text: str) -> str:
+    """Escape ``<`` and unsafe links outside code spans (CommonMark 6.1: a span is a run of n
+    backticks closed by the next run of exactly n)."""
+    out: list[str] = []
+    at = 0
+    while True:
+        opening = _CODE_SPAN.search(text, at)
+        if opening is None:
+            out.append(_escape_plain(text[at:]))
+            return "".join(out)
+        out.append(_escape_plain(text[at : opening.start()]))
+        run = opening.group()
+        closing = re.compile(rf"(?<!`){run}(?!`)").search(text, opening.end())
+        if closing is None:  # a lone run is literal text
+            out.append(run)
+            at = opening.end()
+        else:
+            out.append(text[opening.start() : closing.end()])
+            at = closing.end()
+
+
+def _escape_plain(text: str) -> str:
+    return _UNSAFE_LINK.sub("](unsafe-", text.replace("<", "&lt;"))
+
+
+def format_status(
+    *,
+    model: str,
+    tokens: int,
+    tokens_per_second: float | None,
+    time_to_first_token: float | None,
+    elapsed: float,
+    reason: str | None,
+) -> str:
+    """One line: model · tokens · tok/s · time to first token · elapsed · why it ended."""
+    parts = [model, f"{tokens} token{'' if tokens == 1 else 's'}"]
+    if tokens_per_second is not None:
+        parts.append(f"{tokens_per_second:.1f} tok/s")
+    if time_to_first_token is not None:
+        parts.append(f"first token {time_to_first_token:.2f} s")
+    parts.append(f"{elapsed:.1f} s")
+    parts.append(reason or "streaming…")
+    return " · ".join(parts)
+
+
+# How a reply that did not complete is marked, in the notebook and in the history.
+MARKS = {
+    "stopped": "stopped by the user",
+    "timeout": "stopped: the time limit passed",
+    "idle_timeout": "stopped: the server went quiet",
+    "interrupted": "interrupted",
+    "superseded": "superseded by a newer question",
+    "moderated": "stopped by a moderation rule",
+    "preempted": "preempted by a stream of higher priority",
+    "length": "cut at the token limit",
+    "content_filter": "cut by the server's content filter",
+    "error": "ended by an error",
+}
+
+
+def reply_bundle(
+    *,
+    text: str,
+    reasoning: str,
+    status: str,
+    reason: str,
+    metadata: Mapping[str, Any],
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """The final output of a turn: ``text/html`` (rendered as live), ``text/markdown`` (the
+    answer's source, made safe) and ``text/plain``, with the turn's facts in metadata."""
+    mark = MARKS.get(reason)
+    plain = text if mark is None else f"{text}\n[{mark}]"
+    markdown = safe_markdown_source(text)
+    if mark is not None:
+        markdown += f"\n\n*[{mark}]*"
+    parts = []
+    if reasoning:
+        parts.append(reasoning_html(render_markdown(reasoning), open_=False))
+    parts.append(f'<div class="jupyter-stream-reply">{render_markdown(text)}</div>')
+    parts.append(status_html(status, mark))
+    data = {"text/html": "\n".join(parts), "text/markdown": markdown, "text/plain": plain}
+    return data, {"jupyter_stream": dict(metadata)}
+
+
+def reasoning_html(inner: str, *, open_: bool) -> str:
+    """Reasoning text, apart and dimmed, in a collapsible box."""
+    return (
+        f'<details{" open" if open_ else ""} class="jupyter-stream-reasoning" '
+        'style="opacity:0.65"><summary>Reasoning</summary>'
+        f"{inner}</details>"
+    )
+
+
+def status_html(status: str, mark: str | None = None) -> str:
+    marked = f"<strong>{html.escape(mark)}</strong> · " if mark else ""
+    return (
+        '<div class="jupyter-stream-status" style="opacity:0.7;font-size:85%">'
+        f"{marked}{html.escape(status)}</div>"
+    )

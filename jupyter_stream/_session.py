@@ -1,0 +1,115 @@
+"""ChatSession: a conversation whose turns are streams.
+
+Each turn is a :class:`ChatStream`; what it left (all of its text, or the part received before it
+was stopped) goes into the history that the next turn sends. A turn that ended early keeps its
+partial answer and is marked with why it ended. Starting a turn while the previous one still
+streams closes that one first, with reason ``superseded``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._stream import ChatStream, StopReason, astream_chat, stream_chat
+
+__all__ = ["ChatSession", "Turn"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One question and what came back."""
+
+    prompt: str
+    stream: ChatStream
+
+    @property
+    def answer(self) -> str:
+        return self.stream.text
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return self.stream.stop_reason
+
+    @property
+    def complete(self) -> bool:
+        return self.stream.stop_reason is StopReason.COMPLETED
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The turn as history. A turn that failed before any text leaves nothing."""
+        if self.stream.stop_reason is StopReason.ERROR and not self.answer:
+            return []
+        said: list[dict[str, Any]] = [{"role": "user", "content": self.prompt}]
+        reply = self.stream.reply
+        if self.answer or reply.tool_calls:
+            said.append(reply.to_message())
+        return said
+
+
+class ChatSession:
+    """A conversation: a system prompt, the turns so far, and default options for new turns.
+
+    ``session.astream(prompt)`` (or ``stream`` for the sync API) starts a turn with the history
+    so far; iterate or close the stream as any other.
+    """
+
+    def __init__(self, *, system: str | None = None, **defaults: Any) -> None:
+        self.system = system
+        self.defaults = defaults
+        self._turns: list[Turn] = []
+
+    @property
+    def turns(self) -> list[Turn]:
+        return list(self._turns)
+
+    @property
+    def current(self) -> ChatStream | None:
+        """The turn's stream still running, if any."""
+        if self._turns and not self._turns[-1].stream.done:
+            return self._turns[-1].stream
+        return None
+
+    def messages(self, prompt: str | None = None) -> list[dict[str, Any]]:
+        """The history as Chat Completions messages, ending with ``prompt`` when given."""
+        said: list[dict[str, Any]] = []
+        if self.system:
+            said.append({"role": "system", "content": self.system})
+        for turn in self._turns:
+            if turn.stream.done:
+                said.extend(turn.messages())
+        if prompt is not None:
+            said.append({"role": "user", "content": prompt})
+        return said
+
+    def astream(self, prompt: str, **options: Any) -> ChatStream:
+        """Start a turn on the running loop (see :func:`astream_chat`)."""
+        return self._start(prompt, options, sync=False)
+
+    def stream(self, prompt: str, **options: Any) -> ChatStream:
+        """Start a turn on the private loop thread (see :func:`stream_chat`)."""
+        return self._start(prompt, options, sync=True)
+
+    def stop(self) -> None:
+        """Stop the running turn, if any (reason ``stopped``)."""
+        current = self.current
+        if current is not None:
+            current.close(StopReason.STOPPED)
+
+    def reset(self) -> None:
+        """Forget the history (stopping a running turn)."""
+        self.stop()
+        self._turns.clear()
+
+    def _start(self, prompt: str, options: Mapping[str, Any], *, sync: bool) -> ChatStream:
+        current = self.current
+        if current is not None:
+            current.close(StopReason.SUPERSEDED)
+        messages: Sequence[Mapping[str, Any]] = self.messages(prompt)
+        merged = {**self.defaults, **options}
+        stream = (stream_chat if sync else astream_chat)(messages, **merged)
+        self._turns.append(Turn(prompt, stream))
+        return stream
+
+    def __repr__(self) -> str:
+        return f"<ChatSession turns={len(self._turns)} system={bool(self.system)}>"

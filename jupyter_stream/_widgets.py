@@ -1,0 +1,559 @@
+"""The widgets: a streaming reply with Stop and a timeout slider (``ChatView``), and the
+``ChatPanel``. The only module that imports ipywidgets.
+
+Handlers never print and never block: Stop calls the stream's thread-safe ``close()``, the
+slider its ``set_deadline()``, so they act at once from whatever thread the kernel runs comm
+messages on (a subshell's, on JupyterLab 4.4 and later). Frames are rendered by the task that
+follows the stream, at most 20 a second (see ``_render``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anywidget
+import ipywidgets as widgets
+import traitlets
+
+from ._loop import private_loop
+from ._render import (
+    FRAME_INTERVAL,
+    MARKS,
+    BlockSplitter,
+    format_status,
+    status_html,
+)
+from ._session import ChatSession
+from ._stream import ChatStream, StopReason
+
+__all__ = ["ChatPanel", "ChatView", "PromptBox", "ReplyView"]
+
+STATUS_INTERVAL = 0.5  # the status line's elapsed time ticks twice a second
+WAKE_INTERVAL = 0.1  # while a reply streams, the loop wakes at least this often (see follow())
+
+
+class ReplyView(anywidget.AnyWidget):
+    """A reply as it grows: Markdown rendered in the kernel (raw HTML escaped), reasoning apart
+    and dimmed in a collapsible box.
+
+    Traffic is append-mostly: each frame is one custom message with the blocks finished since
+    the last frame (sent once) and the unfinished tail block, if it changed. A view that appears
+    mid-reply (rendered late, a second view, a reloaded page) asks for the whole reply once.
+    """
+
+    _esm = """
+    function render({ model, el }) {
+      const make = (tag, cls) => {
+        const node = document.createElement(tag);
+        if (cls) node.className = cls;
+        return node;
+      };
+      const MD = "jp-RenderedHTMLCommon jp-RenderedMarkdown";
+      const reasoning = make("details", "jupyter-stream-reasoning");
+      reasoning.style.opacity = "0.65";
+      reasoning.style.display = "none";
+      const summary = make("summary");
+      summary.textContent = "Reasoning";
+      const reasoningBody = make("div", MD);
+      const reasoningTail = make("div");
+      reasoningBody.append(reasoningTail);
+      reasoning.append(summary, reasoningBody);
+      const answer = make("div", MD + " jupyter-stream-answer");
+      const answerTail = make("div");
+      answer.append(answerTail);
+      const status = make("div", "jupyter-stream-status");
+      status.style.opacity = "0.7";
+      status.style.fontSize = "85%";
+      el.append(reasoning, answer, status);
+      // The tails' HTML: a frame keeps the first k UTF-16 units and appends the rest.
+      let tailHtml = "";
+      let reasoningHtml = "";
+      const add = (body, tail, blocks) => {
+        for (const html of blocks || []) {
+          const block = make("div");
+          block.innerHTML = html;  // rendered by markdown-it in the kernel, raw HTML escaped
+          body.insertBefore(block, tail);
+        }
+      };
+      const apply = (msg) => {
+        if (msg.reset) {
+          reasoningBody.replaceChildren(reasoningTail);
+          answer.replaceChildren(answerTail);
+          tailHtml = reasoningHtml = "";
+        }
+        add(reasoningBody, reasoningTail, msg.ra);
+        if (msg.rt != null) {
+          reasoningHtml = reasoningHtml.slice(0, msg.rk || 0) + msg.rt;
+          reasoningTail.innerHTML = reasoningHtml;
+        }
+        if (msg.ra?.length || reasoningHtml) reasoning.style.display = "";
+        add(answer, answerTail, msg.a);
+        if (msg.t != null) {
+          tailHtml = tailHtml.slice(0, msg.tk || 0) + msg.t;
+          answerTail.innerHTML = tailHtml;
+        }
+        if (msg.s != null) status.textContent = msg.s;
+      };
+      model.on("msg:custom", apply);
+      model.send({ event: "sync" });
+      return () => model.off("msg:custom", apply);
+    }
+    export default { render };
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._answer = BlockSplitter()
+        self._reasoning = BlockSplitter()
+        self._blocks: list[str] = []
+        self._reasoning_blocks: list[str] = []
+        self._tail = ""
+        self._reasoning_tail = ""
+        self._status = ""
+        self._lock = threading.Lock()
+        self.frames = 0  # messages sent
+        self.on_msg(self._on_custom)
+
+    def show(
+        self, text: str, reasoning: str = "", *, final: bool = False, status: str | None = None
+    ) -> None:
+        """Bring the views up to ``text``, ``reasoning`` and ``status``: one message, or none."""
+        with self._lock:
+            message: dict[str, Any] = {}
+            if reasoning:
+                frame = self._reasoning.update(reasoning, final=final)
+                if frame.finished:
+                    self._reasoning_blocks.extend(frame.finished)
+                    message["ra"] = frame.finished
+                if frame.tail is not None:
+                    message["rk"], message["rt"] = _edit(self._reasoning_tail, frame.tail)
+                    self._reasoning_tail = frame.tail
+            frame = self._answer.update(text, final=final)
+            if frame.finished:
+                self._blocks.extend(frame.finished)
+                message["a"] = frame.finished
+            if frame.tail is not None:
+                message["tk"], message["t"] = _edit(self._tail, frame.tail)
+                self._tail = frame.tail
+            if status is not None and status != self._status:
+                self._status = message["s"] = status
+            if message:
+                self.frames += 1
+                self.send(message)
+
+    def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("event") == "sync":
+            with self._lock:
+                self.send(
+                    {
+                        "reset": True,
+                        "ra": self._reasoning_blocks,
+                        "rt": self._reasoning_tail,
+                        "a": self._blocks,
+                        "t": self._tail,
+                        "s": self._status,
+                    }
+                )
+
+
+def _edit(old: str, new: str) -> tuple[int, str]:
+    """How to turn ``old`` into ``new``: keep a prefix (its length in UTF-16 units, as
+    JavaScript counts), then append the rest. A growing paragraph costs only what grew."""
+    keep = 0
+    limit = min(len(old), len(new))
+    while keep < limit and old[keep] == new[keep]:
+        keep += 1
+    units = keep + sum(1 for char in old[:keep] if ord(char) > 0xFFFF)
+    return units, new[keep:]
+
+
+class ChatView:
+    """One streaming reply: the answer as it grows, reasoning apart, Stop, the timeout slider
+    and a status line."""
+
+    def __init__(self, *, timeout: float, max_timeout: float = 600.0) -> None:
+        self.reply = ReplyView()
+        self.stop_button = widgets.Button(
+            description="Stop",
+            icon="stop",
+            button_style="danger",
+            disabled=True,
+            tooltip="Stop the reply now (the connection is closed, the text so far is kept)",
+        )
+        self.timeout_slider = widgets.FloatSlider(
+            value=timeout,
+            min=1.0,
+            max=max(max_timeout, timeout),
+            step=1.0,
+            description="Timeout (s)",
+            readout_format=".0f",
+            style={"description_width": "initial"},
+        )
+        controls = widgets.HBox([self.stop_button, self.timeout_slider])
+        self.box = widgets.VBox([self.reply, controls])
+        self._controls = controls
+        self._stream: ChatStream | None = None
+        self._status_at = 0.0
+
+    def attach(self, stream: ChatStream) -> None:
+        """Wire Stop and the slider to ``stream``."""
+        self._stream = stream
+        self.stop_button.on_click(self._on_stop)
+        self.timeout_slider.observe(self._on_slider, names="value")
+        stream.set_deadline(self.timeout_slider.value)
+        self.stop_button.disabled = False
+
+    def _on_stop(self, _button: Any) -> None:
+        if self._stream is not None:
+            self._stream.close(StopReason.STOPPED)
+
+    def _on_slider(self, change: dict[str, Any]) -> None:
+        if self._stream is not None and not self._stream.done:
+            self._stream.set_deadline(float(change["new"]))
+
+    async def follow(self, stream: ChatStream) -> None:
+        """Read ``stream`` to its end, drawing frames; the last frame is exact.
+
+        Re-raises the stream's error, or the cancellation (a kernel interrupt), after drawing.
+        """
+        self.attach(stream)
+        await follow(stream, self.draw, self.update_status)
+
+    def draw(self, stream: ChatStream, final: bool = False) -> None:
+        now = time.monotonic()
+        status = None
+        if final or now - self._status_at >= STATUS_INTERVAL:  # rides along with a frame
+            self._status_at = now
+            status = status_text(stream)
+        self.reply.show(stream.text, stream.reply.reasoning, final=final, status=status)
+        if final:
+            self.stop_button.disabled = True
+            self.timeout_slider.disabled = True
+
+    def update_status(self, stream: ChatStream) -> None:
+        """The ticker's call: a status line alone, when no frame has carried one lately."""
+        if time.monotonic() - self._status_at >= STATUS_INTERVAL:
+            self._status_at = time.monotonic()
+            self.reply.show(stream.text, stream.reply.reasoning, status=status_text(stream))
+
+    def close(self) -> None:
+        """Close every widget of the view, so that nothing of it is left in the notebook."""
+        for widget in (
+            self.reply,
+            self.stop_button,
+            self.timeout_slider,
+            self._controls,
+            self.box,
+        ):
+            _close(widget)
+
+
+def status_text(stream: ChatStream) -> str:
+    stats = stream.stats
+    reason = stream.stop_reason
+    return format_status(
+        model=stream.model,
+        tokens=stats.tokens,
+        tokens_per_second=stats.tokens_per_second,
+        time_to_first_token=stats.time_to_first_token,
+        elapsed=stats.elapsed,
+        reason=None if reason is None else reason.value,
+    )
+
+
+async def follow(
+    stream: ChatStream,
+    draw: Callable[[ChatStream, bool], None],
+    status: Callable[[ChatStream], None] | None = None,
+) -> None:
+    """Read ``stream`` to its end, calling ``draw`` at most once per frame interval, and once
+    more, exactly, at the end (also when it ends by an error or a cancellation).
+
+    While it runs, the loop is woken every 100 ms: ipykernel 7 turns Kernel → Interrupt into a
+    cancellation that a sleeping loop only notices when something else wakes it.
+    """
+    loop = asyncio.get_running_loop()
+    last = -FRAME_INTERVAL
+    pending: asyncio.TimerHandle | None = None
+
+    def frame() -> None:
+        nonlocal pending, last
+        pending = None
+        last = loop.time()
+        draw(stream, False)
+
+    async def tick() -> None:
+        ticks_per_status = round(STATUS_INTERVAL / WAKE_INTERVAL)
+        count = 0
+        while True:
+            await asyncio.sleep(WAKE_INTERVAL)
+            count += 1
+            if status is not None and count % ticks_per_status == 0:
+                status(stream)
+
+    ticker = loop.create_task(tick())
+    try:
+        async for _delta in stream:
+            if pending is None:
+                wait = last + FRAME_INTERVAL - loop.time()
+                if wait <= 0:
+                    frame()
+                else:
+                    pending = loop.call_later(wait, frame)
+    finally:
+        ticker.cancel()
+        if pending is not None:
+            pending.cancel()
+        draw(stream, True)
+
+
+class PromptBox(anywidget.AnyWidget):
+    """A text box where Shift+Enter sends (a few lines of front-end code, via anywidget)."""
+
+    _esm = """
+    function render({ model, el }) {
+      const area = document.createElement("textarea");
+      area.className = "jupyter-stream-prompt";
+      area.rows = 3;
+      area.style.width = "100%";
+      area.style.boxSizing = "border-box";
+      area.placeholder = model.get("placeholder");
+      area.value = model.get("value");
+      const sync = () => { model.set("value", area.value); model.save_changes(); };
+      area.addEventListener("change", sync);
+      area.addEventListener("keydown", (event) => {
+        event.stopPropagation();  // JupyterLab's own Shift+Enter would run the cell
+        if (event.key === "Enter" && event.shiftKey) {
+          event.preventDefault();
+          const text = area.value;
+          area.value = "";
+          model.set("value", "");
+          model.save_changes();
+          model.send({ event: "submit", text });
+        }
+      });
+      model.on("change:value", () => {
+        if (area.value !== model.get("value")) area.value = model.get("value");
+      });
+      model.on("change:disabled", () => { area.disabled = model.get("disabled"); });
+      el.appendChild(area);
+    }
+    export default { render };
+    """
+    value = traitlets.Unicode("").tag(sync=True)
+    placeholder = traitlets.Unicode("Ask something… (Shift+Enter sends)").tag(sync=True)
+    disabled = traitlets.Bool(False).tag(sync=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._submit_handlers: list[Callable[[str], None]] = []
+        self.on_msg(self._on_custom)
+
+    def on_submit(self, handler: Callable[[str], None]) -> None:
+        self._submit_handlers.append(handler)
+
+    def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("event") == "submit":
+            text = str(content.get("text", ""))
+            for handler in self._submit_handlers:
+                handler(text)
+
+
+class ChatPanel(widgets.VBox):  # type: ignore[misc]
+    """A chat in a widget: transcript, prompt box (Shift+Enter sends), Send, Stop, timeout
+    slider, model picker and status.
+
+    Sending while a reply streams closes that reply (reason ``superseded``) and starts the new
+    one. Options (``model``, ``base_url``, ``system``, ``temperature``, ``max_tokens``, …) are
+    those of :func:`astream_chat`.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        timeout: float = 120.0,
+        max_timeout: float = 600.0,
+        **options: Any,
+    ) -> None:
+        from ._config import resolve_endpoint, resolve_model
+
+        try:
+            self._loop = asyncio.get_running_loop()  # a notebook cell runs on the kernel's loop
+        except RuntimeError:
+            self._loop = private_loop()
+        self._loop_thread = _loop_thread(self._loop)
+        self._options = options
+        endpoint = resolve_endpoint(options.get("base_url"), options.get("api_key"))
+        model = resolve_model(model, endpoint)
+        self.session = ChatSession(system=system)
+        self.transcript = widgets.VBox(layout=widgets.Layout(width="100%"))
+        self.prompt = PromptBox()
+        self.send_button = widgets.Button(
+            description="Send", icon="paper-plane", button_style="primary"
+        )
+        self.stop_button = widgets.Button(
+            description="Stop", icon="stop", button_style="danger", disabled=True
+        )
+        self.model_picker = widgets.Dropdown(options=[model], value=model, description="Model")
+        self.timeout_slider = widgets.FloatSlider(
+            value=timeout,
+            min=1.0,
+            max=max(max_timeout, timeout),
+            step=1.0,
+            description="Timeout (s)",
+            readout_format=".0f",
+            style={"description_width": "initial"},
+        )
+        self.status = widgets.HTML(status_html("ready"))
+        controls = widgets.HBox(
+            [self.send_button, self.stop_button, self.model_picker, self.timeout_slider],
+            layout=widgets.Layout(flex_flow="row wrap"),
+        )
+        super().__init__([self.transcript, self.prompt, controls, self.status])
+        self._stream: ChatStream | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.send_button.on_click(lambda _button: self.send(self.prompt.value))
+        self.prompt.on_submit(self.send)
+        self.stop_button.on_click(lambda _button: self.stop())
+        self.timeout_slider.observe(self._on_slider, names="value")
+        self._call(self._load_models)
+
+    # -- what the buttons do; callable from any thread ------------------------------------------
+
+    def send(self, text: str) -> None:
+        """Ask ``text`` as the next turn, superseding a reply still streaming."""
+        text = text.strip()
+        if not text:
+            return
+        self.prompt.value = ""
+        self._call(lambda: self._start(text))
+
+    def stop(self) -> None:
+        """Stop the reply that streams now, if any."""
+        stream = self._stream
+        if stream is not None:
+            stream.close(StopReason.STOPPED)
+
+    @property
+    def stream(self) -> ChatStream | None:
+        """The latest turn's stream."""
+        return self._stream
+
+    async def wait(self) -> None:
+        """Wait until the current turn's reply has ended (for scripts and tests)."""
+        task = self._task
+        if task is not None:
+            await asyncio.shield(task)
+
+    # -- on the panel's loop --------------------------------------------------------------------
+
+    def _call(self, callback: Callable[[], None]) -> None:
+        if threading.get_ident() == self._loop_thread:
+            callback()
+        else:
+            self._loop.call_soon_threadsafe(callback)
+
+    def _start(self, text: str) -> None:
+        if self._stream is not None and not self._stream.done:
+            self._stream.close(StopReason.SUPERSEDED)
+        options = dict(self._options)
+        options.setdefault("timeout", self.timeout_slider.value)
+        stream = self.session.astream(text, model=self.model_picker.value, **options)
+        self._stream = stream
+        turn = _TurnView(text)
+        self.transcript.children = (*self.transcript.children, turn.box)
+        self.stop_button.disabled = False
+        self._task = self._loop.create_task(self._run(stream, turn))
+
+    async def _run(self, stream: ChatStream, turn: _TurnView) -> None:
+        def draw(stream: ChatStream, final: bool) -> None:
+            turn.draw(stream, final)
+            if final:
+                self._set_status(stream)
+
+        try:
+            await follow(stream, draw, self._set_status)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the error is shown in the status line and the turn
+            pass
+        finally:
+            if stream is self._stream:
+                self.stop_button.disabled = True
+
+    def _set_status(self, stream: ChatStream) -> None:
+        if stream is not self._stream:
+            return
+        text = status_text(stream)
+        if stream.error is not None:
+            text += f" — {stream.error}"
+        self.status.value = status_html(text)
+
+    def _on_slider(self, change: dict[str, Any]) -> None:
+        stream = self._stream
+        if stream is not None and not stream.done:
+            stream.set_deadline(float(change["new"]))
+
+    def _load_models(self) -> None:
+        from ._models import alist_models
+
+        async def load() -> None:
+            try:
+                models = await alist_models(
+                    base_url=self._options.get("base_url"), api_key=self._options.get("api_key")
+                )
+            except Exception as exc:  # the picker keeps the configured model
+                self.status.value = status_html(f"could not list the models: {exc}")
+                return
+            current = self.model_picker.value
+            self.model_picker.options = sorted({*models, current})
+            self.model_picker.value = current
+
+        self._models_task = self._loop.create_task(load())
+
+
+class _TurnView:
+    """One turn in the panel's transcript: the question, the answer, and how it ended."""
+
+    def __init__(self, prompt: str) -> None:
+        question = html.escape(prompt).replace("\n", "<br>")
+        self.question = widgets.HTML(f"<b>You:</b> {question}")
+        self.reply = ReplyView()
+        self.footer = widgets.HTML()
+        self.box = widgets.VBox([self.question, self.reply, self.footer])
+
+    def draw(self, stream: ChatStream, final: bool) -> None:
+        self.reply.show(stream.text, stream.reply.reasoning, final=final)
+        if final:
+            reason = stream.stop_reason.value if stream.stop_reason else ""
+            mark = MARKS.get(reason)
+            if mark is not None or stream.error is not None:
+                said = mark or ""
+                if stream.error is not None:
+                    said = f"{said}: {stream.error}"
+                self.footer.value = status_html("", said)
+
+
+def _close(widget: Any) -> None:
+    """Close a widget and its layout and style (closing twice is harmless)."""
+    for part in (getattr(widget, "layout", None), getattr(widget, "style", None)):
+        if isinstance(part, widgets.Widget):
+            part.close()
+    widget.close()
+
+
+def _loop_thread(loop: asyncio.AbstractEventLoop) -> int | None:
+    if loop.is_running():
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return threading.get_ident()
+    return None
