@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shlex
 import sys
 import weakref
 from collections.abc import Generator
@@ -26,7 +27,7 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Float, Int, Unicode
 
@@ -271,7 +272,11 @@ class ChatMagics(Magics):
         print(f"\n[{mark}]" if mark else "")
 
     def _parse(self, line: str, body: str) -> tuple[Any, str]:
-        args = parse_argstring(self.chat, line)
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%%chat options: {exc} (a quote is not closed?)") from None
+        args = self.chat.parser.parse_args(words)  # raises UsageError, without a traceback
         if args.output is not None and not args.output.isidentifier():
             raise UsageError(f"-o/--output needs a variable name, not {args.output!r}")
         if args.timeout is not None and args.timeout <= 0:

@@ -1,0 +1,374 @@
+"""%%chat and ChatPanel in a real kernel, jupyter_client acting as the frontend, against our server
+on 127.0.0.1. Buttons are clicked and sliders moved by the comm messages a browser would send."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import ENV_VARS
+from kernel_harness import Execution, Kernel, Message, comm_id_of, reply_view_id
+
+from jupyter_stream.server import BackgroundServer, ServerConfig
+from jupyter_stream.server._models import answer_tokens
+
+pytestmark = pytest.mark.timeout(120)
+
+LONG = "--max-tokens 20000"  # a reply that would take minutes: it must be stopped
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(scope="module")
+def paced() -> Iterator[BackgroundServer]:
+    """The demo model at 100 tokens/s: a reply spans many frames."""
+    with BackgroundServer(ServerConfig(tokens_per_second=100, first_token_delay=0)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def kernel(paced: BackgroundServer) -> Iterator[Kernel]:
+    env = {name: "" for name in ENV_VARS}
+    env |= {"JUPYTER_STREAM_BASE_URL": paced.base_url, "JUPYTER_STREAM_MODEL": "demo"}
+    kernel = Kernel({k: v for k, v in env.items() if v or k not in os.environ})
+    try:
+        kernel.ok("%load_ext jupyter_stream")
+        yield kernel
+    finally:
+        kernel.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def fresh_conversation(request: pytest.FixtureRequest) -> None:
+    if "kernel" in request.fixturenames:
+        request.getfixturevalue("kernel").ok("%chat reset all")
+
+
+def demo_text(prompt: str, tokens: int) -> str:
+    pieces = answer_tokens("demo", [{"role": "user", "content": prompt}], endless=True)
+    return "".join(piece for _, piece in zip(range(tokens), pieces, strict=False))
+
+
+def after_frames(count: int, act: Any) -> Any:
+    """An on_message hook that acts once, when the ReplyView has sent ``count`` frames."""
+    seen = {"frames": 0, "done": False}
+
+    def hook(message: Message) -> None:
+        content = message["content"]
+        if (
+            message["msg_type"] == "comm_msg"
+            and content["data"].get("method") == "custom"
+            and not seen["done"]
+        ):
+            seen["frames"] += 1
+            if seen["frames"] == count:
+                seen["done"] = True
+                act(message)
+
+    return hook
+
+
+def ended(server: BackgroundServer) -> list[dict[str, Any]]:
+    return list(server.app.state.server.ended)
+
+
+def wait_disconnected(server: BackgroundServer, before: int) -> dict[str, Any]:
+    state = server.app.state.server
+    with state.changed:
+        assert state.changed.wait_for(lambda: len(state.ended) > before, 10)
+    return ended(server)[-1]
+
+
+def test_a_chat_cell_streams_in_frames_then_leaves_an_ordinary_output(
+    kernel: Kernel, paced: BackgroundServer
+) -> None:
+    run = kernel.run("%%chat --max-tokens 150\nWhat is a stream?")
+    assert run.status == "ok", kernel.error_of(run)
+    frames = run.frames
+    assert len(frames) >= 3, "the reply arrived in one piece"
+    assert any(frame.get("t") for frame in frames) and any(frame.get("a") for frame in frames)
+    # The widgets' display is replaced by the reply: no widget view is left, nothing twice.
+    [shown] = run.of_type("display_data")
+    assert WIDGET_VIEW in shown["content"]["data"]
+    final = run.final
+    assert final["transient"]["display_id"] == shown["content"]["transient"]["display_id"]
+    assert WIDGET_VIEW not in final["data"]
+    text = demo_text("What is a stream?", 150)
+    assert final["data"]["text/plain"] == text + "\n[cut at the token limit]"
+    assert final["data"]["text/markdown"].startswith(text.split("\n")[0])
+    facts = final["metadata"]["jupyter_stream"]
+    assert facts["model"] == "demo" and facts["stop_reason"] == "length"
+    assert facts["tokens"] == 150 and facts["time_to_first_token"] is not None
+    assert facts["usage"]["completion_tokens"] == 150
+    # Every widget the cell made is closed: a saved notebook refers to none.
+    opened = {m["content"]["comm_id"] for m in run.of_type("comm_open")}
+    closed = {m["content"]["comm_id"] for m in run.of_type("comm_close")}
+    assert opened and opened == closed
+    assert not run.of_type("execute_result")
+
+
+def test_stop_clicked_mid_stream_ends_the_cell_with_the_partial_reply(
+    kernel: Kernel, paced: BackgroundServer
+) -> None:
+    before = len(ended(paced))
+    execution = kernel.submit(f"%%chat {LONG}\nTell me everything.")
+    clicked: list[str] = []
+
+    def click(_message: Message) -> None:
+        stop = comm_id_of(execution, description="Stop")
+        kernel.click(stop)
+        clicked.append(stop)
+
+    kernel.wait(execution, after_frames(3, click))
+    assert clicked and execution.status == "ok", kernel.error_of(execution)
+    final = execution.final
+    facts = final["metadata"]["jupyter_stream"]
+    assert facts["stop_reason"] == "stopped"
+    assert 0 < facts["tokens"] < 20000
+    plain = final["data"]["text/plain"]
+    assert plain.endswith("\n[stopped by the user]")
+    assert plain.removesuffix("\n[stopped by the user]") == demo_text(
+        "Tell me everything.", facts["tokens"]
+    )
+    assert "*[stopped by the user]*" in final["data"]["text/markdown"]
+    assert wait_disconnected(paced, before)["end"] == "client disconnected"
+
+
+def test_moving_the_slider_below_the_elapsed_time_ends_with_timeout(
+    kernel: Kernel, paced: BackgroundServer
+) -> None:
+    before = len(ended(paced))
+    execution = kernel.submit(f"%%chat {LONG} --timeout 300\nTake your time.")
+
+    def slide(_message: Message) -> None:
+        slider = comm_id_of(execution, description="Timeout (s)")
+        kernel.set_state(slider, value=1.0)
+
+    kernel.wait(execution, after_frames(2, slide))
+    assert execution.status == "ok", kernel.error_of(execution)
+    facts = execution.final["metadata"]["jupyter_stream"]
+    assert facts["stop_reason"] == "timeout"
+    assert facts["tokens"] < 20000
+    assert execution.final["data"]["text/plain"].endswith("[stopped: the time limit passed]")
+    assert wait_disconnected(paced, before)["end"] == "client disconnected"
+
+
+def test_interrupt_keeps_the_partial_reply_and_raises_keyboard_interrupt(
+    kernel: Kernel, paced: BackgroundServer
+) -> None:
+    before = len(ended(paced))
+    execution = kernel.submit(f"%%chat {LONG}\nKeep going.")
+    kernel.wait(execution, after_frames(3, lambda _message: kernel.interrupt()))
+    assert execution.status == "error"
+    [error] = execution.of_type("error")
+    assert error["content"]["ename"] == "KeyboardInterrupt"
+    final = execution.final
+    assert final["metadata"]["jupyter_stream"]["stop_reason"] == "interrupted"
+    assert final["data"]["text/plain"].endswith("\n[interrupted]")
+    assert len(final["data"]["text/plain"]) > len("\n[interrupted]")
+    assert wait_disconnected(paced, before)["end"] == "client disconnected"
+    assert kernel.ok("print('still alive')").stdout() == "still alive\n"
+
+
+def test_run_all_keeps_the_order_of_cells(kernel: Kernel) -> None:
+    first = kernel.submit("%%chat --max-tokens 40 -o first_reply\nOne.")
+    second = kernel.submit("%%chat --max-tokens 30 -o second_reply\nTwo.")
+    third = kernel.submit("print(len(first_reply), len(second_reply))")
+    kernel.wait(third)
+    assert first.status == second.status == third.status == "ok"
+    one, two = demo_text("One.", 40), demo_text("Two.", 30)
+    assert third.stdout() == f"{len(one)} {len(two)}\n"
+
+
+def test_the_conversation_goes_on_and_keeps_a_stopped_turn_marked(kernel: Kernel) -> None:
+    execution = kernel.submit(f"%%chat {LONG}\nFirst question.")
+    kernel.wait(
+        execution,
+        after_frames(2, lambda _m: kernel.click(comm_id_of(execution, description="Stop"))),
+    )
+    kernel.ok("%%chat -m echo\nSecond question.")
+    history = kernel.ok("%chat history").stdout()
+    assert "[1] you: First question." in history and "[stopped by the user]" in history
+    assert "[2] you: Second question." in history
+    sent = kernel.ok(
+        "import jupyter_stream._magic as m\n"
+        "print([x['role'] for x in m._active.sessions['default'].messages()])"
+    ).stdout()
+    assert sent.strip() == "['user', 'assistant', 'user', 'assistant']"
+    kernel.ok("%%chat --new -m echo\nAfresh.")
+    assert "First question" not in kernel.ok("%chat history").stdout()
+
+
+def test_model_output_cannot_inject_html(kernel: Kernel) -> None:
+    attack = "Hi <script>alert(1)</script> <img src=x onerror=alert(2)> [x](javascript:alert(3))"
+    run = kernel.run(f"%%chat -m echo\n{attack}")
+    assert run.status == "ok", kernel.error_of(run)
+    sent = [str(frame) for frame in run.frames] + [run.final["data"]["text/html"]]
+    for html in sent:
+        assert "<script" not in html and "<img" not in html and 'href="javascript' not in html
+    assert "&lt;script&gt;" in run.final["data"]["text/html"]
+    markdown = run.final["data"]["text/markdown"]
+    assert "<script" not in markdown and "<img" not in markdown
+    assert "](javascript:" not in markdown
+    assert run.final["data"]["text/plain"] == attack  # the text itself is kept as it came
+
+
+def test_options_and_errors(kernel: Kernel, paced: BackgroundServer) -> None:
+    bad = kernel.run("%%chat --temperature warm\nHi")
+    assert bad.status == "error"
+    stderr = "".join(m["content"]["text"] for m in bad.of_type("stream"))
+    assert "UsageError" in stderr and "--temperature" in stderr
+    assert not bad.of_type("error")  # a usage error, shown without a traceback
+    missing = kernel.run("%%chat -m no-such-model\nHi")
+    assert missing.status == "error"
+    assert "no-such-model" in kernel.error_of(missing)
+    assert "%chat models" in kernel.error_of(missing)
+    models = kernel.ok("%chat models").stdout()
+    assert "* demo" in models and "echo" in models
+    config = kernel.ok("%config ChatMagics.timeout = 42\n%chat config").stdout()
+    assert "42 s" in config and paced.base_url.removeprefix("http://") in config
+    kernel.ok("%config ChatMagics.timeout = 120.0")
+    name = "ana"
+    kernel.ok(f"who = {name!r}")
+    run = kernel.ok('%%chat -m echo\nHello {who}, keep {"json": 1} and {undefined}.')
+    assert run.final["data"]["text/plain"] == 'Hello ana, keep {"json": 1} and {undefined}.'
+    helped = kernel.ok("%%chat?")
+    assert "--max-tokens" in str(helped.messages) or "--max-tokens" in str(helped.reply)
+
+
+def test_background_returns_a_handle_to_await(kernel: Kernel) -> None:
+    run = kernel.ok("%%chat --background --max-tokens 25 -o later\nIn the background.")
+    [result] = run.of_type("execute_result")
+    assert "ChatTask" in result["content"]["data"]["text/plain"]
+    awaited = kernel.ok("text = await _\nprint(text == later, len(text) > 0)")
+    assert awaited.stdout() == "True True\n"
+
+
+# -- ChatPanel ------------------------------------------------------------------------------------
+
+
+def panel(kernel: Kernel, server: BackgroundServer) -> tuple[Execution, str, str]:
+    """Make a panel; the comm ids of its prompt box and of its Stop button."""
+    run = kernel.ok(
+        "from jupyter_stream import ChatPanel\n"
+        f"panel = ChatPanel(base_url={server.base_url!r}, max_tokens=20000)\npanel"
+    )
+    prompt = next(
+        comm_id
+        for comm_id, state in _opens(run)
+        if "jupyter-stream-prompt" in str(state.get("_esm", ""))
+    )
+    return run, prompt, comm_id_of(run, description="Stop")
+
+
+def _opens(run: Execution) -> Iterator[tuple[str, dict[str, Any]]]:
+    for message in run.of_type("comm_open"):
+        yield message["content"]["comm_id"], message["content"]["data"]["state"]
+
+
+def wait_for_frames(kernel: Kernel, count: int) -> None:
+    """Read iopub until a ReplyView has sent ``count`` frames (no cell is running)."""
+    seen = 0
+    while seen < count:
+        message = kernel._next()
+        data = message["content"].get("data")
+        if message["msg_type"] == "comm_msg" and data.get("method") == "custom":
+            seen += 1
+
+
+def test_chat_panel_send_stop_and_supersede(kernel: Kernel, paced: BackgroundServer) -> None:
+    _run, prompt, stop = panel(kernel, paced)
+    kernel.send_comm(prompt, {"method": "custom", "content": {"event": "submit", "text": "One"}})
+    wait_for_frames(kernel, 3)
+    kernel.send_comm(prompt, {"method": "custom", "content": {"event": "submit", "text": "Two"}})
+    wait_for_frames(kernel, 3)
+    kernel.click(stop)
+    result = kernel.ok(
+        "await panel.wait()\n"
+        "print([(t.prompt, str(t.stop_reason), len(t.answer) > 0) for t in panel.session.turns])"
+    ).stdout()
+    assert result.strip() == "[('One', 'superseded', True), ('Two', 'stopped', True)]"
+    models = kernel.ok("print(panel.model_picker.options)").stdout()
+    assert "'demo'" in models and "'echo'" in models
+
+
+def test_chat_panel_send_button_takes_the_prompt_box_text(
+    kernel: Kernel, paced: BackgroundServer
+) -> None:
+    run, prompt, _stop = panel(kernel, paced)
+    send = comm_id_of(run, description="Send")
+    kernel.set_state(prompt, value="Three")
+    kernel.click(send)
+    wait_for_frames(kernel, 1)
+    kernel.ok("panel.stop()\nawait panel.wait()")
+    said = kernel.ok("print(panel.session.turns[0].prompt, panel.stream.stop_reason)").stdout()
+    assert said == "Three stopped\n"
+
+
+def test_a_notebook_run_by_nbclient_holds_the_whole_reply(
+    paced: BackgroundServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    monkeypatch.setenv("JUPYTER_STREAM_BASE_URL", paced.base_url)
+    monkeypatch.setenv("JUPYTER_STREAM_MODEL", "demo")
+    cells = [
+        "%load_ext jupyter_stream",
+        "%%chat --max-tokens 120\nExplain <b>streams</b>.",
+        "%%chat -m echo\n<img src=x onerror=alert(1)>",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(notebook, timeout=60, kernel_name="python3").execute()
+    path = tmp_path / "chat.ipynb"
+    nbformat.write(notebook, path)
+    reopened = nbformat.read(path, as_version=4)
+    [output] = reopened.cells[1].outputs
+    assert output.output_type == "display_data"
+    assert WIDGET_VIEW not in output.data
+    assert output.data["text/plain"] == demo_text("Explain <b>streams</b>.", 120) + (
+        "\n[cut at the token limit]"
+    )
+    assert output.metadata["jupyter_stream"]["stop_reason"] == "length"
+    html, _ = HTMLExporter().from_notebook_node(reopened)
+    assert "Explain &lt;b&gt;streams&lt;/b&gt;" in html
+    assert "<img src=x" not in html and '<img src="x"' not in html
+    assert "model not found" not in html
+
+
+def test_shell_quoting_of_options(kernel: Kernel) -> None:
+    system = "You answer in one word."
+    run = kernel.ok(f"%%chat --new -m echo -s {shlex.quote(system)}\nWord?")
+    assert run.final["data"]["text/plain"] == "Word?"
+    assert f"system: {system}" in kernel.ok("%chat history").stdout()
+
+
+def test_a_view_that_appears_mid_reply_gets_the_whole_reply_so_far(kernel: Kernel) -> None:
+    execution = kernel.submit(f"%%chat {LONG}\nLate view.")
+    state = {"synced": False, "stopped": False}
+
+    def act(message: Message) -> None:
+        data = message["content"].get("data", {})
+        if message["msg_type"] != "comm_msg" or data.get("method") != "custom":
+            return
+        frames = execution.frames
+        if len(frames) == 20 and not state["synced"]:
+            state["synced"] = True
+            view = reply_view_id(execution)
+            sync = {"method": "custom", "content": {"event": "sync"}}
+            kernel.send_comm(view, sync, on_behalf_of=execution)
+        elif data["content"].get("reset") and not state["stopped"]:
+            state["stopped"] = True
+            kernel.click(comm_id_of(execution, description="Stop"))
+
+    kernel.wait(execution, act)
+    [reset] = [frame for frame in execution.frames if frame.get("reset")]
+    before = execution.frames[: execution.frames.index(reset)]
+    # The reset carries every finished block sent so far, and the tail as it stood.
+    assert reset["a"][: sum(len(f.get("a", [])) for f in before)] == [
+        block for frame in before for block in frame.get("a", [])
+    ]
+    assert reset["a"] and reset["s"]
