@@ -185,15 +185,7 @@ class ChatView:
             disabled=True,
             tooltip="Stop the reply now (the connection is closed, the text so far is kept)",
         )
-        self.timeout_slider = widgets.FloatSlider(
-            value=timeout,
-            min=1.0,
-            max=max(max_timeout, timeout),
-            step=1.0,
-            description="Timeout (s)",
-            readout_format=".0f",
-            style={"description_width": "initial"},
-        )
+        self.timeout_slider = timeout_slider(timeout, max_timeout)
         controls = widgets.HBox([self.stop_button, self.timeout_slider])
         self.box = widgets.VBox([self.reply, controls])
         self._controls = controls
@@ -222,7 +214,7 @@ class ChatView:
         Re-raises the stream's error, or the cancellation (a kernel interrupt), after drawing.
         """
         self.attach(stream)
-        await follow(stream, self.draw, self.update_status)
+        await follow(stream, self.draw)
 
     def draw(self, stream: ChatStream, final: bool = False) -> None:
         now = time.monotonic()
@@ -234,12 +226,6 @@ class ChatView:
         if final:
             self.stop_button.disabled = True
             self.timeout_slider.disabled = True
-
-    def update_status(self, stream: ChatStream) -> None:
-        """The ticker's call: a status line alone, when no frame has carried one lately."""
-        if time.monotonic() - self._status_at >= STATUS_INTERVAL:
-            self._status_at = time.monotonic()
-            self.reply.show(stream.text, stream.reply.reasoning, status=status_text(stream))
 
     def close(self) -> None:
         """Close every widget of the view, so that nothing of it is left in the notebook."""
@@ -269,13 +255,15 @@ def status_text(stream: ChatStream) -> str:
 async def follow(
     stream: ChatStream,
     draw: Callable[[ChatStream, bool], None],
-    status: Callable[[ChatStream], None] | None = None,
+    idle: float | None = STATUS_INTERVAL,
 ) -> None:
     """Read ``stream`` to its end, calling ``draw`` at most once per frame interval, and once
     more, exactly, at the end (also when it ends by an error or a cancellation).
 
-    While it runs, the loop is woken every 100 ms: ipykernel 7 turns Kernel → Interrupt into a
-    cancellation that a sleeping loop only notices when something else wakes it.
+    When no token has brought a frame for ``idle`` seconds, one is drawn anyway (so that a status
+    line keeps time while the server thinks); it is paced like any other. While the stream runs
+    the loop is also woken every 100 ms: ipykernel 7 turns Kernel -> Interrupt into a
+    cancellation that a sleeping loop notices only when something else wakes it.
     """
     loop = asyncio.get_running_loop()
     last = -FRAME_INTERVAL
@@ -287,29 +275,49 @@ async def follow(
         last = loop.time()
         draw(stream, False)
 
+    def schedule() -> None:
+        nonlocal pending
+        if pending is None:
+            wait = last + FRAME_INTERVAL - loop.time()
+            if wait <= 0:
+                frame()
+            else:
+                pending = loop.call_later(wait, frame)
+
     async def tick() -> None:
-        ticks_per_status = round(STATUS_INTERVAL / WAKE_INTERVAL)
-        count = 0
         while True:
             await asyncio.sleep(WAKE_INTERVAL)
-            count += 1
-            if status is not None and count % ticks_per_status == 0:
-                status(stream)
+            if idle is not None and loop.time() - last >= idle:
+                schedule()
+
+    def stop_drawing() -> None:
+        ticker.cancel()
+        if pending is not None:
+            pending.cancel()
 
     ticker = loop.create_task(tick())
     try:
         async for _delta in stream:
-            if pending is None:
-                wait = last + FRAME_INTERVAL - loop.time()
-                if wait <= 0:
-                    frame()
-                else:
-                    pending = loop.call_later(wait, frame)
-    finally:
-        ticker.cancel()
-        if pending is not None:
-            pending.cancel()
+            schedule()
+    except asyncio.CancelledError:  # an interrupt: draw now, never wait
+        stop_drawing()
         draw(stream, True)
+        raise
+    except BaseException:
+        stop_drawing()
+        await _paced(loop, last)
+        draw(stream, True)
+        raise
+    stop_drawing()
+    await _paced(loop, last)
+    draw(stream, True)
+
+
+async def _paced(loop: asyncio.AbstractEventLoop, last: float) -> None:
+    """Keep the final frame, too, within the frame rate."""
+    wait = last + FRAME_INTERVAL - loop.time()
+    if wait > 0:
+        await asyncio.sleep(wait)
 
 
 class PromptBox(anywidget.AnyWidget):
@@ -402,15 +410,7 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
             description="Stop", icon="stop", button_style="danger", disabled=True
         )
         self.model_picker = widgets.Dropdown(options=[model], value=model, description="Model")
-        self.timeout_slider = widgets.FloatSlider(
-            value=timeout,
-            min=1.0,
-            max=max(max_timeout, timeout),
-            step=1.0,
-            description="Timeout (s)",
-            readout_format=".0f",
-            style={"description_width": "initial"},
-        )
+        self.timeout_slider = timeout_slider(timeout, max_timeout)
         self.status = widgets.HTML(status_html("ready"))
         controls = widgets.HBox(
             [self.send_button, self.stop_button, self.model_picker, self.timeout_slider],
@@ -473,13 +473,18 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         self._task = self._loop.create_task(self._run(stream, turn))
 
     async def _run(self, stream: ChatStream, turn: _TurnView) -> None:
+        status_at = 0.0
+
         def draw(stream: ChatStream, final: bool) -> None:
+            nonlocal status_at
             turn.draw(stream, final)
-            if final:
+            now = time.monotonic()
+            if final or now - status_at >= STATUS_INTERVAL:
+                status_at = now
                 self._set_status(stream)
 
         try:
-            await follow(stream, draw, self._set_status)
+            await follow(stream, draw)
         except asyncio.CancelledError:
             raise
         except Exception:  # the error is shown in the status line and the turn
@@ -539,6 +544,20 @@ class _TurnView:
                 if stream.error is not None:
                     said = f"{said}: {stream.error}"
                 self.footer.value = status_html("", said)
+
+
+def timeout_slider(timeout: float, max_timeout: float) -> widgets.FloatSlider:
+    """Seconds a reply may take, counted from its request; moving it moves the deadline now."""
+    return widgets.FloatSlider(
+        value=timeout,
+        min=1.0,
+        max=max(max_timeout, timeout),
+        step=1.0,
+        description="Timeout (s)",
+        readout_format=".0f",
+        style={"description_width": "initial"},
+        tooltip="The reply's deadline, in seconds since it was asked",
+    )
 
 
 def _close(widget: Any) -> None:
