@@ -224,13 +224,13 @@ class ChatMagics(Magics):
                 stream = session.astream(prompt, **options)
                 self._live.add(stream)
                 return await self._run_as_text(args, stream)
-            from ._widgets import ChatView
-
-            view = ChatView(timeout=options["timeout"], max_timeout=self.max_timeout)
             stream = session.astream(prompt, **options)
         except JupyterStreamError as exc:  # a configuration error: the message says it all
             raise exc.with_traceback(None) from None
         self._live.add(stream)
+        from ._widgets import ChatView
+
+        view = ChatView(timeout=options["timeout"], max_timeout=self.max_timeout)
         handle = display(view.box, display_id=True)
         coroutine = self._follow(args, stream, view, handle)
         if args.background:
@@ -249,10 +249,12 @@ class ChatMagics(Magics):
         except JupyterStreamError:
             pass  # stream.error holds it; raised below, after the reply is shown
         finally:
-            data, metadata = _bundle(stream)
-            handle.update(data, metadata=metadata, raw=True)  # the widgets' place, taken over
-            view.close()
-            self._store(args, stream)
+            try:
+                data, metadata = _bundle(stream)
+                handle.update(data, metadata=metadata, raw=True)  # the widgets' place, taken
+            finally:
+                view.close()
+                self._store(args, stream)
         if interrupted:
             raise KeyboardInterrupt(f"the reply was {MARKS['interrupted']}; its text is kept")
         if stream.error is not None:

