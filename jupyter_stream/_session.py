@@ -32,10 +32,6 @@ class Turn:
     def stop_reason(self) -> StopReason | None:
         return self.stream.stop_reason
 
-    @property
-    def complete(self) -> bool:
-        return self.stream.stop_reason is StopReason.COMPLETED
-
     def messages(self) -> list[dict[str, Any]]:
         """The turn as history. A turn that ended before any answer (failed, or stopped before
         its first token) leaves nothing: two user messages in a row break some chat templates."""

@@ -109,15 +109,10 @@ class ReplyView(anywidget.AnyWidget):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._answer = BlockSplitter()
-        self._reasoning = BlockSplitter()
-        self._blocks: list[str] = []
-        self._reasoning_blocks: list[str] = []
-        self._tail = ""
-        self._reasoning_tail = ""
+        self._answer = _Growing(blocks="a", keep="tk", tail="t")
+        self._reasoning = _Growing(blocks="ra", keep="rk", tail="rt")
         self._status = ""
         self._lock = threading.Lock()
-        self.frames = 0  # messages sent
         self.on_msg(self._on_custom)
 
     def show(
@@ -127,39 +122,48 @@ class ReplyView(anywidget.AnyWidget):
         with self._lock:
             message: dict[str, Any] = {}
             if reasoning:
-                frame = self._reasoning.update(reasoning, final=final)
-                if frame.finished:
-                    self._reasoning_blocks.extend(frame.finished)
-                    message["ra"] = frame.finished
-                if frame.tail is not None:
-                    message["rk"], message["rt"] = _edit(self._reasoning_tail, frame.tail)
-                    self._reasoning_tail = frame.tail
-            frame = self._answer.update(text, final=final)
-            if frame.finished:
-                self._blocks.extend(frame.finished)
-                message["a"] = frame.finished
-            if frame.tail is not None:
-                message["tk"], message["t"] = _edit(self._tail, frame.tail)
-                self._tail = frame.tail
+                self._reasoning.advance(reasoning, final, message)
+            self._answer.advance(text, final, message)
             if status is not None and status != self._status:
                 self._status = message["s"] = status
             if message:
-                self.frames += 1
                 self.send(message)
 
     def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if isinstance(content, dict) and content.get("event") == "sync":
             with self._lock:
-                self.send(
-                    {
-                        "reset": True,
-                        "ra": self._reasoning_blocks,
-                        "rt": self._reasoning_tail,
-                        "a": self._blocks,
-                        "t": self._tail,
-                        "s": self._status,
-                    }
-                )
+                message: dict[str, Any] = {"reset": True, "s": self._status}
+                self._reasoning.snapshot(message)
+                self._answer.snapshot(message)
+                self.send(message)
+
+
+class _Growing:
+    """One growing Markdown text of a reply (the answer, or the reasoning) as its views hold
+    it, and the keys under which a frame carries its changes."""
+
+    def __init__(self, *, blocks: str, keep: str, tail: str) -> None:
+        self._splitter = BlockSplitter()
+        self._keys = (blocks, keep, tail)
+        self.blocks: list[str] = []  # the finished blocks' HTML, as sent
+        self.tail = ""  # the unfinished block's HTML, as the views have it
+
+    def advance(self, text: str, final: bool, message: dict[str, Any]) -> None:
+        """Put into ``message`` what brings the views from the last text to ``text``."""
+        blocks, keep, tail = self._keys
+        frame = self._splitter.update(text, final=final)
+        if frame.finished:
+            self.blocks.extend(frame.finished)
+            message[blocks] = frame.finished
+        if frame.tail is not None:
+            message[keep], message[tail] = _edit(self.tail, frame.tail)
+            self.tail = frame.tail
+
+    def snapshot(self, message: dict[str, Any]) -> None:
+        """Put into ``message`` all of it, for a view that starts afresh."""
+        blocks, _keep, tail = self._keys
+        message[blocks] = self.blocks
+        message[tail] = self.tail
 
 
 def _edit(old: str, new: str) -> tuple[int, str]:
@@ -393,11 +397,12 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
     ) -> None:
         from ._config import resolve_endpoint, resolve_model
 
+        self._loop_thread: int | None = None  # None: always hop with call_soon_threadsafe
         try:
             self._loop = asyncio.get_running_loop()  # a notebook cell runs on the kernel's loop
+            self._loop_thread = threading.get_ident()
         except RuntimeError:
             self._loop = private_loop()
-        self._loop_thread = _loop_thread(self._loop)
         self._options = options
         endpoint = resolve_endpoint(options.get("base_url"), options.get("api_key"))
         model = resolve_model(model, endpoint)
@@ -571,13 +576,3 @@ def _close(widget: Any) -> None:
         if isinstance(part, widgets.Widget):
             part.close()
     widget.close()
-
-
-def _loop_thread(loop: asyncio.AbstractEventLoop) -> int | None:
-    if loop.is_running():
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return None
-        return threading.get_ident()
-    return None
