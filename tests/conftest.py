@@ -84,3 +84,11 @@ def wait_for_exchanges(server: BackgroundServer, predicate: Callable[[Any], bool
     state = server.app.state.server
     with state.changed:
         assert state.changed.wait_for(lambda: predicate(state), 10), "the server never got there"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test item (the browser tests screenshot a failure)."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

@@ -1,0 +1,174 @@
+"""JupyterLab and Notebook 7, started for the tests, and Debian's Chromium driven by Playwright.
+
+The browser is ``/usr/bin/chromium`` from Debian's ``chromium`` package (the README's test
+command installs it); Playwright's own browser downloads are never used. Each server runs on
+127.0.0.1 with a random token, as root when the tests are root, in a temporary root directory
+with its own settings, workspaces and runtime directories, so that nothing of the developer's
+Jupyter setup leaks in and nothing is left behind.
+
+Nothing here sleeps to synchronise: the server is ready when it logs its URL, a cell has run
+when its prompt shows an execution count, and the page is waited on through Playwright's
+auto-waiting locators.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nbformat
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # as root, Chromium's sandbox refuses to start
+    "--disable-background-networking",  # this machine's closed network refuses those calls
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-gpu",
+    "--disable-sync",
+]
+START_TIMEOUT = 60.0  # seconds for a server to start: a guard against hangs
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def chromium_missing() -> str | None:
+    """Why the browser tests cannot run here, or None when they can."""
+    if not os.access(CHROMIUM, os.X_OK):
+        return (
+            f"Debian's Chromium is not installed at {CHROMIUM}: run "
+            "`apt-get install -y chromium` (the README's test command does it when it is missing)"
+        )
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class JupyterApp:
+    """``jupyter lab`` or ``jupyter notebook`` on 127.0.0.1 with a token, in ``root``."""
+
+    def __init__(self, app: str, root: Path, env: Mapping[str, str], name: str) -> None:
+        assert app in ("jupyterlab", "notebook")
+        self.app = app
+        self.root = root
+        self.port = free_port()
+        self.token = secrets.token_hex(16)
+        home = root.parent / f"{name}-jupyter"
+        settings = home / "lab-settings"
+        # No "get notified about official Jupyter news?" toast over the notebook.
+        notification = settings / "@jupyterlab" / "apputils-extension"
+        notification.mkdir(parents=True)
+        (notification / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False})
+        )
+        bin_dir = str(Path(sys.executable).parent)
+        env = {
+            **env,
+            # The kernel is this interpreter's: "python3" resolves through PATH.
+            "PATH": bin_dir + os.pathsep + env.get("PATH", os.defpath),
+            "JUPYTER_CONFIG_DIR": str(home / "config"),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+            "JUPYTERLAB_SETTINGS_DIR": str(settings),
+            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        }
+        self.log_path = ARTIFACTS / f"{name}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._ready = threading.Event()
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                app,
+                "--no-browser",
+                "--allow-root",
+                "--ip=127.0.0.1",
+                f"--port={self.port}",
+                "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={self.token}",
+                f"--ServerApp.root_dir={root}",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(START_TIMEOUT) or self._process.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"{app} did not start; its log: {self.log_path}")
+
+    def _read_log(self) -> None:
+        assert self._process.stdout is not None
+        with self.log_path.open("w") as log:
+            for line in self._process.stdout:
+                log.write(line)
+                log.flush()
+                if f"http://127.0.0.1:{self.port}/" in line:
+                    self._ready.set()
+        self._ready.set()  # it exited: let the waiter see that
+
+    def url(self, path: str, query: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}?{query}token={self.token}"
+
+    def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = httpx.request(
+            method,
+            f"http://127.0.0.1:{self.port}/api/{path}",
+            headers={"Authorization": f"token {self.token}"},
+            timeout=30,
+            **kwargs,
+        )
+        response.raise_for_status()
+        return response
+
+    def notebook_url(self, name: str) -> str:
+        """The notebook, alone: JupyterLab's ``reset`` drops the tabs of earlier tests."""
+        if self.app == "jupyterlab":
+            return self.url(f"lab/tree/{name}", "reset&")
+        return self.url(f"notebooks/{name}")
+
+    def write_notebook(self, name: str, cells: Sequence[str]) -> Path:
+        notebook = nbformat.v4.new_notebook()
+        notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+        notebook.metadata["kernelspec"] = {
+            "name": "python3",
+            "display_name": "Python 3 (ipykernel)",
+            "language": "python",
+        }
+        path = self.root / name
+        nbformat.write(notebook, path)
+        return path
+
+    def shutdown_kernels(self) -> None:
+        for kernel in self.api("GET", "kernels").json():
+            self.api("DELETE", f"kernels/{kernel['id']}")
+
+    def stop(self) -> None:
+        self._process.terminate()
+        try:
+            self._process.wait(15)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._reader.join(5)
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+
+
+def screenshot_path(nodeid: str) -> Path:
+    return ARTIFACTS / "screenshots" / (re.sub(r"[^\w.-]+", "_", nodeid) + ".png")
