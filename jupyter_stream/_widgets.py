@@ -425,6 +425,7 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         super().__init__([self.transcript, self.prompt, controls, self.status])
         self._stream: ChatStream | None = None
         self._task: asyncio.Task[None] | None = None
+        self._models_task: asyncio.Task[None] | None = None
         self.send_button.on_click(lambda _button: self.send(self.prompt.value))
         self.prompt.on_submit(self.send)
         self.stop_button.on_click(lambda _button: self.stop())
@@ -453,10 +454,11 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         return self._stream
 
     async def wait(self) -> None:
-        """Wait until the current turn's reply has ended (for scripts and tests)."""
-        task = self._task
-        if task is not None:
-            await asyncio.shield(task)
+        """Wait until the model picker has the server's models and the current turn's reply
+        has ended (for scripts, notebooks run headless, and tests)."""
+        for task in (self._models_task, self._task):
+            if task is not None:
+                await asyncio.shield(task)
 
     # -- on the panel's loop --------------------------------------------------------------------
 

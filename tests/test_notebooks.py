@@ -1,0 +1,314 @@
+"""The teaching notebooks in notebooks/: each is run top to bottom by nbclient, as a new user
+would run it (no endpoint, no key, no network: the embedded demo server), and its key outputs
+are checked. The notebooks run in a temporary directory, at the same time (they spend most of
+their time waiting for the demo model's 30 tokens a second), and are never written back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from conftest import ENV_VARS
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+EXPECTED = [
+    "01-quickstart",
+    "02-chat-panel",
+    "03-how-streaming-works",
+    "04-interrupting-a-stream",
+    "05-measuring",
+]
+CELL_TIMEOUT = 60  # seconds for one cell: a guard against hangs, never a timing assertion
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+pytestmark = pytest.mark.timeout(240)
+
+Notebook = Any  # nbformat.NotebookNode
+Cell = Any
+
+
+def notebook_paths() -> list[Path]:
+    return sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+# -- the notebooks as they are kept -------------------------------------------------------------
+
+
+def test_the_five_notebooks_are_there() -> None:
+    assert [path.stem for path in notebook_paths()] == EXPECTED
+
+
+@pytest.mark.parametrize("path", notebook_paths(), ids=lambda path: path.stem)
+def test_a_notebook_is_kept_with_its_outputs_cleared(path: Path) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.metadata.kernelspec.name == "python3"
+    assert notebook.metadata.language_info.name == "python"
+    first = notebook.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# "), "no title cell"
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"outputs kept in {cell.source[:60]!r}"
+            assert cell.execution_count is None, f"execution count in {cell.source[:60]!r}"
+
+
+# -- running them -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Every notebook, executed: the notebook with its outputs, or what went wrong."""
+    from nbclient import NotebookClient
+
+    # As a new user: none of the endpoint variables (clean_env is function-scoped, and this
+    # fixture is set up before it, so the kernels get their environment from here).
+    env = {name: value for name, value in os.environ.items() if name not in ENV_VARS}
+
+    async def run(path: Path) -> Any:
+        notebook = nbformat.read(path, as_version=4)
+        cwd = tmp_path_factory.mktemp(path.stem)
+        client = NotebookClient(
+            notebook,
+            timeout=CELL_TIMEOUT,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(cwd)}},
+        )
+        await client.async_execute(env=env)
+        return notebook
+
+    async def run_all() -> list[Any]:
+        paths = [NOTEBOOKS / f"{name}.ipynb" for name in EXPECTED]
+        return await asyncio.gather(*(run(path) for path in paths), return_exceptions=True)
+
+    results = asyncio.run(run_all())
+    yield dict(zip(EXPECTED, results, strict=True))
+
+
+def run(executed: dict[str, Any], name: str) -> Notebook:
+    result = executed[name]
+    if isinstance(result, BaseException):
+        raise result
+    check_errors(result)
+    return result
+
+
+def check_errors(notebook: Notebook) -> None:
+    """Only the cells tagged ``raises-exception`` fail, and those do; nothing is written to
+    stderr (a warning in a teaching notebook is a bug)."""
+    for cell in code_cells(notebook):
+        errors = [output for output in cell.outputs if output.output_type == "error"]
+        said = [o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]
+        assert not said, f"{cell.source[:60]!r} wrote to stderr: {''.join(said)[:500]}"
+        if "raises-exception" in cell.metadata.get("tags", []):
+            assert errors, f"a cell tagged raises-exception did not raise: {cell.source[:60]!r}"
+        else:
+            assert not errors, f"{cell.source[:60]!r} failed: {errors[0].ename}: {errors[0].evalue}"
+
+
+def code_cells(notebook: Notebook) -> list[Cell]:
+    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+
+
+def cell(notebook: Notebook, start: str) -> Cell:
+    """The one code cell whose source starts with ``start``."""
+    [found] = [c for c in code_cells(notebook) if c.source.startswith(start)]
+    return found
+
+
+def stdout(cell: Cell) -> str:
+    return "".join(
+        output.text
+        for output in cell.outputs
+        if output.output_type == "stream" and output.name == "stdout"
+    )
+
+
+def search(pattern: str, text: str) -> str:
+    """The first group of ``pattern``'s first match in ``text``."""
+    found = re.search(pattern, text, re.MULTILINE)
+    assert found is not None, f"{pattern!r} not in {text!r}"
+    return found[1]
+
+
+def chat_output(cell: Cell) -> Any:
+    """The output a %%chat cell leaves: one display, no widget."""
+    [output] = cell.outputs
+    assert output.output_type == "display_data"
+    assert WIDGET_VIEW not in output.data
+    return output
+
+
+def test_01_quickstart(executed: dict[str, Any]) -> None:
+    notebook = run(executed, "01-quickstart")
+    chats = [c for c in code_cells(notebook) if c.source.startswith("%%chat")]
+    facts = [chat_output(c).metadata["jupyter_stream"] for c in chats]
+    assert [fact["stop_reason"] for fact in facts] == ["length", "timeout", "length", "completed"]
+    assert [fact["model"] for fact in facts] == ["demo", "demo", "demo", "echo"]
+    assert facts[0]["tokens"] == 60
+
+    timed_out = facts[1]
+    assert 0 < timed_out["tokens"] < 2000
+    assert timed_out["elapsed"] == pytest.approx(2, abs=1)
+    assert chat_output(chats[1]).data["text/plain"].endswith("\n[stopped: the time limit passed]")
+
+    history = stdout(cell(notebook, "%chat history"))
+    assert "[1] you: Explain server-sent events in one paragraph." in history
+    assert "[2] you: Now write a long essay about rivers." in history
+    assert "[stopped: the time limit passed]" in history
+    assert "[3] you: Can you say that in one sentence?" in history
+    assert "[4]" not in history
+
+    [said] = cell(notebook, "said").outputs
+    assert said.data["text/plain"] == "'Tell me about server-sent events, briefly.'"
+
+
+def test_02_chat_panel(executed: dict[str, Any]) -> None:
+    notebook = run(executed, "02-chat-panel")
+    [shown] = cell(notebook, "from jupyter_stream import ChatPanel").outputs
+    assert WIDGET_VIEW in shown.data
+
+    stopped = stdout(cell(notebook, "import asyncio"))
+    assert stopped.startswith("stop reason: stopped\n")
+    tokens = int(search(r"^tokens: (\d+)$", stopped))
+    assert 20 <= tokens < 200  # stopped after the status line counted 20, long before the end
+
+    timed_out = stdout(cell(notebook, "panel.timeout_slider.value = 2"))
+    assert re.fullmatch(r"stop reason: timeout, after \d+\.\d s\n", timed_out)
+
+    echoed = stdout(cell(notebook, "print(panel.model_picker.options)"))
+    assert echoed == (
+        "('demo', 'echo')\nstop reason: completed, answer: 'Thank you, that is all for now.'\n"
+    )
+
+    turns = stdout(cell(notebook, "for turn in panel.session.turns")).splitlines()
+    assert [line.split()[0] for line in turns] == ["stopped", "timeout", "completed"]
+
+    messages = stdout(cell(notebook, "for message in panel.session.messages()")).splitlines()
+    assert [line.split(":")[0].strip() for line in messages] == ["user", "assistant"] * 3
+
+
+def test_03_how_streaming_works(executed: dict[str, Any]) -> None:
+    notebook = run(executed, "03-how-streaming-works")
+    raw = stdout(cell(notebook, "request = {"))
+    assert raw.startswith("HTTP/1.1 200 OK\n")
+    for header in (
+        "content-type: text/event-stream; charset=utf-8",
+        "cache-control: no-cache",
+        "x-accel-buffering: no",
+        "transfer-encoding: chunked",
+    ):
+        assert f"\n{header}\n" in raw
+    assert '\nb\'data: {"id":' in raw
+    assert raw.rstrip().endswith("data: [DONE]\\n\\n'")
+
+    decoded = stdout(cell(notebook, "from jupyter_stream.sse import SSEDecoder"))
+    assert decoded == (
+        "ServerSentEvent(event='greeting', data='Hello,\\nworld!', id='1', retry=None)\n"
+        "ServerSentEvent(event='message', data='an event with no id of its own keeps the last "
+        "one', id='1', retry=None)\n"
+        "ServerSentEvent(event='message', data='[DONE]', id='1', retry=None)\n"
+        "retry: 3000 ms; last event id: '1'\n"
+    )
+    assert stdout(cell(notebook, "one_byte_at_a_time")) == "True\n"
+
+    chunks = stdout(cell(notebook, "decoder = SSEDecoder()")).splitlines()
+    assert chunks[0] == "delta {'role': 'assistant', 'content': ''}, finish_reason None"
+    assert len([line for line in chunks if line.startswith("delta {'content'")]) == 6
+    assert chunks[-3:] == [
+        "delta {}, finish_reason length",
+        "usage {'prompt_tokens': 14, 'completion_tokens': 6, 'total_tokens': 20}",
+        "[DONE]",
+    ]
+
+    events = stdout(cell(notebook, "server_root =")).splitlines()
+    assert [search(r"id='(\d+)'", line) for line in events] == ["0", "1", "2", "2"]
+    assert events[-1] == "ServerSentEvent(event='done', data='[DONE]', id='2', retry=None)"
+    resumed = stdout(cell(notebook, "show_events(headers=")).splitlines()
+    assert resumed[0] == "ServerSentEvent(event='message', data='.', id='2', retry=None)"
+
+    relayed = stdout(cell(notebook, "from jupyter_stream.server import BackgroundServer"))
+    for header in (
+        "content-type: text/event-stream; charset=utf-8",
+        "cache-control: no-cache",
+        "x-accel-buffering: no",
+        "content-encoding: None",
+    ):
+        assert f"\n{header}\n" in relayed
+    # Through the relay the tokens arrive one by one, spread over time, not all at the end.
+    rows = re.findall(r"^\s*([\d.]+) ms\s+\d+ bytes\s+\[(.*)\]$", relayed, re.MULTILINE)
+    tokens = [float(at) for at, said in rows if "(no text)" not in said and "(usage)" not in said]
+    assert len(tokens) >= 5, relayed
+    assert tokens[-1] - tokens[0] >= 150, relayed  # 10 tokens at 30 tokens/s: about 300 ms
+    assert rows[-1][1].endswith("'[DONE]'")
+
+    assert stdout(cell(notebook, "start = time.perf_counter()")).endswith(" bytes, all at once\n")
+
+
+def report(cell: Cell) -> tuple[str, int | None, int]:
+    """The stop reason, deltas iterated and characters kept, as the notebook's report() says."""
+    said = re.search(
+        r"stop reason: (\w+); (?:(\d+) deltas iterated, )?(\d+) characters kept", stdout(cell)
+    )
+    assert said is not None, stdout(cell)
+    deltas = int(said[2]) if said[2] is not None else None
+    return said[1], deltas, int(said[3])
+
+
+def test_04_interrupting_a_stream(executed: dict[str, Any]) -> None:
+    notebook = run(executed, "04-interrupting-a-stream")
+    reason, deltas, kept = report(
+        cell(notebook, 'deltas = 0\nasync with astream_chat("Tell me about rivers')
+    )
+    assert (reason, deltas) == ("stopped", 15) and kept > 0
+    assert stdout(cell(notebook, "stream.close()\nstream.close(")) == "stopped\n"
+
+    lakes = cell(notebook, 'async with astream_chat("Tell me about lakes.')
+    reason, _, kept = report(lakes)
+    assert reason == "timeout" and kept > 0
+    elapsed = float(search(r"elapsed: ([\d.]+) s", stdout(lakes)))
+    assert elapsed == pytest.approx(1.5, abs=0.5)
+
+    reason, deltas, kept = report(
+        cell(notebook, 'deltas = 0\nasync with astream_chat("Tell me about seas')
+    )
+    assert (reason, deltas) == ("timeout", 10) and kept > 0
+
+    cancelled = cell(notebook, 'stream = astream_chat("Tell me about glaciers.')
+    assert stdout(cancelled).startswith("task cancelled: True\n")
+    reason, _, kept = report(cancelled)
+    assert reason == "interrupted" and kept > 0
+
+    signalled = cell(notebook, "import os\nimport signal")
+    [error] = [output for output in signalled.outputs if output.output_type == "error"]
+    assert error.ename == "CancelledError"
+    reason, deltas, kept = report(cell(notebook, "report(stream, deltas)"))
+    assert reason == "interrupted" and deltas is not None and deltas >= 10 and kept > 0
+
+    reason, deltas, kept = report(cell(notebook, "import threading"))
+    assert reason == "stopped" and deltas is not None and 0 < deltas < 300 and kept > 0
+
+    failed = stdout(cell(notebook, "from jupyter_stream import JupyterStreamError"))
+    assert failed.startswith("raised: NotFoundError\nstop reason: error\nstream.error: 404 ")
+    assert "model 'no-such-model' not found" in failed
+
+
+def test_05_measuring(executed: dict[str, Any]) -> None:
+    notebook = run(executed, "05-measuring")
+    assert "['demo', 'echo']" in stdout(cell(notebook, "%matplotlib inline"))
+
+    measured = stdout(cell(notebook, "MAX_TOKENS = 90"))
+    assert "stop reason:         stopped\n" in measured
+    assert "deltas received:     45\n" in measured
+    ttft = float(search(r"time to first token: ([\d.]+) s", measured))
+    assert 0.2 <= ttft < 5  # the demo model's first token comes after 0.2 s
+    rate = float(search(r"tokens per second:\s+([\d.]+)", measured))
+    assert 10 < rate < 90  # the demo model's pace is 30 tokens/s
+
+    [figure] = [o for o in cell(notebook, "first = arrivals[0]").outputs if "data" in o]
+    assert figure.data["image/png"]
