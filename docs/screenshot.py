@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from browser_harness import CHROMIUM, CHROMIUM_ARGS, JupyterApp  # noqa: E402
+from conftest import ENV_VARS  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 from jupyter_stream.server import BackgroundServer, ServerConfig  # noqa: E402
@@ -33,7 +34,8 @@ def main() -> None:
     ):
         root = Path(tmp) / "root"
         root.mkdir()
-        env = dict(os.environ, JUPYTER_STREAM_BASE_URL=server.base_url, JUPYTER_STREAM_MODEL="demo")
+        env = {name: value for name, value in os.environ.items() if name not in ENV_VARS}
+        env |= {"JUPYTER_STREAM_BASE_URL": server.base_url, "JUPYTER_STREAM_MODEL": "demo"}
         app = JupyterApp("jupyterlab", root, env, "screenshot")
         try:
             app.write_notebook("chat.ipynb", ["%load_ext jupyter_stream", f"%%chat\n{PROMPT}"])

@@ -339,8 +339,12 @@ class PromptBox(anywidget.AnyWidget):
       area.value = model.get("value");
       const sync = () => { model.set("value", area.value); model.save_changes(); };
       area.addEventListener("change", sync);
+      // Keys typed here are text, not notebook shortcuts (Shift+Enter would run the cell, "a"
+      // add one): Lumino matches no shortcut under this attribute, whether it listens in the
+      // capture phase (Notebook 7) or the bubbling one (JupyterLab, where stopping will do).
+      area.setAttribute("data-lm-suppress-shortcuts", "true");
       area.addEventListener("keydown", (event) => {
-        event.stopPropagation();  // JupyterLab's own Shift+Enter would run the cell
+        event.stopPropagation();
         if (event.key === "Enter" && event.shiftKey) {
           event.preventDefault();
           const text = area.value;

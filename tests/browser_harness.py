@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -36,9 +37,14 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-gpu",
     "--disable-sync",
+    "--disable-dev-shm-usage",  # a container's small /dev/shm crashes renderers now and then
 ]
 START_TIMEOUT = 60.0  # seconds for a server to start: a guard against hangs
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
 def chromium_missing() -> str | None:
@@ -70,7 +76,7 @@ class JupyterApp:
         settings = home / "lab-settings"
         # No "get notified about official Jupyter news?" toast over the notebook.
         notification = settings / "@jupyterlab" / "apputils-extension"
-        notification.mkdir(parents=True)
+        notification.mkdir(parents=True, exist_ok=True)
         (notification / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False})
         )
@@ -86,7 +92,8 @@ class JupyterApp:
         }
         self.log_path = ARTIFACTS / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._ready = threading.Event()
+        self._ready = threading.Event()  # it logged its URL
+        self._exited = threading.Event()  # its output ended
         self._process = subprocess.Popen(
             [
                 sys.executable,
@@ -105,10 +112,11 @@ class JupyterApp:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # stop() ends it and its kernels together
         )
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
-        if not self._ready.wait(START_TIMEOUT) or self._process.poll() is not None:
+        if not self._ready.wait(START_TIMEOUT) or self._exited.is_set():
             self.stop()
             raise RuntimeError(f"{app} did not start; its log: {self.log_path}")
 
@@ -120,7 +128,8 @@ class JupyterApp:
                 log.flush()
                 if f"http://127.0.0.1:{self.port}/" in line:
                     self._ready.set()
-        self._ready.set()  # it exited: let the waiter see that
+        self._exited.set()
+        self._ready.set()  # let a waiter see it
 
     def url(self, path: str, query: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/{path}?{query}token={self.token}"
@@ -137,10 +146,18 @@ class JupyterApp:
         return response
 
     def notebook_url(self, name: str) -> str:
-        """The notebook, alone: JupyterLab's ``reset`` drops the tabs of earlier tests."""
+        """The notebook, alone: in JupyterLab, in a workspace of its own, so that no tab of an
+        earlier test is restored beside it (with a kernel of its own)."""
         if self.app == "jupyterlab":
-            return self.url(f"lab/tree/{name}", "reset&")
+            return self.url(f"lab/workspaces/{Path(name).stem}/tree/{name}")
         return self.url(f"notebooks/{name}")
+
+    def kernel_of(self, name: str) -> str | None:
+        """The id of the kernel of the notebook ``name``'s session, if it has one yet."""
+        for session in self.api("GET", "sessions").json():
+            if session["path"] == name and session.get("kernel"):
+                return str(session["kernel"]["id"])
+        return None
 
     def write_notebook(self, name: str, cells: Sequence[str]) -> Path:
         notebook = nbformat.v4.new_notebook()
@@ -159,13 +176,18 @@ class JupyterApp:
             self.api("DELETE", f"kernels/{kernel['id']}")
 
     def stop(self) -> None:
+        """Stop the server; its kernels go with it (SIGKILL to the group if it lingers)."""
         self._process.terminate()
         try:
             self._process.wait(15)
         except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._reader.join(5)
+            pass
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)  # kernels it left, if any
+        except ProcessLookupError:
+            pass
+        self._process.wait()
+        self._reader.join()  # the pipe's writers are all gone: its output ends
         if self._process.stdout is not None:
             self._process.stdout.close()
 

@@ -1,7 +1,8 @@
 """The teaching notebooks in notebooks/: each is run top to bottom by nbclient, as a new user
 would run it (no endpoint, no key, no network: the embedded demo server), and its key outputs
-are checked. The notebooks run in a temporary directory, at the same time (they spend most of
-their time waiting for the demo model's 30 tokens a second), and are never written back."""
+are checked. The notebooks run in a temporary directory, two at a time (they spend most of their
+time waiting for the demo model's 30 tokens a second), and are never written back. What is
+checked never depends on how fast the machine is: stop reasons and counts, not durations."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ Cell = Any
 
 
 def notebook_paths() -> list[Path]:
-    return sorted(NOTEBOOKS.glob("*.ipynb"))
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]-*.ipynb"))
 
 
 # -- the notebooks as they are kept -------------------------------------------------------------
@@ -69,6 +70,11 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     # As a new user: none of the endpoint variables (clean_env is function-scoped, and this
     # fixture is set up before it, so the kernels get their environment from here).
     env = {name: value for name, value in os.environ.items() if name not in ENV_VARS}
+    # matplotlib builds its font cache once per machine, and says so on stderr if that is slow:
+    # build it here, not in a notebook.
+    import matplotlib.font_manager  # noqa: F401
+
+    running = asyncio.Semaphore(2)
 
     async def run(path: Path) -> Any:
         notebook = nbformat.read(path, as_version=4)
@@ -79,7 +85,8 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             kernel_name="python3",
             resources={"metadata": {"path": str(cwd)}},
         )
-        await client.async_execute(env=env)
+        async with running:
+            await client.async_execute(env=env)
         return notebook
 
     async def run_all() -> list[Any]:
@@ -154,7 +161,6 @@ def test_01_quickstart(executed: dict[str, Any]) -> None:
 
     timed_out = facts[1]
     assert 0 < timed_out["tokens"] < 2000
-    assert timed_out["elapsed"] == pytest.approx(2, abs=1)
     assert chat_output(chats[1]).data["text/plain"].endswith("\n[stopped: the time limit passed]")
 
     history = stdout(cell(notebook, "%chat history"))
@@ -176,7 +182,7 @@ def test_02_chat_panel(executed: dict[str, Any]) -> None:
     stopped = stdout(cell(notebook, "import asyncio"))
     assert stopped.startswith("stop reason: stopped\n")
     tokens = int(search(r"^tokens: (\d+)$", stopped))
-    assert 20 <= tokens < 200  # stopped after the status line counted 20, long before the end
+    assert tokens >= 20  # stopped once the status line had counted 20, before its end
 
     timed_out = stdout(cell(notebook, "panel.timeout_slider.value = 2"))
     assert re.fullmatch(r"stop reason: timeout, after \d+\.\d s\n", timed_out)
@@ -243,8 +249,9 @@ def test_03_how_streaming_works(executed: dict[str, Any]) -> None:
     # Through the relay the tokens arrive one by one, spread over time, not all at the end.
     rows = re.findall(r"^\s*([\d.]+) ms\s+\d+ bytes\s+\[(.*)\]$", relayed, re.MULTILINE)
     tokens = [float(at) for at, said in rows if "(no text)" not in said and "(usage)" not in said]
-    assert len(tokens) >= 5, relayed
-    assert tokens[-1] - tokens[0] >= 150, relayed  # 10 tokens at 30 tokens/s: about 300 ms
+    assert len(tokens) >= 2, relayed
+    # 10 tokens paced at 30 tokens/s take 300 ms: a relay that held them would show no spread.
+    assert tokens[-1] - tokens[0] >= 150, relayed
     assert rows[-1][1].endswith("'[DONE]'")
 
     assert stdout(cell(notebook, "start = time.perf_counter()")).endswith(" bytes, all at once\n")
@@ -271,8 +278,6 @@ def test_04_interrupting_a_stream(executed: dict[str, Any]) -> None:
     lakes = cell(notebook, 'async with astream_chat("Tell me about lakes.')
     reason, _, kept = report(lakes)
     assert reason == "timeout" and kept > 0
-    elapsed = float(search(r"elapsed: ([\d.]+) s", stdout(lakes)))
-    assert elapsed == pytest.approx(1.5, abs=0.5)
 
     reason, deltas, kept = report(
         cell(notebook, 'deltas = 0\nasync with astream_chat("Tell me about seas')
@@ -291,7 +296,7 @@ def test_04_interrupting_a_stream(executed: dict[str, Any]) -> None:
     assert reason == "interrupted" and deltas is not None and deltas >= 10 and kept > 0
 
     reason, deltas, kept = report(cell(notebook, "import threading"))
-    assert reason == "stopped" and deltas is not None and 0 < deltas < 300 and kept > 0
+    assert reason == "stopped" and deltas is not None and 10 <= deltas < 300 and kept > 0
 
     failed = stdout(cell(notebook, "from jupyter_stream import JupyterStreamError"))
     assert failed.startswith("raised: NotFoundError\nstop reason: error\nstream.error: 404 ")
@@ -306,9 +311,8 @@ def test_05_measuring(executed: dict[str, Any]) -> None:
     assert "stop reason:         stopped\n" in measured
     assert "deltas received:     45\n" in measured
     ttft = float(search(r"time to first token: ([\d.]+) s", measured))
-    assert 0.2 <= ttft < 5  # the demo model's first token comes after 0.2 s
-    rate = float(search(r"tokens per second:\s+([\d.]+)", measured))
-    assert 10 < rate < 90  # the demo model's pace is 30 tokens/s
+    assert ttft >= 0.2  # the demo model's first token comes after 0.2 s
+    assert float(search(r"tokens per second:\s+([\d.]+)", measured)) > 0
 
     [figure] = [o for o in cell(notebook, "first = arrivals[0]").outputs if "data" in o]
     assert figure.data["image/png"]
