@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from browser_harness import CHROMIUM, CHROMIUM_ARGS, JupyterApp  # noqa: E402
+from browser_harness import CHROMIUM, CHROMIUM_ARGS, JupyterApp, Notebook  # noqa: E402
 from conftest import ENV_VARS  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
@@ -27,6 +27,7 @@ PROMPT = "Explain server-sent events to a new colleague."
 
 
 def main() -> None:
+    expect.set_options(timeout=30_000)  # starting JupyterLab and a kernel: a guard, not a test
     out = HERE / "streaming-cell.png"
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -38,26 +39,23 @@ def main() -> None:
         env |= {"JUPYTER_STREAM_BASE_URL": server.base_url, "JUPYTER_STREAM_MODEL": "demo"}
         app = JupyterApp("jupyterlab", root, env, "screenshot")
         try:
-            app.write_notebook("chat.ipynb", ["%load_ext jupyter_stream", f"%%chat\n{PROMPT}"])
             with sync_playwright() as driver:
                 browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1100, "height": 640})
-                with page.expect_websocket(lambda socket: "/api/kernels/" in socket.url):
-                    page.goto(app.notebook_url("chat.ipynb"))
-                cells = page.locator(".jp-NotebookPanel:visible .jp-Cell")
-                for index in (0, 1):
-                    prompt = cells.nth(index).locator(".jp-InputPrompt")
-                    prompt.click()
-                    page.keyboard.press("Control+Enter")
-                    expect(prompt).not_to_have_text("[ ]:")
-                answer = cells.nth(1).locator(".jupyter-stream-answer")
+                notebook = Notebook(
+                    page, app, "chat.ipynb", ["%load_ext jupyter_stream", f"%%chat\n{PROMPT}"]
+                )
+                notebook.run_and_wait(0)
+                cell = notebook.run(1)
+                answer = cell.locator(".jupyter-stream-answer")
                 page.wait_for_function(
                     "node => node.textContent.length > 600", arg=answer.element_handle()
                 )
-                cells.nth(1).get_by_role("button", name="Stop").hover()
+                stop = cell.get_by_role("button", name="Stop")
+                stop.hover()
                 page.locator(".jp-NotebookPanel:visible").screenshot(path=str(out))
-                cells.nth(1).get_by_role("button", name="Stop").click()
-                expect(cells.nth(1).locator(".jupyter-stream-status")).to_contain_text("stopped")
+                stop.click()
+                expect(cell.locator(".jupyter-stream-status")).to_contain_text("stopped")
                 browser.close()
         finally:
             app.stop()

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 import nbformat
+from playwright.sync_api import Locator, Page, WebSocket, expect
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -39,6 +40,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",  # a container's small /dev/shm crashes renderers now and then
 ]
+RAN = re.compile(r"\[\d+\]:")  # a cell's prompt once it has run
 START_TIMEOUT = 60.0  # seconds for a server to start: a guard against hangs
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -194,3 +196,40 @@ class JupyterApp:
 
 def screenshot_path(nodeid: str) -> Path:
     return ARTIFACTS / "screenshots" / (re.sub(r"[^\w.-]+", "_", nodeid) + ".png")
+
+
+class Notebook:
+    """A notebook written into ``app``'s root and opened in ``page``, its kernel connected."""
+
+    def __init__(self, page: Page, app: JupyterApp, name: str, cells: list[str]) -> None:
+        self.page = page
+        self.app = app
+        self.name = name
+        self.path = app.write_notebook(name, cells)
+
+        # A cell run before the page has a kernel connection is dropped (and the execution
+        # indicator says "idle" before there is a kernel): wait for this notebook's kernel's
+        # websocket.
+        def to_its_kernel(socket: WebSocket) -> bool:
+            kernel = app.kernel_of(name)
+            return kernel is not None and f"/api/kernels/{kernel}/" in socket.url
+
+        with page.expect_websocket(to_its_kernel):
+            page.goto(app.notebook_url(name))
+        self.cells = page.locator(".jp-NotebookPanel:visible .jp-Cell")
+        expect(self.cells).to_have_count(len(cells))
+
+    def cell(self, index: int) -> Locator:
+        return self.cells.nth(index)
+
+    def run(self, index: int) -> Locator:
+        """Run one cell as a user does: select it, Ctrl+Enter (run, and stay on it)."""
+        cell = self.cell(index)
+        cell.locator(".jp-InputPrompt").click()
+        self.page.keyboard.press("Control+Enter")
+        return cell
+
+    def run_and_wait(self, index: int) -> Locator:
+        cell = self.run(index)
+        expect(cell.locator(".jp-InputPrompt")).to_have_text(RAN)
+        return cell

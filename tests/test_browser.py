@@ -10,7 +10,6 @@ test-artifacts/.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,15 @@ import pytest
 from browser_harness import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    RAN,
     JupyterApp,
+    Notebook,
     chromium_missing,
     in_ci,
     screenshot_path,
 )
 from conftest import ENV_VARS, wait_for_exchanges
-from playwright.sync_api import Browser, Locator, Page, WebSocket, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from jupyter_stream.server import BackgroundServer, ServerConfig
 
@@ -33,7 +34,6 @@ WAIT = 30_000  # ms: a guard against hangs (starting a kernel, a whole reply), n
 pytestmark = pytest.mark.timeout(180)
 expect.set_options(timeout=WAIT)
 LONG = "--max-tokens 20000"  # a reply that would take many minutes: it must be stopped
-RAN = re.compile(r"\[\d+\]:")  # a cell's prompt once it has run
 
 
 @pytest.fixture(scope="module")
@@ -104,41 +104,6 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
 
 
 # -- driving a notebook ---------------------------------------------------------------------------
-
-
-class Notebook:
-    def __init__(self, page: Page, app: JupyterApp, name: str, cells: list[str]) -> None:
-        self.page = page
-        self.app = app
-        self.name = name
-        self.path = app.write_notebook(name, cells)
-
-        # A cell run before the page has a kernel connection is dropped (and the execution
-        # indicator says "idle" before there is a kernel): wait for this notebook's kernel's
-        # websocket.
-        def to_its_kernel(socket: WebSocket) -> bool:
-            kernel = app.kernel_of(name)
-            return kernel is not None and f"/api/kernels/{kernel}/" in socket.url
-
-        with page.expect_websocket(to_its_kernel):
-            page.goto(app.notebook_url(name))
-        self.cells = page.locator(".jp-NotebookPanel:visible .jp-Cell")
-        expect(self.cells).to_have_count(len(cells))
-
-    def cell(self, index: int) -> Locator:
-        return self.cells.nth(index)
-
-    def run(self, index: int) -> Locator:
-        """Run one cell as a user does: select it, Ctrl+Enter (run, and stay on it)."""
-        cell = self.cell(index)
-        cell.locator(".jp-InputPrompt").click()
-        self.page.keyboard.press("Control+Enter")
-        return cell
-
-    def run_and_wait(self, index: int) -> Locator:
-        cell = self.run(index)
-        expect(cell.locator(".jp-InputPrompt")).to_have_text(RAN)
-        return cell
 
 
 def text_length(locator: Locator) -> int:
