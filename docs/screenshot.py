@@ -9,7 +9,6 @@ our server's demo model at 20 tokens/s. The picture is taken once the reply has 
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -18,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from browser_harness import CHROMIUM, CHROMIUM_ARGS, JupyterApp, Notebook  # noqa: E402
-from conftest import ENV_VARS  # noqa: E402
+from conftest import user_env  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 from jupyter_stream.server import BackgroundServer, ServerConfig  # noqa: E402
@@ -35,8 +34,7 @@ def main() -> None:
     ):
         root = Path(tmp) / "root"
         root.mkdir()
-        env = {name: value for name, value in os.environ.items() if name not in ENV_VARS}
-        env |= {"JUPYTER_STREAM_BASE_URL": server.base_url, "JUPYTER_STREAM_MODEL": "demo"}
+        env = user_env(JUPYTER_STREAM_BASE_URL=server.base_url, JUPYTER_STREAM_MODEL="demo")
         app = JupyterApp("jupyterlab", root, env, "screenshot")
         try:
             with sync_playwright() as driver:

@@ -133,8 +133,8 @@ class JupyterApp:
         self._exited.set()
         self._ready.set()  # let a waiter see it
 
-    def url(self, path: str, query: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}/{path}?{query}token={self.token}"
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}?token={self.token}"
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = httpx.request(
@@ -203,8 +203,6 @@ class Notebook:
 
     def __init__(self, page: Page, app: JupyterApp, name: str, cells: list[str]) -> None:
         self.page = page
-        self.app = app
-        self.name = name
         self.path = app.write_notebook(name, cells)
 
         # A cell run before the page has a kernel connection is dropped (and the execution

@@ -86,6 +86,25 @@ def wait_for_exchanges(server: BackgroundServer, predicate: Callable[[Any], bool
         assert state.changed.wait_for(lambda: predicate(state), 10), "the server never got there"
 
 
+def ended(server: BackgroundServer) -> list[dict[str, Any]]:
+    """The server's log of the exchanges it has ended, oldest first."""
+    return list(server.app.state.server.ended)
+
+
+def ended_since(server: BackgroundServer, before: int) -> list[dict[str, Any]]:
+    """The exchanges the server ended since it had ended ``before``, once there is one (a
+    client can see its stream end before the server's thread has logged it)."""
+    wait_for_exchanges(server, lambda state: len(state.ended) > before)
+    return ended(server)[before:]
+
+
+def user_env(**settings: str) -> dict[str, str]:
+    """This process's environment for a child (a kernel, a Jupyter server) as a new user's:
+    none of the developer's endpoint variables, plus ``settings``."""
+    env = {name: value for name, value in os.environ.items() if name not in ENV_VARS}
+    return env | settings
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Keep each phase's report on the test item (the browser tests screenshot a failure)."""

@@ -9,10 +9,7 @@ test-artifacts/.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from browser_harness import (
@@ -25,7 +22,7 @@ from browser_harness import (
     in_ci,
     screenshot_path,
 )
-from conftest import ENV_VARS, wait_for_exchanges
+from conftest import ended, ended_since, user_env
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from jupyter_stream.server import BackgroundServer, ServerConfig
@@ -61,8 +58,7 @@ def browser() -> Iterator[Browser]:
 def start_app(
     app: str, name: str, paced: BackgroundServer, tmp_path_factory: pytest.TempPathFactory
 ) -> JupyterApp:
-    env = {key: value for key, value in os.environ.items() if key not in ENV_VARS}
-    env |= {"JUPYTER_STREAM_BASE_URL": paced.base_url, "JUPYTER_STREAM_MODEL": "demo"}
+    env = user_env(JUPYTER_STREAM_BASE_URL=paced.base_url, JUPYTER_STREAM_MODEL="demo")
     return JupyterApp(app, tmp_path_factory.mktemp(name), env, name)
 
 
@@ -120,17 +116,6 @@ def watch_growth(page: Page, answer: Locator, observations: int) -> list[int]:
         )
         lengths.append(text_length(answer))
     return lengths
-
-
-def ended(server: BackgroundServer) -> list[dict[str, Any]]:
-    return list(server.app.state.server.ended)
-
-
-def ended_since(server: BackgroundServer, before: int) -> list[dict[str, Any]]:
-    """The exchanges the server ended since it had ended ``before`` (waiting for one: the
-    browser can show "stopped" before the server's thread has logged the disconnect)."""
-    wait_for_exchanges(server, lambda state: len(state.ended) > before)
-    return ended(server)[before:]
 
 
 # -- the tests ------------------------------------------------------------------------------------
@@ -233,9 +218,7 @@ def send_and_stop_in_a_panel(page: Page, app: JupyterApp, paced: BackgroundServe
     expect(notebook.cells).to_have_count(1)  # Shift+Enter did not move on or add a cell
 
 
-def test_the_reply_survives_save_kernel_shutdown_and_reload(
-    page: Page, lab: JupyterApp, tmp_path: Path
-) -> None:
+def test_the_reply_survives_save_kernel_shutdown_and_reload(page: Page, lab: JupyterApp) -> None:
     notebook = Notebook(
         page,
         lab,

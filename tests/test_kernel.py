@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ENV_VARS
+from conftest import ENV_VARS, ended, ended_since
 from kernel_harness import Execution, Kernel, Message, comm_id_of, reply_view_id
 
 from jupyter_stream.server import BackgroundServer, ServerConfig
@@ -70,17 +70,6 @@ def after_frames(count: int, act: Any) -> Any:
     return hook
 
 
-def ended(server: BackgroundServer) -> list[dict[str, Any]]:
-    return list(server.app.state.server.ended)
-
-
-def wait_disconnected(server: BackgroundServer, before: int) -> dict[str, Any]:
-    state = server.app.state.server
-    with state.changed:
-        assert state.changed.wait_for(lambda: len(state.ended) > before, 10)
-    return ended(server)[-1]
-
-
 def test_a_chat_cell_streams_in_frames_then_leaves_an_ordinary_output(
     kernel: Kernel, paced: BackgroundServer
 ) -> None:
@@ -133,7 +122,7 @@ def test_stop_clicked_mid_stream_ends_the_cell_with_the_partial_reply(
         "Tell me everything.", facts["tokens"]
     )
     assert "*[stopped by the user]*" in final["data"]["text/markdown"]
-    assert wait_disconnected(paced, before)["end"] == "client disconnected"
+    assert ended_since(paced, before)[-1]["end"] == "client disconnected"
 
 
 def test_moving_the_slider_below_the_elapsed_time_ends_with_timeout(
@@ -152,7 +141,7 @@ def test_moving_the_slider_below_the_elapsed_time_ends_with_timeout(
     assert facts["stop_reason"] == "timeout"
     assert facts["tokens"] < 20000
     assert execution.final["data"]["text/plain"].endswith("[stopped: the time limit passed]")
-    assert wait_disconnected(paced, before)["end"] == "client disconnected"
+    assert ended_since(paced, before)[-1]["end"] == "client disconnected"
 
 
 def test_interrupt_keeps_the_partial_reply_and_raises_keyboard_interrupt(
@@ -168,7 +157,7 @@ def test_interrupt_keeps_the_partial_reply_and_raises_keyboard_interrupt(
     assert final["metadata"]["jupyter_stream"]["stop_reason"] == "interrupted"
     assert final["data"]["text/plain"].endswith("\n[interrupted]")
     assert len(final["data"]["text/plain"]) > len("\n[interrupted]")
-    assert wait_disconnected(paced, before)["end"] == "client disconnected"
+    assert ended_since(paced, before)[-1]["end"] == "client disconnected"
     assert kernel.ok("print('still alive')").stdout() == "still alive\n"
 
 

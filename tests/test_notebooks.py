@@ -7,7 +7,6 @@ checked never depends on how fast the machine is: stop reasons and counts, not d
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import ENV_VARS
+from conftest import user_env
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = [
@@ -69,7 +68,7 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
 
     # As a new user: none of the endpoint variables (clean_env is function-scoped, and this
     # fixture is set up before it, so the kernels get their environment from here).
-    env = {name: value for name, value in os.environ.items() if name not in ENV_VARS}
+    env = user_env()
     # matplotlib builds its font cache once per machine, and says so on stderr if that is slow:
     # build it here, not in a notebook.
     import matplotlib.font_manager  # noqa: F401
