@@ -20,11 +20,14 @@ from ._exceptions import (
     ProtocolError,
     RateLimitError,
     ServerError,
+    StreamLimitError,
     StreamTimeout,
     TruncatedStreamError,
 )
 from ._models import alist_models, list_models
+from ._moderation import RuleMatch, StopOn, stop_on
 from ._protocol import Reply, ToolCall
+from ._registry import StreamRegistry, registry
 from ._session import ChatSession, Turn
 from ._stream import ChatStream, StopReason, StreamStats, astream_chat, stream_chat
 from .sse import ServerSentEvent, SSEDecoder
@@ -71,10 +74,14 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "Reply",
+    "RuleMatch",
     "SSEDecoder",
     "ServerError",
     "ServerSentEvent",
+    "StopOn",
     "StopReason",
+    "StreamLimitError",
+    "StreamRegistry",
     "StreamStats",
     "StreamTimeout",
     "ToolCall",
@@ -84,6 +91,8 @@ __all__ = [
     "astream_chat",
     "list_models",
     "load_ipython_extension",
+    "registry",
+    "stop_on",
     "stream_chat",
     "unload_ipython_extension",
 ]

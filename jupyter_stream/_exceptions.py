@@ -8,6 +8,7 @@ No message, repr or traceback text ever contains an API key.
     ├── ConfigurationError        bad option or environment value
     ├── ConnectError              the server could not be reached (names host:port)
     ├── StreamTimeout             connect timeout (a deadline that ends a stream is a stop reason)
+    ├── StreamLimitError          refused: max_concurrent streams already run (when_full="refuse")
     ├── HTTPStatusError           the server answered with a 4xx or 5xx status
     │   ├── BadRequestError       400, 422: the server rejected the request
     │   ├── AuthenticationError   401, 403: names the key variable and base URL, never the key
@@ -43,6 +44,7 @@ __all__ = [
     "ProtocolError",
     "RateLimitError",
     "ServerError",
+    "StreamLimitError",
     "StreamTimeout",
     "TruncatedStreamError",
     "exception_chain",
@@ -81,6 +83,11 @@ class ConnectError(JupyterStreamError):
 
 class StreamTimeout(JupyterStreamError):
     """The server did not accept the connection or answer in time."""
+
+
+class StreamLimitError(JupyterStreamError):
+    """The registry's ``max_concurrent`` streams already run, and ``when_full`` is
+    ``"refuse"``."""
 
 
 class HTTPStatusError(JupyterStreamError):

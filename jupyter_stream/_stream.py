@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
 import random
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -40,6 +42,7 @@ from ._exceptions import (
     TruncatedStreamError,
 )
 from ._loop import private_loop
+from ._moderation import RuleMatch, StopWhen, Watch, make_watch
 from ._protocol import (
     Chunk,
     Reply,
@@ -49,6 +52,7 @@ from ._protocol import (
     parse_chunk,
     parse_event,
 )
+from ._registry import registry
 from .sse import ServerSentEvent, SSEDecoder
 
 __all__ = ["ChatStream", "StopReason", "StreamStats", "astream_chat", "stream_chat"]
@@ -112,6 +116,12 @@ class _Request:
     idle_timeout: float | None
     connect_timeout: float | None
     max_retries: int
+    priority: int = 0
+    watch: Callable[[], Watch] | None = None
+
+
+_numbers = itertools.count(1)  # next() on it is atomic in CPython: a number per stream
+_NATURAL_ENDS = (StopReason.COMPLETED, StopReason.LENGTH, StopReason.CONTENT_FILTER)
 
 
 class _Engine:
@@ -147,6 +157,14 @@ class _Engine:
         self._ended_at: float | None = None
         self._tokens = 0
         self._body_started = False
+        self.number = next(_numbers)
+        self.priority = request.priority
+        self.handle: Callable[[], ChatStream | None] = lambda: None  # set by the ChatStream
+        self._detail: str | None = None
+        self._match: RuleMatch | None = None
+        self._watch = request.watch() if request.watch is not None else None
+        self._shown = 0  # characters of content shown (with a watch)
+        self._waiting = False
 
     # -- what the caller reads ------------------------------------------------------------------
 
@@ -180,6 +198,26 @@ class _Engine:
         return self._reply.model or self._request.model
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    @property
+    def stop_detail(self) -> str | None:
+        return self._detail
+
+    @property
+    def match(self) -> RuleMatch | None:
+        return self._match
+
+    @property
+    def waiting(self) -> bool:
+        return self._waiting
+
+    @property
+    def started_at(self) -> float | None:
+        return self._started_at
+
+    @property
     def stats(self) -> StreamStats:
         with self._lock:
             started, first, ended = self._started_at, self._first_token_at, self._ended_at
@@ -198,7 +236,9 @@ class _Engine:
 
     # -- control --------------------------------------------------------------------------------
 
-    def close(self, reason: StopReason | str = StopReason.STOPPED) -> None:
+    def close(
+        self, reason: StopReason | str = StopReason.STOPPED, detail: str | None = None
+    ) -> None:
         """Stop the stream now. Idempotent, thread-safe, never blocks.
 
         After it returns no delta is delivered; the connection is shut down at once and the
@@ -209,8 +249,11 @@ class _Engine:
             if self._reason is not None:
                 return
             self._reason = reason
+            self._detail = detail
             self._ended_at = time.monotonic()
             self._cut = True
+            if self._watch is not None:  # text held back for a stop sequence was received
+                self._append(self._watch.flush())
             sock, self._sock = self._sock, None
             if sock is not None:
                 try:
@@ -221,6 +264,7 @@ class _Engine:
             if self._loop is None:  # never started: nothing to release
                 self._release()
                 return
+        registry.leave(self)
         self._on_loop(self._cancel)
 
     async def aclose(self) -> None:
@@ -410,8 +454,12 @@ class _Engine:
 
     def _finish(self, reason: StopReason, error: JupyterStreamError | None = None) -> None:
         """Record a natural end (the first reason wins); undelivered deltas stay deliverable."""
+        ended = False
         with self._lock:
             if self._reason is None:
+                ended = True
+                if self._watch is not None:
+                    reason = self._last_watch(self._watch, reason)
                 self._reason = reason
                 self._ended_at = time.monotonic()
                 if error is not None:
@@ -419,6 +467,25 @@ class _Engine:
                     self._error = error
             self._sock = None
         self._wake()
+        if ended:
+            registry.leave(self)
+
+    def _last_watch(self, watch: Watch, reason: StopReason) -> StopReason:
+        """At a natural end: show the text held back for a stop sequence, and let the rules
+        confirm a match that reached the end (under the lock)."""
+        held = watch.flush()
+        self._append(held)
+        if reason in _NATURAL_ENDS and watch.checks and self._match is None:
+            match = watch.check(held, lambda: self._reply.content, final=True)
+            if match is not None:
+                self._match, self._detail = match, str(match)
+                return StopReason.MODERATED
+        return reason
+
+    def _append(self, text: str) -> None:
+        if text:
+            self._reply._content.append(text)
+            self._shown += len(text)
 
     async def _pump(self) -> None:
         reason, error = StopReason.INTERRUPTED, None
@@ -456,9 +523,22 @@ class _Engine:
         error.__suppress_context__ = True
         return error
 
+    async def _take_slot(self) -> None:
+        """Join the registry, waiting for a slot if it says so."""
+        waiter = registry.admit(self)
+        if waiter is not None:
+            self._waiting = True
+            try:
+                await waiter
+            finally:
+                self._waiting = False
+
     async def _receive(self) -> StopReason:
         request = self._request
         endpoint = request.endpoint
+        await self._take_slot()
+        if self._reason is not None:  # preempted on arrival
+            return self._reason
         client = await get_client()
         timeout = httpx.Timeout(
             connect=request.connect_timeout,
@@ -603,16 +683,83 @@ class _Engine:
         return done
 
     def _commit(self, chunks: list[str | Chunk]) -> bool:
+        """Fold chunks into the reply and wake the consumer; False once the stream has ended
+        (closed meanwhile, or ended here by a stop_when rule or a stop sequence)."""
         with self._lock:
             if self._reason is not None:
                 return False
-            texts = self._reply.extend(chunks)
+            if self._watch is None:
+                texts = self._reply.extend(chunks)
+                match = None
+            else:
+                texts, match = self._commit_watched(self._watch, chunks)
             if texts:
                 self._tokens += texts
                 if self._first_token_at is None:
                     self._first_token_at = time.monotonic()
+            if match is not None:
+                self._match = match
+                if self._watch is not None and match is self._watch.sequence:
+                    self._finish(StopReason.COMPLETED)  # shown text stays deliverable
+                else:
+                    self.close(StopReason.MODERATED, str(match))  # no more deliveries
+            if texts:
                 self._wake()
-        return True
+        return match is None
+
+    def _commit_watched(
+        self, watch: Watch, chunks: list[str | Chunk]
+    ) -> tuple[int, RuleMatch | None]:
+        """``_commit`` through the stream's rules: stop sequences hold back text, and the text
+        shown is checked once for this read. Returns the tokens that arrived and the match."""
+        arrived = chunks
+        if watch.holds:
+            shown = self._shown
+            held: list[str | Chunk] = []
+            for chunk in chunks:
+                content = _content(chunk)
+                if content:
+                    visible = watch.hold(content, shown)
+                    shown += len(visible)
+                    if visible is not content:
+                        chunk = visible if isinstance(chunk, str) else _with(chunk, visible)
+                held.append(chunk)
+                if watch.sequence is not None:
+                    break
+            chunks = held
+        match: RuleMatch | None = None
+        if watch.checks:
+            pieces = [_content(chunk) for chunk in chunks]
+            new = "".join(pieces)
+            if new:
+                match = watch.check(new, lambda: self._reply.content + new)
+            if match is not None and match.end is not None:
+                # Keep what arrived up to the piece that completed the match: the rest of
+                # this read comes after the stop.
+                end, kept = self._shown, 0
+                for kept, piece in enumerate(pieces, 1):  # noqa: B007
+                    end += len(piece)
+                    if end >= match.end:
+                        break
+                chunks = chunks[:kept]
+        before = len(self._reply._content)
+        self._reply.extend(chunks)
+        self._shown += sum(len(piece) for piece in self._reply._content[before:])
+        # Tokens that arrived before the stop (those held back for a stop sequence included).
+        texts = sum(1 for chunk in arrived[: len(chunks)] if _has_text(chunk))
+        return texts, match or watch.sequence
+
+
+def _with(chunk: Chunk, content: str) -> Chunk:
+    return chunk._replace(content=content)
+
+
+def _content(chunk: str | Chunk) -> str:
+    return chunk if isinstance(chunk, str) else chunk.content
+
+
+def _has_text(chunk: str | Chunk) -> bool:
+    return bool(chunk) if isinstance(chunk, str) else bool(chunk.content or chunk.reasoning)
 
 
 class ChatStream:
@@ -631,6 +778,7 @@ class ChatStream:
 
     def __init__(self, request: _Request, *, sync: bool) -> None:
         self._engine = _Engine(request, sync=sync)
+        self._engine.handle = weakref.ref(self)
 
     def __del__(self) -> None:
         engine = getattr(self, "_engine", None)  # absent if __init__ failed
@@ -672,6 +820,32 @@ class ChatStream:
         """Time to first token, elapsed time, chunks, tokens, tokens/s, usage."""
         return self._engine.stats
 
+    @property
+    def match(self) -> RuleMatch | None:
+        """What a ``stop_when`` rule matched (reason ``moderated``), or the stop sequence that
+        ended the answer; None otherwise."""
+        return self._engine.match
+
+    @property
+    def stop_detail(self) -> str | None:
+        """Which rule matched (``moderated``), or what took the slot (``preempted``)."""
+        return self._engine.stop_detail
+
+    @property
+    def number(self) -> int:
+        """This stream's number in the process (the registry lists streams by it)."""
+        return self._engine.number
+
+    @property
+    def priority(self) -> int:
+        """Higher is more important: with a full registry, the lowest is preempted first."""
+        return self._engine.priority
+
+    @property
+    def waiting(self) -> bool:
+        """True while the stream waits for a slot (the registry's ``when_full="wait"``)."""
+        return self._engine.waiting
+
     def close(self, reason: StopReason | str = StopReason.STOPPED) -> None:
         """Stop the stream now. Idempotent, thread-safe, never blocks.
 
@@ -696,8 +870,11 @@ class ChatStream:
         engine = self._engine
         reason = engine.stop_reason
         state = reason.value if reason else "streaming" if engine._task else "new"
+        if engine.waiting:
+            state = "waiting"
         return (
-            f"<ChatStream model={engine.model!r} {state} chars={len(engine.text)} "
+            f"<ChatStream #{engine.number} model={engine.model!r} {state} "
+            f"chars={len(engine.text)} "
             f"url={engine._request.endpoint.display_url!r}>"
         )
 
@@ -794,6 +971,9 @@ def _make_request(
     connect_timeout: float | None,
     max_retries: int,
     params: dict[str, Any],
+    stop_when: StopWhen | None = None,
+    stop_sequences: str | Sequence[str] | None = None,
+    priority: int = 0,
 ) -> _Request:
     for name in ("stream", "stream_options", "messages", "model"):
         if name in params:
@@ -809,6 +989,9 @@ def _make_request(
             raise ConfigurationError(f"{name} must be > 0 seconds (or None for no limit)")
     if max_retries < 0:
         raise ConfigurationError("max_retries must be >= 0")
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ConfigurationError(f"priority must be a whole number, got {priority!r}")
+    watch = make_watch(stop_when, stop_sequences)
     endpoint = resolve_endpoint(base_url, api_key)
     return _Request(
         endpoint=endpoint,
@@ -819,6 +1002,8 @@ def _make_request(
         idle_timeout=idle_timeout,
         connect_timeout=connect_timeout,
         max_retries=max_retries,
+        priority=priority,
+        watch=watch,
     )
 
 
@@ -832,6 +1017,9 @@ def astream_chat(
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
     max_retries: int = DEFAULT_MAX_RETRIES,
+    stop_when: StopWhen | None = None,
+    stop_sequences: str | Sequence[str] | None = None,
+    priority: int = 0,
     **params: Any,
 ) -> ChatStream:
     """Stream a chat completion on the running event loop; ``async for`` gives text deltas.
@@ -839,8 +1027,14 @@ def astream_chat(
     ``prompt_or_messages`` is a prompt string or a list of ``{"role", "content"}`` messages.
     ``timeout`` is the total deadline in seconds (movable with ``set_deadline``),
     ``idle_timeout`` the longest gap between two reads, ``connect_timeout`` the longest wait for
-    a connection. Other keyword arguments (``temperature``, ``max_tokens``, ``tools``, …) go
-    into the request as they are.
+    a connection.
+
+    ``stop_when`` is a rule, or a list of them, that ends the stream with ``moderated`` when it
+    matches: :func:`stop_on` words and regexes, or a function ``text -> bool | str`` of the text
+    so far. ``stop_sequences`` end the answer before the first of them (it completes, trimmed).
+    ``priority`` ranks the stream in the process's :data:`registry` when ``max_concurrent``
+    streams already run (higher is more important). Other keyword arguments
+    (``temperature``, ``max_tokens``, ``tools``, …) go into the request as they are.
     """
     request = _make_request(
         prompt_or_messages,
@@ -852,6 +1046,9 @@ def astream_chat(
         connect_timeout=connect_timeout,
         max_retries=max_retries,
         params=params,
+        stop_when=stop_when,
+        stop_sequences=stop_sequences,
+        priority=priority,
     )
     return ChatStream(request, sync=False)
 
@@ -866,6 +1063,9 @@ def stream_chat(
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
     max_retries: int = DEFAULT_MAX_RETRIES,
+    stop_when: StopWhen | None = None,
+    stop_sequences: str | Sequence[str] | None = None,
+    priority: int = 0,
     **params: Any,
 ) -> ChatStream:
     """The synchronous twin of :func:`astream_chat`: ``for`` gives text deltas.
@@ -883,5 +1083,8 @@ def stream_chat(
         connect_timeout=connect_timeout,
         max_retries=max_retries,
         params=params,
+        stop_when=stop_when,
+        stop_sequences=stop_sequences,
+        priority=priority,
     )
     return ChatStream(request, sync=True)

@@ -1,0 +1,358 @@
+"""Rules that stop a stream by what it says: ``stop_when`` and client-side stop sequences.
+
+Pure: strings in, decisions out; no I/O, no asyncio.
+
+A stream hands each read's text to its :class:`Watch` once (a read often carries many tokens),
+so checking costs about the size of the new text, not of the whole answer:
+
+- :func:`stop_on` words and regexes are one compiled regex each kind, searched over the new text
+  and a tail of the old one as long as the longest match can be. A match that reaches the end of
+  the text so far waits for the next piece (or the end of the stream) to be confirmed, so that
+  ``pass`` does not stop ``password`` midway.
+- A plain predicate ``rule(text) -> bool | str`` gets the whole text so far, once per read: simple
+  to write, and its cost grows with the answer, so prefer ``stop_on`` for long ones.
+- Stop sequences hold back the end of the text that could be the start of one (at most the
+  longest sequence's length less one character), so the sequence, and what follows it, is never
+  shown: the answer is trimmed before it, as an API's own ``stop`` parameter does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._exceptions import ConfigurationError
+
+__all__ = ["RuleMatch", "StopOn", "StopWhen", "Watch", "make_watch", "stop_on"]
+
+DEFAULT_WINDOW = 256  # how long a regex match with no bound on its length may be
+MAX_SHOWN = 60  # how much of a match a description quotes
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    """What stopped a stream: the rule (by name), the text that matched and where it lies in
+    the answer (``text[start:end]``; both None for a predicate)."""
+
+    rule: str
+    matched: str | None = None
+    start: int | None = None
+    end: int | None = None
+
+    def __str__(self) -> str:
+        if self.matched is None:
+            return self.rule
+        shown = self.matched if len(self.matched) <= MAX_SHOWN else self.matched[:MAX_SHOWN] + "…"
+        return f"{self.rule} matched {shown!r}"
+
+
+class StopOn:
+    """Words and regexes to stop a stream on; made by :func:`stop_on`, reusable by any number of
+    streams (each keeps its own place)."""
+
+    def __init__(
+        self,
+        patterns: Iterable[str | re.Pattern[str]],
+        *,
+        ignore_case: bool = True,
+        window: int = DEFAULT_WINDOW,
+        name: str | None = None,
+    ) -> None:
+        words: list[str] = []
+        regexes: list[re.Pattern[str]] = []
+        for pattern in patterns:
+            if isinstance(pattern, re.Pattern):
+                if not pattern.pattern:
+                    raise ConfigurationError("stop_on: an empty regex would match everywhere")
+                regexes.append(pattern)
+            elif isinstance(pattern, str):
+                if not pattern.strip():
+                    raise ConfigurationError("stop_on: an empty word would match everywhere")
+                words.append(pattern.strip())
+            else:
+                raise ConfigurationError(
+                    f"stop_on takes words (str) and regexes (re.compile(...)), not "
+                    f"{type(pattern).__name__}"
+                )
+        if not words and not regexes:
+            raise ConfigurationError("stop_on needs at least one word or regex")
+        if window < 1:
+            raise ConfigurationError("stop_on: window must be at least 1 character")
+        self.words = tuple(words)
+        self.regexes = tuple(regexes)
+        self.ignore_case = ignore_case
+        shown = [repr(word) for word in words] + [f"re.compile({r.pattern!r})" for r in regexes]
+        listed = ", ".join(shown[:3]) + (f", … ({len(shown)} in all)" if len(shown) > 3 else "")
+        self.name = name or f"stop_on({listed})"
+        self._label = f"{name}: " if name else ""
+        # One regex for all the words: each whole (no letter or digit just before or after it),
+        # its spaces matching any run of white space.
+        self._searches: list[tuple[re.Pattern[str], int, Sequence[str] | str]] = []
+        if words:
+            alternatives = "|".join(_word_regex(word) for word in words)
+            flags = re.IGNORECASE if ignore_case else 0
+            width = max(len(word) for word in words) + 8  # a few more spaces, at most
+            self._searches.append((re.compile(alternatives, flags), width, words))
+        for regex in regexes:
+            most = _max_width(regex)
+            width = window if most is None else min(most, window)
+            self._searches.append((regex, width, f"{self._label}regex {regex.pattern!r}"))
+
+    def scanner(self) -> _PatternScanner:
+        return _PatternScanner(self)
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+def stop_on(
+    *patterns: str | re.Pattern[str] | Iterable[str | re.Pattern[str]],
+    ignore_case: bool = True,
+    window: int = DEFAULT_WINDOW,
+    name: str | None = None,
+) -> StopOn:
+    """A ``stop_when`` rule that matches words and regexes in the answer as it grows.
+
+    A word (a ``str``; a phrase's spaces match any white space) matches whole, not inside
+    another word, ignoring case unless ``ignore_case=False``. A regex (``re.compile(...)``)
+    matches with its own flags; one whose matches have no bound on their length is looked for
+    within ``window`` characters. Lists of either may be given as they are::
+
+        stop_when=stop_on("password", re.compile(r"\\b\\d{3}-\\d{2}-\\d{4}\\b"))
+    """
+    flat: list[str | re.Pattern[str]] = []
+    for pattern in patterns:
+        if isinstance(pattern, (str, re.Pattern)):
+            flat.append(pattern)
+        else:
+            flat.extend(pattern)
+    return StopOn(flat, ignore_case=ignore_case, window=window, name=name)
+
+
+def _word_regex(word: str) -> str:
+    body = r"\s+".join(re.escape(part) for part in word.split())
+    before = r"(?<!\w)" if re.match(r"\w", word) else ""
+    after = r"(?!\w)" if re.search(r"\w$", word) else ""
+    return before + body + after
+
+
+_parser: Any = None
+
+
+def _max_width(regex: re.Pattern[str]) -> int | None:
+    """The longest text ``regex`` can match, or None when it has no bound."""
+    global _parser
+    try:
+        if _parser is None:  # CPython's own regex parser: re._parser (3.11+), sre_parse before
+            try:
+                _parser = importlib.import_module("re._parser")
+            except ImportError:  # pragma: no cover - Python 3.10
+                _parser = importlib.import_module("sre_parse")
+        most = _parser.parse(regex.pattern, regex.flags).getwidth()[1]
+    except Exception:  # not CPython, or a parser that changed: assume no bound
+        return None
+    return None if most >= 65535 else int(most)
+
+
+class _PatternScanner:
+    """One stream's search for a :class:`StopOn`'s words and regexes."""
+
+    def __init__(self, rule: StopOn) -> None:
+        self._rule = rule
+        self._tail = ""  # the end of the text so far, as much as a match across reads needs
+        self._offset = 0  # where _tail begins in the answer
+        self._keep = max(width for _regex, width, _words in rule._searches) + 1
+
+    def feed(self, new: str, whole: Callable[[], str], final: bool = False) -> RuleMatch | None:
+        text = self._tail + new
+        # Search from just inside the old tail: its first character is there only so that a
+        # lookbehind (a word's start) sees what precedes the new text.
+        start = 1 if self._offset > 0 else 0
+        found: RuleMatch | None = None
+        deferred = len(text)
+        for regex, width, label in self._rule._searches:
+            match = regex.search(text, start)
+            while match is not None:
+                if match.end() < len(text) or final or match.end() - match.start() > width:
+                    if isinstance(label, str):
+                        rule = label
+                    else:  # the words' regex: which word was it?
+                        word = _which(label, match.group(), self._rule.ignore_case)
+                        rule = f"{self._rule._label}word {word!r}"
+                    end = self._offset + match.end()
+                    if found is None or found.end is None or end < found.end:
+                        found = RuleMatch(rule, match.group(), self._offset + match.start(), end)
+                    break
+                # It reaches the end of the text so far: what comes next may undo it.
+                deferred = min(deferred, match.start())
+                match = regex.search(text, match.start() + 1)
+        if found is not None:
+            return found
+        cut = max(0, min(len(text) - self._keep, deferred - 1))
+        self._tail = text[cut:]
+        self._offset += cut
+        return None
+
+
+def _which(words: Sequence[str], matched: str, ignore_case: bool) -> str:
+    """The word of ``words`` that ``matched`` is."""
+    flat = " ".join(matched.split())
+    for word in words:
+        spoken = " ".join(word.split())
+        if flat == spoken or (ignore_case and flat.casefold() == spoken.casefold()):
+            return word
+    return words[0]
+
+
+class _PredicateScanner:
+    """A plain ``rule(text) -> bool | str`` over the whole text so far."""
+
+    def __init__(self, predicate: Callable[[str], Any]) -> None:
+        self._predicate = predicate
+        name = getattr(predicate, "__name__", None)
+        self._name = f"{name}()" if name else repr(predicate)
+
+    def feed(self, new: str, whole: Callable[[], str], final: bool = False) -> RuleMatch | None:
+        if not new and not final:
+            return None
+        verdict = self._predicate(whole())
+        if not verdict:
+            return None
+        if isinstance(verdict, str):
+            return RuleMatch(f"rule {self._name}: {verdict}")
+        return RuleMatch(f"rule {self._name}")
+
+
+StopWhen = StopOn | Callable[[str], Any] | Sequence[StopOn | Callable[[str], Any]]
+
+
+def _rules(stop_when: StopWhen | None) -> list[StopOn | Callable[[str], Any]]:
+    if stop_when is None:
+        return []
+    if isinstance(stop_when, StopOn) or callable(stop_when):
+        return [stop_when]
+    if isinstance(stop_when, (list, tuple)):
+        rules = list(stop_when)
+        for rule in rules:
+            if not (isinstance(rule, StopOn) or callable(rule)):
+                raise ConfigurationError(
+                    "stop_when takes stop_on(...) rules and functions text -> bool | str, not "
+                    f"{type(rule).__name__}"
+                )
+        return rules
+    raise ConfigurationError(
+        "stop_when takes a stop_on(...) rule, a function text -> bool | str, or a list of "
+        f"them, not {type(stop_when).__name__}"
+    )
+
+
+def _sequences(stop_sequences: str | Sequence[str] | None) -> list[str]:
+    if stop_sequences is None:
+        return []
+    if isinstance(stop_sequences, str):
+        stop_sequences = [stop_sequences]
+    sequences = list(stop_sequences)
+    for sequence in sequences:
+        if not isinstance(sequence, str) or not sequence:
+            raise ConfigurationError(f"stop_sequences must be non-empty strings, got {sequence!r}")
+    return sequences
+
+
+class Watch:
+    """One stream's rules at work.
+
+    The stream passes each content piece through :meth:`hold` (stop sequences: it returns what
+    may be shown now), then each read's shown text, once, through :meth:`check` (the
+    ``stop_when`` rules). At the end, :meth:`flush` gives back the text held (it was received).
+    """
+
+    def __init__(self, rules: Sequence[StopOn | Callable[[str], Any]], sequences: Sequence[str]):
+        self._scanners = [
+            rule.scanner() if isinstance(rule, StopOn) else _PredicateScanner(rule)
+            for rule in rules
+        ]
+        self._sequences = list(sequences)
+        self._stop_regex = (
+            re.compile("|".join(re.escape(s) for s in sorted(sequences, key=len, reverse=True)))
+            if sequences
+            else None
+        )
+        self._longest = max((len(s) for s in sequences), default=0)
+        self._held = ""  # text that may be the start of a stop sequence, not shown yet
+        self.sequence: RuleMatch | None = None  # the stop sequence reached
+        self.dropped = ""  # with a stop sequence: the sequence and what came after it
+
+    @property
+    def holds(self) -> bool:
+        """True when there are stop sequences (every content piece goes through hold())."""
+        return self._stop_regex is not None
+
+    @property
+    def checks(self) -> bool:
+        """True when there are stop_when rules."""
+        return bool(self._scanners)
+
+    def hold(self, piece: str, shown: int) -> str:
+        """The part of ``piece`` (and of the text held before it) that may be shown now;
+        ``shown`` is how many characters have been shown so far. Once a stop sequence is
+        reached, :attr:`sequence` says which, and nothing more is shown."""
+        if self._stop_regex is None:
+            return piece
+        if self.sequence is not None:
+            self.dropped += piece
+            return ""
+        text = self._held + piece
+        found = self._stop_regex.search(text)
+        if found is not None:
+            self._held = ""
+            self.dropped = text[found.start() :]
+            start = shown + found.start()
+            self.sequence = RuleMatch(
+                f"stop sequence {found.group()!r}", found.group(), start, start + len(found.group())
+            )
+            return text[: found.start()]
+        keep = 0
+        for size in range(min(self._longest - 1, len(text)), 0, -1):
+            tail = text[-size:]
+            if any(sequence.startswith(tail) for sequence in self._sequences):
+                keep = size
+                break
+        self._held = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep]
+
+    def check(self, text: str, whole: Callable[[], str], final: bool = False) -> RuleMatch | None:
+        """The first rule match in ``text``, the text shown since the last check; ``whole()``
+        gives all the text shown, ``text`` included. With ``final`` this is the last check,
+        which confirms a match that reached the end."""
+        found: RuleMatch | None = None
+        for scanner in self._scanners:
+            match = scanner.feed(text, whole, final)
+            if match is not None and (found is None or _before(match, found)):
+                found = match
+        return found
+
+    def flush(self) -> str:
+        """The text held back (at the end of the stream: all of it was received)."""
+        text, self._held = self._held, ""
+        return text
+
+
+def _before(one: RuleMatch, other: RuleMatch) -> bool:
+    if one.end is None or other.end is None:
+        return False
+    return one.end < other.end
+
+
+def make_watch(
+    stop_when: StopWhen | None, stop_sequences: str | Sequence[str] | None
+) -> Callable[[], Watch] | None:
+    """What makes each stream's Watch for these options, or None when there is nothing to
+    watch. The options are checked now, so that a bad one fails when the stream is made."""
+    rules = _rules(stop_when)
+    sequences = _sequences(stop_sequences)
+    if not rules and not sequences:
+        return None
+    return lambda: Watch(rules, sequences)
