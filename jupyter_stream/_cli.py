@@ -15,10 +15,12 @@ import re
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from ._exceptions import JupyterStreamError
 from ._models import list_models
+from ._moderation import stop_on
 from ._stream import stream_chat
 from .server._config import is_loopback
 
@@ -67,6 +69,18 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("-s", "--system", help="a system message")
     chat.add_argument("--timeout", type=float, help="stop after this many seconds")
     chat.add_argument("--max-tokens", type=int, help="the longest reply, in tokens")
+    chat.add_argument(
+        "--stop-on",
+        action="append",
+        metavar="WORD",
+        help="stop the reply (moderated) when it says WORD (repeatable)",
+    )
+    chat.add_argument(
+        "--stop-sequence",
+        action="append",
+        metavar="TEXT",
+        help="end the answer before TEXT, trimmed (repeatable)",
+    )
     chat.set_defaults(run=_chat)
 
     models = commands.add_parser("models", help="list the endpoint's models")
@@ -144,7 +158,11 @@ def _chat(args: argparse.Namespace) -> int:
     messages = [{"role": "user", "content": prompt}]
     if args.system:
         messages.insert(0, {"role": "system", "content": args.system})
-    params = {} if args.max_tokens is None else {"max_tokens": args.max_tokens}
+    params: dict[str, Any] = {} if args.max_tokens is None else {"max_tokens": args.max_tokens}
+    if args.stop_on:
+        params["stop_when"] = stop_on(args.stop_on)
+    if args.stop_sequence:
+        params["stop_sequences"] = args.stop_sequence
     stream = stream_chat(
         messages, model=args.model, base_url=args.base_url, timeout=args.timeout, **params
     )
@@ -174,9 +192,11 @@ def _chat(args: argparse.Namespace) -> int:
     out.flush()
     stats = stream.stats
     rate = f", {stats.tokens_per_second:.0f} tokens/s" if stats.tokens_per_second else ""
+    reason = str(stream.stop_reason)
+    if stream.stop_detail:  # it may quote the reply: no control characters either
+        reason += f": {_CONTROLS.sub('', stream.stop_detail)}"
     print(
-        f"[{stream.stop_reason} · {stream.model} · {stats.tokens} tokens in "
-        f"{stats.elapsed:.1f} s{rate}]",
+        f"[{reason} · {stream.model} · {stats.tokens} tokens in {stats.elapsed:.1f} s{rate}]",
         file=sys.stderr,
     )
     return code

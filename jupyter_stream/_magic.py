@@ -21,7 +21,6 @@ import asyncio
 import re
 import shlex
 import sys
-import weakref
 from collections.abc import Generator
 from typing import Any
 
@@ -29,11 +28,13 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
-from traitlets import Float, Int, Unicode
+from traitlets import Bool, Float, Int, List, Unicode
 
 from ._config import resolve_endpoint, resolve_model
 from ._exceptions import JupyterStreamError
-from ._render import MARKS, reply_bundle
+from ._moderation import stop_on
+from ._registry import WHEN_FULL, registry
+from ._render import MARKS, end_mark, reply_bundle
 from ._session import ChatSession
 from ._stream import ChatStream, StopReason
 
@@ -159,11 +160,20 @@ class ChatMagics(Magics):
     max_timeout = Float(600.0, help="The timeout slider's upper end, in seconds").tag(config=True)
     temperature = Float(None, allow_none=True, help="Sampling temperature").tag(config=True)
     max_tokens = Int(None, allow_none=True, help="Longest reply, in tokens").tag(config=True)
+    supersede = Bool(
+        True,
+        help="A new turn closes the session's reply still streaming (a --background one); "
+        "False lets it run on",
+    ).tag(config=True)
+    priority = Int(0, help="The replies' priority among the process's streams").tag(config=True)
+    stop_on = List(
+        Unicode(),
+        help="Words that stop every reply (moderated), added to each cell's --stop-on",
+    ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.sessions: dict[str, ChatSession] = {}
-        self._live: weakref.WeakSet[ChatStream] = weakref.WeakSet()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ``%%chat`` ----------------------------------------------------------------------------------
@@ -178,6 +188,25 @@ class ChatMagics(Magics):
     @argument("--new", action="store_true", help="start a new conversation")
     @argument("--session", default="default", help="the conversation to continue (by name)")
     @argument("-o", "--output", metavar="VAR", help="store the reply's text in VAR")
+    @argument("--priority", type=int, help="priority among the process's streams (default 0)")
+    @argument(
+        "--stop-on",
+        action="append",
+        metavar="WORD",
+        help="stop the reply (moderated) when it says WORD (repeatable)",
+    )
+    @argument(
+        "--stop-regex",
+        action="append",
+        metavar="REGEX",
+        help="stop the reply (moderated) when it matches REGEX (repeatable)",
+    )
+    @argument(
+        "--stop-sequence",
+        action="append",
+        metavar="TEXT",
+        help="end the answer before TEXT, trimmed (repeatable)",
+    )
     @argument(
         "--background",
         action="store_true",
@@ -203,7 +232,6 @@ class ChatMagics(Magics):
         args, prompt = self._parse(line, cell)
         session, options = self._turn(args)
         stream = session.stream(prompt, **options)
-        self._live.add(stream)
         try:
             with stream:
                 for delta in stream:
@@ -222,12 +250,10 @@ class ChatMagics(Magics):
             session, options = self._turn(args)
             if not _has_widgets(self.shell):
                 stream = session.astream(prompt, **options)
-                self._live.add(stream)
                 return await self._run_as_text(args, stream)
             stream = session.astream(prompt, **options)
         except JupyterStreamError as exc:  # a configuration error: the message says it all
             raise exc.with_traceback(None) from None
-        self._live.add(stream)
         from ._widgets import ChatView
 
         view = ChatView(timeout=options["timeout"], max_timeout=self.max_timeout)
@@ -270,7 +296,7 @@ class ChatMagics(Magics):
             raise KeyboardInterrupt from None
         finally:
             self._store(args, stream)
-        mark = MARKS.get(stream.stop_reason.value if stream.stop_reason else "")
+        mark = end_mark(stream.stop_reason.value if stream.stop_reason else "", stream.stop_detail)
         print(f"\n[{mark}]" if mark else "")
 
     def _parse(self, line: str, body: str) -> tuple[Any, str]:
@@ -299,11 +325,23 @@ class ChatMagics(Magics):
                 session.stop()
             session = ChatSession(system=args.system if args.system is not None else self.system)
             self.sessions[args.session] = session
+        session.supersede = self.supersede
         options: dict[str, Any] = {
             "model": args.model or self.model,
             "base_url": args.base_url or self.base_url,
             "timeout": args.timeout or self.timeout,
+            "priority": args.priority if args.priority is not None else self.priority,
         }
+        patterns: list[Any] = [*self.stop_on, *(args.stop_on or [])]
+        for regex in args.stop_regex or []:
+            try:
+                patterns.append(re.compile(regex))
+            except re.error as exc:
+                raise UsageError(f"--stop-regex {regex!r} is not a regex: {exc}") from None
+        if patterns:
+            options["stop_when"] = stop_on(patterns)
+        if args.stop_sequence:
+            options["stop_sequences"] = args.stop_sequence
         temperature = args.temperature if args.temperature is not None else self.temperature
         if temperature is not None:
             options["temperature"] = temperature
@@ -320,11 +358,16 @@ class ChatMagics(Magics):
 
     @line_magic("chat")  # type: ignore[arg-type]
     def chat_line(self, line: str) -> None:
-        """%chat reset | history | stop [all] | models | config   [--session NAME]
+        """%chat reset | history | stop [all | N] | streams | limit | models | config
+              [--session NAME]
 
         reset    forget a conversation (or `reset all`)
         history  show a conversation's turns, stopped ones marked
-        stop     stop the session's reply (or `stop all`: every reply streaming)
+        stop     stop the session's reply; `stop all`: every stream of the process;
+                 `stop N`: stream number N (see `streams`)
+        streams  the process's live streams: number, model, age, tokens, priority
+        limit    show or set how many streams may run at once and what a new one does
+                 beyond that: `limit 4 preempt` (or wait, refuse), `limit none`
         models   list the endpoint's models
         config   show the settings in effect (never the key)
         """
@@ -349,12 +392,22 @@ class ChatMagics(Magics):
             print(self._history(session_name))
         elif command == "stop":
             if rest == ["all"]:
-                for stream in list(self._live):
-                    stream.close(StopReason.STOPPED)
+                stopped = registry.stop_all()
+                print(f"stopped {stopped} stream{'' if stopped == 1 else 's'}")
+            elif len(rest) == 1 and rest[0].lstrip("#").isdigit():
+                number = int(rest[0].lstrip("#"))
+                if not registry.stop(number):
+                    raise UsageError(f"no live stream #{number}: `%chat streams` lists them")
+            elif rest:
+                raise UsageError(f"%chat stop takes `all` or a stream's number, not {rest!r}")
             else:
                 session = self.sessions.get(session_name)
                 if session is not None:
                     session.stop()
+        elif command == "streams":
+            print(streams_table(registry.streams()))
+        elif command == "limit":
+            self._limit(rest)
         elif command == "models":
             from ._models import list_models
 
@@ -370,6 +423,28 @@ class ChatMagics(Magics):
         else:
             raise UsageError(f"unknown %chat command {command!r}.\n{self.chat_line.__doc__}")
 
+    def _limit(self, words: list[str]) -> None:
+        settings: dict[str, Any] = {}
+        for word in words:
+            if word in WHEN_FULL:
+                settings["when_full"] = word
+            elif word.lower() == "none":
+                settings["max_concurrent"] = None
+            elif word.isdigit() and int(word) >= 1:
+                settings["max_concurrent"] = int(word)
+            else:
+                raise UsageError(
+                    f"%chat limit takes a number >= 1 (or none) and one of "
+                    f"{', '.join(WHEN_FULL)}; not {word!r}"
+                )
+        registry.configure(**settings)
+        limit = registry.max_concurrent
+        print(
+            f"at most {limit} streams at once; a new one beyond that: {registry.when_full}"
+            if limit is not None
+            else f"no limit on streams (when one is set, a new one beyond it: {registry.when_full})"
+        )
+
     def _history(self, name: str) -> str:
         session = self.sessions.get(name)
         if session is None or not session.turns:
@@ -379,7 +454,7 @@ class ChatMagics(Magics):
             lines.append(f"system: {session.system}")
         for number, turn in enumerate(session.turns, 1):
             reason = turn.stop_reason.value if turn.stop_reason else "streaming"
-            mark = MARKS.get(reason)
+            mark = end_mark(reason, turn.stream.stop_detail)
             lines.append(f"[{number}] you: {turn.prompt}")
             answer = turn.answer if len(turn.answer) <= 300 else turn.answer[:300] + "…"
             lines.append(f"    {turn.stream.model}: {answer}" + (f"  [{mark}]" if mark else ""))
@@ -397,6 +472,10 @@ class ChatMagics(Magics):
                 f"timeout      {self.timeout:g} s (slider up to {self.max_timeout:g} s)",
                 f"temperature  {self.temperature if self.temperature is not None else 'default'}",
                 f"max tokens   {self.max_tokens if self.max_tokens is not None else 'default'}",
+                f"priority     {self.priority}",
+                f"stop on      {', '.join(map(repr, self.stop_on)) or '(nothing)'}",
+                f"supersede    {'yes' if self.supersede else 'no'}",
+                f"streams      {registry!r}",
                 f"sessions     {', '.join(self.sessions) or '(none yet)'}",
             ]
         )
@@ -419,13 +498,53 @@ def _bundle(stream: ChatStream) -> tuple[dict[str, str], dict[str, Any]]:
     }
     if stream.error is not None:
         metadata["error"] = str(stream.error)
+    if stream.stop_detail is not None:
+        metadata["stop_detail"] = stream.stop_detail
     return reply_bundle(
         text=stream.text,
         reasoning=stream.reply.reasoning,
         status=status_text(stream),
         reason=reason,
         metadata=metadata,
+        detail=stream.stop_detail,
     )
+
+
+def streams_table(streams: list[ChatStream]) -> str:
+    """The live streams as a plain-text table: number, state, model, age, tokens, priority, and
+    the question (its start)."""
+    if not streams:
+        return "(no live streams)"
+    rows = [("#", "state", "model", "age", "tokens", "priority", "question")]
+    for stream in streams:
+        question = " ".join(_question(stream).split())
+        rows.append(
+            (
+                str(stream.number),
+                "waiting" if stream.waiting else "streaming",
+                stream.model,
+                f"{stream.stats.elapsed:.1f} s",
+                str(stream.stats.tokens),
+                str(stream.priority),
+                question if len(question) <= 40 else question[:39] + "…",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    right = {0, 3, 4, 5}  # numbers line up on the right
+    return "\n".join(
+        "  ".join(
+            cell.rjust(width) if column in right else cell.ljust(width)
+            for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    )
+
+
+def _question(stream: ChatStream) -> str:
+    for message in reversed(stream.messages):
+        if message.get("role") == "user" and isinstance(message.get("content"), str):
+            return str(message["content"])
+    return ""
 
 
 def _has_widgets(shell: Any) -> bool:

@@ -28,6 +28,7 @@ __all__ = [
     "FRAME_INTERVAL",
     "BlockSplitter",
     "Frame",
+    "end_mark",
     "format_status",
     "render_markdown",
     "reply_bundle",
@@ -196,6 +197,26 @@ MARKS = {
 }
 
 
+def end_mark(reason: str | None, detail: str | None = None) -> str | None:
+    """How a reply that did not complete is marked, with what stopped it when known (the rule
+    that matched, what took the slot): ``stopped by a moderation rule: word 'x' matched 'X'``."""
+    mark = MARKS.get(reason or "")
+    if mark is None:
+        return None
+    if detail:
+        return f"{mark}: {' '.join(detail.split())}"
+    return mark
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def markdown_literal(text: str) -> str:
+    """``text`` as Markdown that shows exactly ``text``: every ASCII punctuation mark escaped
+    with a backslash (CommonMark allows it for each), so no markup or HTML can form."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+
+
 def reply_bundle(
     *,
     text: str,
@@ -203,14 +224,18 @@ def reply_bundle(
     status: str,
     reason: str,
     metadata: Mapping[str, Any],
+    detail: str | None = None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """The final output of a turn: ``text/html`` (rendered as live), ``text/markdown`` (the
-    answer's source, made safe) and ``text/plain``, with the turn's facts in metadata."""
-    mark = MARKS.get(reason)
+    answer's source, made safe) and ``text/plain``, with the turn's facts in metadata.
+    ``detail`` says what stopped it (a moderation rule's match quotes model output: it is
+    escaped like the rest)."""
+    mark = end_mark(reason, detail)
     plain = text if mark is None else f"{text}\n[{mark}]"
     markdown = safe_markdown_source(text)
     if mark is not None:
-        markdown += f"\n\n*[{mark}]*"
+        said = MARKS[reason] + (f": {markdown_literal(' '.join(detail.split()))}" if detail else "")
+        markdown += f"\n\n*[{said}]*"
     parts = []
     if reasoning:
         parts.append(reasoning_html(render_markdown(reasoning), open_=False))

@@ -3,7 +3,8 @@
 Each turn is a :class:`ChatStream`; what it left (all of its text, or the part received before it
 was stopped) goes into the history that the next turn sends. A turn that ended early keeps its
 partial answer and is marked with why it ended. Starting a turn while the previous one still
-streams closes that one first, with reason ``superseded``.
+streams closes that one first, with reason ``superseded`` (``supersede=False`` lets it run on:
+the new turn's history then holds only the turns that had ended).
 """
 
 from __future__ import annotations
@@ -45,11 +46,17 @@ class ChatSession:
     """A conversation: a system prompt, the turns so far, and default options for new turns.
 
     ``session.astream(prompt)`` (or ``stream`` for the sync API) starts a turn with the history
-    so far; iterate or close the stream as any other.
+    so far; iterate or close the stream as any other. With ``supersede`` (the default) a new
+    turn closes the one still streaming (reason ``superseded``); without, both run.
+    ``defaults`` are options of :func:`astream_chat` for every turn (``model``,
+    ``stop_when``, ``priority``, …).
     """
 
-    def __init__(self, *, system: str | None = None, **defaults: Any) -> None:
+    def __init__(
+        self, *, system: str | None = None, supersede: bool = True, **defaults: Any
+    ) -> None:
         self.system = system
+        self.supersede = supersede
         self.defaults = defaults
         self._turns: list[Turn] = []
 
@@ -59,10 +66,15 @@ class ChatSession:
 
     @property
     def current(self) -> ChatStream | None:
-        """The turn's stream still running, if any."""
+        """The latest turn's stream, if it still runs."""
         if self._turns and not self._turns[-1].stream.done:
             return self._turns[-1].stream
         return None
+
+    @property
+    def running(self) -> list[ChatStream]:
+        """The streams of every turn still running (more than one only without supersede)."""
+        return [turn.stream for turn in self._turns if not turn.stream.done]
 
     def messages(self, prompt: str | None = None) -> list[dict[str, Any]]:
         """The history as Chat Completions messages, ending with ``prompt`` when given."""
@@ -85,10 +97,9 @@ class ChatSession:
         return self._start(prompt, options, sync=True)
 
     def stop(self) -> None:
-        """Stop the running turn, if any (reason ``stopped``)."""
-        current = self.current
-        if current is not None:
-            current.close(StopReason.STOPPED)
+        """Stop the running turns, if any (reason ``stopped``)."""
+        for stream in self.running:
+            stream.close(StopReason.STOPPED)
 
     def reset(self) -> None:
         """Forget the history (stopping a running turn)."""
@@ -96,9 +107,9 @@ class ChatSession:
         self._turns.clear()
 
     def _start(self, prompt: str, options: Mapping[str, Any], *, sync: bool) -> ChatStream:
-        current = self.current
-        if current is not None:
-            current.close(StopReason.SUPERSEDED)
+        if self.supersede:
+            for stream in self.running:
+                stream.close(StopReason.SUPERSEDED)
         messages: Sequence[Mapping[str, Any]] = self.messages(prompt)
         merged = {**self.defaults, **options}
         stream = (stream_chat if sync else astream_chat)(messages, **merged)
@@ -106,4 +117,7 @@ class ChatSession:
         return stream
 
     def __repr__(self) -> str:
-        return f"<ChatSession turns={len(self._turns)} system={bool(self.system)}>"
+        return (
+            f"<ChatSession turns={len(self._turns)} system={bool(self.system)} "
+            f"supersede={self.supersede}>"
+        )

@@ -214,10 +214,6 @@ class _Engine:
         return self._waiting
 
     @property
-    def started_at(self) -> float | None:
-        return self._started_at
-
-    @property
     def stats(self) -> StreamStats:
         with self._lock:
             started, first, ended = self._started_at, self._first_token_at, self._ended_at
@@ -819,6 +815,11 @@ class ChatStream:
     def stats(self) -> StreamStats:
         """Time to first token, elapsed time, chunks, tokens, tokens/s, usage."""
         return self._engine.stats
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The messages the request sends (a copy)."""
+        return [dict(message) for message in self._engine._request.messages]
 
     @property
     def match(self) -> RuleMatch | None:

@@ -24,8 +24,8 @@ from ._exceptions import JupyterStreamError
 from ._loop import private_loop
 from ._render import (
     FRAME_INTERVAL,
-    MARKS,
     BlockSplitter,
+    end_mark,
     format_status,
     status_html,
 )
@@ -247,13 +247,16 @@ class ChatView:
 def status_text(stream: ChatStream) -> str:
     stats = stream.stats
     reason = stream.stop_reason
+    said = None if reason is None else reason.value
+    if said is None and stream.waiting:
+        said = "waiting for a free slot (max_concurrent)…"
     return format_status(
         model=stream.model,
         tokens=stats.tokens,
         tokens_per_second=stats.tokens_per_second,
         time_to_first_token=stats.time_to_first_token,
         elapsed=stats.elapsed,
-        reason=None if reason is None else reason.value,
+        reason=said,
     )
 
 
@@ -386,8 +389,9 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
     slider, model picker and status.
 
     Sending while a reply streams closes that reply (reason ``superseded``) and starts the new
-    one. Options (``model``, ``base_url``, ``system``, ``temperature``, ``max_tokens``, …) are
-    those of :func:`astream_chat`.
+    one; with ``supersede=False`` the new question waits its turn instead, and is asked when the
+    reply ends. Options (``model``, ``base_url``, ``system``, ``temperature``, ``max_tokens``,
+    ``stop_when``, ``stop_sequences``, ``priority``, …) are those of :func:`astream_chat`.
     """
 
     def __init__(
@@ -397,6 +401,7 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         system: str | None = None,
         timeout: float = 120.0,
         max_timeout: float = 600.0,
+        supersede: bool = True,
         **options: Any,
     ) -> None:
         from ._config import resolve_endpoint, resolve_model
@@ -410,7 +415,8 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         self._options = options
         endpoint = resolve_endpoint(options.get("base_url"), options.get("api_key"))
         model = resolve_model(model, endpoint)
-        self.session = ChatSession(system=system)
+        self.session = ChatSession(system=system, supersede=supersede)
+        self._queue: list[str] = []  # questions waiting for the reply to end (no supersede)
         self.transcript = widgets.VBox(layout=widgets.Layout(width="100%"))
         self.prompt = PromptBox()
         self.send_button = widgets.Button(
@@ -439,7 +445,8 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
     # -- what the buttons do; callable from any thread ------------------------------------------
 
     def send(self, text: str) -> None:
-        """Ask ``text`` as the next turn, superseding a reply still streaming."""
+        """Ask ``text`` as the next turn: at once, superseding a reply still streaming, or,
+        with ``supersede=False``, when that reply ends."""
         text = text.strip()
         if not text:
             return
@@ -447,10 +454,20 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         self._call(lambda: self._start(text))
 
     def stop(self) -> None:
-        """Stop the reply that streams now, if any."""
+        """Stop the reply that streams now, if any (and forget the questions waiting)."""
+        self._queue.clear()
         stream = self._stream
         if stream is not None:
             stream.close(StopReason.STOPPED)
+
+    @property
+    def supersede(self) -> bool:
+        """Whether sending while a reply streams closes it (else the question waits)."""
+        return self.session.supersede
+
+    @supersede.setter
+    def supersede(self, value: bool) -> None:
+        self.session.supersede = value
 
     @property
     def stream(self) -> ChatStream | None:
@@ -459,10 +476,15 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
 
     async def wait(self) -> None:
         """Wait until the model picker has the server's models and the current turn's reply
-        has ended (for scripts, notebooks run headless, and tests)."""
-        for task in (self._models_task, self._task):
-            if task is not None:
-                await asyncio.shield(task)
+        has ended, and those of questions waiting their turn (for scripts, notebooks run
+        headless, and tests)."""
+        if self._models_task is not None:
+            await asyncio.shield(self._models_task)
+        while self._task is not None:  # and for the questions that waited their turn
+            task = self._task
+            await asyncio.shield(task)
+            if self._task is task:
+                return
 
     # -- on the panel's loop --------------------------------------------------------------------
 
@@ -474,6 +496,14 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
 
     def _start(self, text: str) -> None:
         if self._stream is not None and not self._stream.done:
+            if not self.session.supersede:
+                self._queue.append(text)
+                waiting = len(self._queue)
+                self.status.value = status_html(
+                    f"{waiting} question{'' if waiting == 1 else 's'} waiting for the reply to "
+                    "end (supersede=False)"
+                )
+                return
             self._stream.close(StopReason.SUPERSEDED)
         options = dict(self._options)
         options.setdefault("timeout", self.timeout_slider.value)
@@ -508,6 +538,8 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         finally:
             if stream is self._stream:
                 self.stop_button.disabled = True
+                if self._queue:
+                    self._start(self._queue.pop(0))
 
     def _set_status(self, stream: ChatStream) -> None:
         if stream is not self._stream:
@@ -554,7 +586,7 @@ class _TurnView:
         self.reply.show(stream.text, stream.reply.reasoning, final=final)
         if final:
             reason = stream.stop_reason.value if stream.stop_reason else ""
-            mark = MARKS.get(reason)
+            mark = end_mark(reason, stream.stop_detail)
             if mark is not None or stream.error is not None:
                 said = mark or ""
                 if stream.error is not None:
