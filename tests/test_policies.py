@@ -110,10 +110,13 @@ async def test_the_registry_lists_live_streams_and_stops_one_or_all(
 
 async def test_a_stream_leaves_the_registry_when_it_ends(server: ScriptedServer) -> None:
     stream = astream_chat("hi", model="m", base_url=server.url, max_retries=0)
-    async for _ in stream:
-        assert registry.streams() == [stream]
+    assert [delta async for delta in stream] == ["Hello", ",", " world", "!"]
     assert stream.stop_reason is StopReason.COMPLETED
     assert registry.streams() == []
+    # ... and its slot is free: with a cap of one, the next stream runs.
+    registry.configure(max_concurrent=1, when_full="refuse")
+    again = astream_chat("hi", model="m", base_url=server.url, max_retries=0)
+    assert "".join([delta async for delta in again]) == "Hello, world!"
 
 
 def test_bad_limits_are_refused_with_the_fix() -> None:
