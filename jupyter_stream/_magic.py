@@ -440,7 +440,8 @@ class ChatMagics(Magics):
         registry.configure(**settings)
         limit = registry.max_concurrent
         print(
-            f"at most {limit} streams at once; a new one beyond that: {registry.when_full}"
+            f"at most {limit} stream{'' if limit == 1 else 's'} at once; a new one beyond "
+            f"that: {registry.when_full}"
             if limit is not None
             else f"no limit on streams (when one is set, a new one beyond it: {registry.when_full})"
         )

@@ -7,8 +7,9 @@ so checking costs about the size of the new text, not of the whole answer:
 
 - :func:`stop_on` words and regexes are one compiled regex each kind, searched over the new text
   and a tail of the old one as long as the longest match can be. A match that reaches the end of
-  the text so far waits for the next piece (or the end of the stream) to be confirmed, so that
-  ``pass`` does not stop ``password`` midway.
+  the text so far (or whose lookahead does) waits for the next piece (or the end of the stream)
+  to be confirmed, so that ``pass`` does not stop ``password`` midway. The first match to end
+  wins, as when the text arrives a character at a time.
 - A plain predicate ``rule(text) -> bool | str`` gets the whole text so far, once per read: simple
   to write, and its cost grows with the answer, so prefer ``stop_on`` for long ones.
 - Stop sequences hold back the end of the text that could be the start of one (at most the
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,8 +66,16 @@ class StopOn:
         regexes: list[re.Pattern[str]] = []
         for pattern in patterns:
             if isinstance(pattern, re.Pattern):
-                if not pattern.pattern:
-                    raise ConfigurationError("stop_on: an empty regex would match everywhere")
+                if not isinstance(pattern.pattern, str):
+                    raise ConfigurationError(
+                        f"stop_on: the answer is text, so a regex must be of str, not "
+                        f"{type(pattern.pattern).__name__}: {pattern.pattern!r}"
+                    )
+                if not pattern.pattern or _measure(pattern)[0] == 0:
+                    raise ConfigurationError(
+                        f"stop_on: the regex {pattern.pattern!r} matches empty text, so it "
+                        "would match everywhere"
+                    )
                 regexes.append(pattern)
             elif isinstance(pattern, str):
                 if not pattern.strip():
@@ -89,17 +98,24 @@ class StopOn:
         self.name = name or f"stop_on({listed})"
         self._label = f"{name}: " if name else ""
         # One regex for all the words: each whole (no letter or digit just before or after it),
-        # its spaces matching any run of white space.
-        self._searches: list[tuple[re.Pattern[str], int, Sequence[str] | str]] = []
+        # its spaces matching any run of white space. Shortest first, so that where two words
+        # begin at one place ("pass", "pass word") the one found is the one that ends first,
+        # as it is when the text arrives a character at a time.
+        # Each search: (regex, width, reach, label): the longest match looked for, and how far
+        # beside a match the regex looks (its lookbehinds and lookaheads; 1 for \b and words).
+        self._searches: list[tuple[re.Pattern[str], int, int, Sequence[str] | str]] = []
         if words:
-            alternatives = "|".join(_word_regex(word) for word in words)
+            shortest = sorted(words, key=lambda word: len(" ".join(word.split())))
+            alternatives = "|".join(_word_regex(word) for word in shortest)
             flags = re.IGNORECASE if ignore_case else 0
             width = max(len(word) for word in words) + 8  # a few more spaces, at most
-            self._searches.append((re.compile(alternatives, flags), width, words))
+            self._searches.append((re.compile(alternatives, flags), width, 1, words))
         for regex in regexes:
-            most = _max_width(regex)
+            _least, most, around = _measure(regex)
             width = window if most is None else min(most, window)
-            self._searches.append((regex, width, f"{self._label}regex {regex.pattern!r}"))
+            reach = window if around is None else max(1, min(around, window))
+            label = f"{self._label}regex {regex.pattern!r}"
+            self._searches.append((regex, width, reach, label))
 
     def scanner(self) -> _PatternScanner:
         return _PatternScanner(self)
@@ -125,8 +141,8 @@ def stop_on(
     """
     flat: list[str | re.Pattern[str]] = []
     for pattern in patterns:
-        if isinstance(pattern, (str, re.Pattern)):
-            flat.append(pattern)
+        if isinstance(pattern, (str, bytes, re.Pattern)) or not isinstance(pattern, Iterable):
+            flat.append(pattern)  # StopOn says what is wrong with it
         else:
             flat.extend(pattern)
     return StopOn(flat, ignore_case=ignore_case, window=window, name=name)
@@ -142,8 +158,9 @@ def _word_regex(word: str) -> str:
 _parser: Any = None
 
 
-def _max_width(regex: re.Pattern[str]) -> int | None:
-    """The longest text ``regex`` can match, or None when it has no bound."""
+def _measure(regex: re.Pattern[str]) -> tuple[int | None, int | None, int | None]:
+    """The shortest and the longest text ``regex`` can match, and how far its lookaheads and
+    lookbehinds reach beyond the match; None where there is no bound, or it is not known."""
     global _parser
     try:
         if _parser is None:  # CPython's own regex parser: re._parser (3.11+), sre_parse before
@@ -151,10 +168,27 @@ def _max_width(regex: re.Pattern[str]) -> int | None:
                 _parser = importlib.import_module("re._parser")
             except ImportError:  # pragma: no cover - Python 3.10
                 _parser = importlib.import_module("sre_parse")
-        most = _parser.parse(regex.pattern, regex.flags).getwidth()[1]
+        parsed = _parser.parse(regex.pattern, regex.flags)
+        least, most = parsed.getwidth()
+        around = max(_lookarounds(parsed.data), default=0)
     except Exception:  # not CPython, or a parser that changed: assume no bound
-        return None
-    return None if most >= 65535 else int(most)
+        return (0 if regex.fullmatch("") else None), None, None
+    return (
+        int(least),
+        None if most >= 65535 else int(most),
+        None if around >= 65535 else int(around),
+    )
+
+
+def _lookarounds(node: Any) -> Iterator[int]:
+    """The widths of the lookaheads and lookbehinds in a parsed regex (of ``_parser``)."""
+    if isinstance(node, _parser.SubPattern):
+        node = node.data
+    if isinstance(node, (list, tuple)):
+        if len(node) == 2 and (node[0] is _parser.ASSERT or node[0] is _parser.ASSERT_NOT):
+            yield node[1][1].getwidth()[1]
+        for item in node:
+            yield from _lookarounds(item)
 
 
 class _PatternScanner:
@@ -164,34 +198,45 @@ class _PatternScanner:
         self._rule = rule
         self._tail = ""  # the end of the text so far, as much as a match across reads needs
         self._offset = 0  # where _tail begins in the answer
-        self._keep = max(width for _regex, width, _words in rule._searches) + 1
+        # The tail begins with _context characters that are there only for lookbehinds (a
+        # word's start) to see what precedes the text searched; then as much as a match that
+        # ends in the next text, and what it looks at beyond its end, can take.
+        self._context = max(reach for _regex, _width, reach, _label in rule._searches)
+        self._span = max(width + reach for _regex, width, reach, _label in rule._searches)
 
     def feed(self, new: str, whole: Callable[[], str], final: bool = False) -> RuleMatch | None:
         text = self._tail + new
-        # Search from just inside the old tail: its first character is there only so that a
-        # lookbehind (a word's start) sees what precedes the new text.
-        start = 1 if self._offset > 0 else 0
+        start = self._context if self._offset > 0 else 0
         found: RuleMatch | None = None
+        best = len(text) + 1  # where the match found so far ends, in text
         deferred = len(text)
-        for regex, width, label in self._rule._searches:
+        for regex, width, reach, label in self._rule._searches:
             match = regex.search(text, start)
-            while match is not None:
-                if match.end() < len(text) or final or match.end() - match.start() > width:
-                    if isinstance(label, str):
-                        rule = label
-                    else:  # the words' regex: which word was it?
-                        word = _which(label, match.group(), self._rule.ignore_case)
-                        rule = f"{self._rule._label}word {word!r}"
-                    end = self._offset + match.end()
-                    if found is None or found.end is None or end < found.end:
-                        found = RuleMatch(rule, match.group(), self._offset + match.start(), end)
-                    break
-                # It reaches the end of the text so far: what comes next may undo it.
-                deferred = min(deferred, match.start())
+            # The first match to end wins (as when the text arrives a character at a time),
+            # so a match that starts later but ends sooner is looked for too.
+            while match is not None and match.start() < best:
+                if match.end() + reach <= len(text) or final or match.end() - match.start() > width:
+                    if match.end() < best:
+                        if isinstance(label, str):
+                            rule = label
+                        else:  # the words' regex: which word was it?
+                            word = _which(label, match.group(), self._rule.ignore_case)
+                            rule = f"{self._rule._label}word {word!r}"
+                        found = RuleMatch(
+                            rule,
+                            match.group(),
+                            self._offset + match.start(),
+                            self._offset + match.end(),
+                        )
+                        best = match.end()
+                else:
+                    # It reaches the end of the text so far, or what it looks at beyond its end
+                    # does: what comes next may undo it.
+                    deferred = min(deferred, match.start())
                 match = regex.search(text, match.start() + 1)
         if found is not None:
             return found
-        cut = max(0, min(len(text) - self._keep, deferred - 1))
+        cut = max(0, min(len(text) - self._span, deferred) - self._context)
         self._tail = text[cut:]
         self._offset += cut
         return None
@@ -275,11 +320,6 @@ class Watch:
             for rule in rules
         ]
         self._sequences = list(sequences)
-        self._stop_regex = (
-            re.compile("|".join(re.escape(s) for s in sorted(sequences, key=len, reverse=True)))
-            if sequences
-            else None
-        )
         self._longest = max((len(s) for s in sequences), default=0)
         self._held = ""  # text that may be the start of a stop sequence, not shown yet
         self.sequence: RuleMatch | None = None  # the stop sequence reached
@@ -288,7 +328,7 @@ class Watch:
     @property
     def holds(self) -> bool:
         """True when there are stop sequences (every content piece goes through hold())."""
-        return self._stop_regex is not None
+        return bool(self._sequences)
 
     @property
     def checks(self) -> bool:
@@ -299,21 +339,26 @@ class Watch:
         """The part of ``piece`` (and of the text held before it) that may be shown now;
         ``shown`` is how many characters have been shown so far. Once a stop sequence is
         reached, :attr:`sequence` says which, and nothing more is shown."""
-        if self._stop_regex is None:
+        if not self._sequences:
             return piece
         if self.sequence is not None:
             self.dropped += piece
             return ""
         text = self._held + piece
-        found = self._stop_regex.search(text)
+        # The sequence that ends first (the longest of those that end there), as when the
+        # text arrives a character at a time: with sequences "abcd" and "bc", the text
+        # "abcd" is cut before "bc", as "abc" would be.
+        found: str | None = None
+        at = end = 0
+        for sequence in self._sequences:
+            where = text.find(sequence)
+            if where >= 0 and (found is None or (where + len(sequence), where) < (end, at)):
+                found, at, end = sequence, where, where + len(sequence)
         if found is not None:
             self._held = ""
-            self.dropped = text[found.start() :]
-            start = shown + found.start()
-            self.sequence = RuleMatch(
-                f"stop sequence {found.group()!r}", found.group(), start, start + len(found.group())
-            )
-            return text[: found.start()]
+            self.dropped = text[at:]
+            self.sequence = RuleMatch(f"stop sequence {found!r}", found, shown + at, shown + end)
+            return text[:at]
         keep = 0
         for size in range(min(self._longest - 1, len(text)), 0, -1):
             tail = text[-size:]

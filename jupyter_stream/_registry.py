@@ -141,8 +141,9 @@ class StreamRegistry:
                 self._running[engine.number] = engine
                 return None
             if self._when_full == "refuse":
+                running = len(self._running)
                 raise StreamLimitError(
-                    f"{len(self._running)} streams are running, the limit "
+                    f"{running} stream{' is' if running == 1 else 's are'} running, the limit "
                     f"(max_concurrent={limit}, when_full='refuse'). Fix: stop one (close(), "
                     "registry.stop_all(), %chat stop all), or raise the limit with "
                     "registry.configure(max_concurrent=...)"

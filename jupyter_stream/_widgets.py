@@ -498,11 +498,7 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         if self._stream is not None and not self._stream.done:
             if not self.session.supersede:
                 self._queue.append(text)
-                waiting = len(self._queue)
-                self.status.value = status_html(
-                    f"{waiting} question{'' if waiting == 1 else 's'} waiting for the reply to "
-                    "end (supersede=False)"
-                )
+                self._set_status(self._stream)
                 return
             self._stream.close(StopReason.SUPERSEDED)
         options = dict(self._options)
@@ -547,6 +543,8 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         text = status_text(stream)
         if stream.error is not None:
             text += f" — {stream.error}"
+        if self._queue:
+            text += f" · {_waiting(len(self._queue))}"
         self.status.value = status_html(text)
 
     def _on_slider(self, change: dict[str, Any]) -> None:
@@ -570,6 +568,10 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
             self.model_picker.value = current
 
         self._models_task = self._loop.create_task(load())
+
+
+def _waiting(count: int) -> str:
+    return f"{count} question{'' if count == 1 else 's'} waiting for the reply to end"
 
 
 class _TurnView:

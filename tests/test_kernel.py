@@ -361,3 +361,86 @@ def test_a_view_that_appears_mid_reply_gets_the_whole_reply_so_far(kernel: Kerne
         block for frame in before for block in frame.get("a", [])
     ]
     assert reset["a"] and reset["s"]
+
+
+# -- interruption policies ------------------------------------------------------------------------
+
+
+def test_a_stop_on_word_ends_the_cell_moderated_and_the_output_names_the_rule(
+    kernel: Kernel, paced: BackgroundServer
+) -> None:
+    before = len(ended(paced))
+    run = kernel.run("%%chat --stop-on disconnect --max-tokens 2000\nExplain streaming")
+    assert run.status == "ok", kernel.error_of(run)
+    facts = run.final["metadata"]["jupyter_stream"]
+    assert facts["stop_reason"] == "moderated"
+    assert facts["stop_detail"] == "word 'disconnect' matched 'disconnect'"
+    mark = "[stopped by a moderation rule: word 'disconnect' matched 'disconnect']"
+    plain = run.final["data"]["text/plain"]
+    assert plain.endswith("\n" + mark)
+    text = plain.removesuffix("\n" + mark)
+    assert "disconnect" in text and text == demo_text("Explain streaming", facts["tokens"])
+    assert "moderation rule: word" in run.final["data"]["text/markdown"]
+    assert ended_since(paced, before)[-1]["end"] == "client disconnected"
+
+
+def test_chat_streams_lists_the_live_streams_and_stop_all_stops_them(kernel: Kernel) -> None:
+    kernel.ok(f"%%chat --background {LONG} --priority 3 --session a\nFirst question")
+    kernel.ok("first = _")
+    kernel.ok(f"%%chat --background {LONG} --session b\nSecond question")
+    kernel.ok("second = _")
+    table = kernel.ok("%chat streams").stdout().splitlines()
+    assert table[0].split() == ["#", "state", "model", "age", "tokens", "priority", "question"]
+    rows = [line.split() for line in table[1:]]
+    assert [(row[1], row[2], row[-3], row[-2:]) for row in rows] == [
+        ("streaming", "demo", "3", ["First", "question"]),
+        ("streaming", "demo", "0", ["Second", "question"]),
+    ]
+    assert kernel.ok("%chat stop all").stdout() == "stopped 2 streams\n"
+    said = kernel.ok(
+        "await first\nawait second\n"
+        "print(first.stream.stop_reason, second.stream.stop_reason, len(first.stream.text) > 0)"
+    ).stdout()
+    assert said == "stopped stopped True\n"
+    assert kernel.ok("%chat streams").stdout() == "(no live streams)\n"
+
+
+def test_chat_limit_refuses_a_stream_over_the_cap(kernel: Kernel) -> None:
+    try:
+        limit = kernel.ok("%chat limit 1 refuse").stdout()
+        assert limit == "at most 1 stream at once; a new one beyond that: refuse\n"
+        kernel.ok(f"%%chat --background {LONG} --session a\nTake the only slot")
+        refused = kernel.run("%%chat --session b\nAnd me?")
+        assert refused.status == "error"
+        error = kernel.error_of(refused)
+        assert error.startswith("1 stream is running, the limit (max_concurrent=1")
+        assert "Fix: stop one" in error
+        number = kernel.ok(
+            "from jupyter_stream import registry\nprint(registry.streams()[0].number)"
+        ).stdout()
+        kernel.ok(f"%chat stop {number.strip()}")
+        assert kernel.ok("%chat streams").stdout() == "(no live streams)\n"
+    finally:
+        kernel.ok("%chat stop all\n%chat limit none preempt")
+
+
+def test_a_chat_panel_without_supersede_asks_the_next_question_when_the_reply_ends(
+    kernel: Kernel, paced: BackgroundServer
+) -> None:
+    run = kernel.ok(
+        "from jupyter_stream import ChatPanel\n"
+        f"panel = ChatPanel(base_url={paced.base_url!r}, max_tokens=40, supersede=False)\n"
+        "panel.send('One')\npanel.send('Two')\npanel"
+    )
+    assert run.status == "ok"
+    said = kernel.ok(
+        "print(panel.status.value)\nawait panel.wait()\n"
+        "print([(t.prompt, str(t.stop_reason)) for t in panel.session.turns])\n"
+        "print([m['content'][:3] for m in panel.stream.messages])"
+    ).stdout()
+    waiting, turns, sent = said.splitlines()
+    assert "1 question waiting for the reply to end" in waiting
+    assert turns == "[('One', 'length'), ('Two', 'length')]"
+    assert sent == "['One', demo_text_start, 'Two']".replace(
+        "demo_text_start", repr(demo_text("One", 40)[:3])
+    )
