@@ -23,6 +23,7 @@ EXPECTED = [
     "03-how-streaming-works",
     "04-interrupting-a-stream",
     "05-measuring",
+    "06-policies",
 ]
 CELL_TIMEOUT = 60  # seconds for one cell: a guard against hangs, never a timing assertion
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -40,7 +41,7 @@ def notebook_paths() -> list[Path]:
 # -- the notebooks as they are kept -------------------------------------------------------------
 
 
-def test_the_five_notebooks_are_there() -> None:
+def test_the_six_notebooks_are_there() -> None:
     assert [path.stem for path in notebook_paths()] == EXPECTED
 
 
@@ -315,3 +316,120 @@ def test_05_measuring(executed: dict[str, Any]) -> None:
 
     [figure] = [o for o in cell(notebook, "first = arrivals[0]").outputs if "data" in o]
     assert figure.data["image/png"]
+
+
+def streams_table(text: str) -> list[tuple[int, str, int]]:
+    """The rows of a ``%chat streams`` table: number, state, priority (never the age)."""
+    rows = re.findall(
+        r"^\s*(\d+)\s+(streaming|waiting)\s+demo\s+[\d.]+ s\s+\d+\s+(-?\d+)\s+\S.*$",
+        text,
+        re.MULTILINE,
+    )
+    return [(int(number), state, int(priority)) for number, state, priority in rows]
+
+
+def test_06_policies(executed: dict[str, Any]) -> None:
+    notebook = run(executed, "06-policies")  # no errors, nothing on stderr
+
+    # stop_on: moderated, the rule named, the match located, the text up to it kept.
+    moderated = stdout(cell(notebook, "no_secrets = stop_on("))
+    assert moderated.startswith(
+        "stop reason: moderated\nstop detail: word 'API key' matched 'API key'\n"
+    )
+    start = int(search(r"^match: rule \"word 'API key'\", text 'API key', at \[(\d+):", moderated))
+    end = int(search(r", at \[\d+:(\d+)\]$", moderated))
+    assert end - start == len("API key")
+    assert "\nthe answer there: 'API key'\n" in moderated
+    assert int(search(r"^kept: (\d+) characters", moderated)) >= end
+
+    chat = chat_output(cell(notebook, "%%chat --stop-on password"))
+    facts = chat.metadata["jupyter_stream"]
+    assert facts["stop_reason"] == "moderated"
+    assert facts["stop_detail"] == "word 'password' matched 'password'"
+    assert chat.data["text/plain"].endswith(
+        "\n[stopped by a moderation rule: word 'password' matched 'password']"
+    )
+
+    # A function rule: a lambda, then a named one that gives its reason and counts its reads.
+    lambda_rule = stdout(
+        cell(notebook, 'async with astream_chat(\n    "Tell me about streaming.",\n')
+    )
+    assert lambda_rule.startswith("stop reason: moderated | rule <lambda>()\n")
+    kept = search(r"^kept: '(.*)'$", lambda_rule)
+    assert kept.lower().count("stream") >= 3  # the read that said it the third time, kept
+
+    named = stdout(cell(notebook, "given = []"))
+    assert named.startswith(
+        "stop reason: moderated | rule says_stream_three_times(): it said 'stream' three times\n"
+    )
+    answer = int(search(r"^(\d+) characters of answer", named))
+    calls = int(search(r"the rule was called (\d+) times", named))
+    read = int(search(r"^and read (\d+) characters in all", named))
+    assert calls >= 2 and read > answer  # it read the same text again and again
+
+    # A stop sequence: completed, trimmed before it, nothing of it shown.
+    trimmed = stdout(
+        cell(notebook, 'async with astream_chat(\n    "Tell me about streaming.", max')
+    )
+    assert trimmed.startswith("stop reason: completed | stop sequence '## ' matched '## '\n")
+    assert "\n'## ' shown: False\n" in trimmed
+    assert trimmed.endswith("needed to write this.\\n\\n'\n")
+
+    # ChatSession: superseded by default, the partial answer in the history; both run without.
+    superseded = stdout(cell(notebook, "session = ChatSession()"))
+    assert int(search(r"^first turn: superseded \((\d+) characters kept\)$", superseded)) > 0
+    assert "\nsecond turn: length\n" in superseded
+    sent = superseded.split("the second turn sent:\n")[1].splitlines()
+    assert [line.split(":")[0].strip() for line in sent] == ["user", "assistant", "user"]
+
+    both = stdout(cell(notebook, "side_by_side = ChatSession(supersede=False)"))
+    assert both == (
+        "running at once: 2\nfirst turn: length | second turn: length\n"
+        "the second turn sent 1 message\n"
+    )
+
+    # The registry: two slots, preemption by priority, waiting, refusal, stop all.
+    full = stdout(cell(notebook, 'registry.configure(max_concurrent=2, when_full="preempt")'))
+    assert full.startswith(
+        "<StreamRegistry 2 running, 0 waiting, max_concurrent=2, when_full='preempt'>\n"
+    )
+    essay, chores = (number for number, _, _ in streams_table(full))
+    assert streams_table(full) == [(essay, "streaming", 1), (chores, "streaming", 0)]
+
+    preempted = stdout(cell(notebook, "urgent = astream_chat("))
+    urgent = int(
+        search(r"^chores: preempted \| stream #(\d+) \(priority 5\) took its slot", preempted)
+    )
+    assert "took its slot (max_concurrent=2)\n" in preempted
+    assert int(search(r"it keeps what it had: (\d+) characters", preempted)) > 0
+    assert (
+        "\nidle: preempted | all 2 slots (max_concurrent) are held by streams of higher priority "
+        "than -1\n" in preempted
+    )
+    assert preempted.endswith(f"live: ['#{essay} priority 1', '#{urgent} priority 5']\n")
+
+    waited = stdout(cell(notebook, "%chat limit 2 wait"))
+    assert waited.startswith("at most 2 streams at once; a new one beyond that: wait\n")
+    queued = int(search(r"^#(\d+) waiting: True$", waited))
+    assert streams_table(waited) == [
+        (essay, "streaming", 1),
+        (urgent, "streaming", 5),
+        (queued, "waiting", 3),
+    ]
+    assert "\nessay: stopped\n" in waited
+    assert f"\n#{queued} waiting: False | its first delta: " in waited
+
+    refused = stdout(cell(notebook, "%chat limit refuse"))
+    assert refused.startswith(
+        "at most 2 streams at once; a new one beyond that: refuse\n"
+        "refused: StreamLimitError | stop reason: error\n"
+        "stream.error is the exception: True\n"
+        "2 streams are running, the limit (max_concurrent=2, when_full='refuse')."
+    )
+
+    stopped = stdout(cell(notebook, "%chat stop all"))
+    assert stopped == (
+        "stopped 2 streams\n"
+        "urgent: stopped | queued: stopped\n"
+        "live streams: 0 | <StreamRegistry 0 running, 0 waiting, no limit, when_full='preempt'>\n"
+    )
