@@ -8,8 +8,10 @@ so checking costs about the size of the new text, not of the whole answer:
 - :func:`stop_on` words and regexes are one compiled regex each kind, searched over the new text
   and a tail of the old one as long as the longest match can be. A match that reaches the end of
   the text so far (or whose lookahead does) waits for the next piece (or the end of the stream)
-  to be confirmed, so that ``pass`` does not stop ``password`` midway. The first match to end
-  wins, as when the text arrives a character at a time.
+  to be confirmed, so that ``pass`` does not stop ``password`` midway. Of several words and
+  regexes, the match that ends first wins, as when the text arrives a character at a time. A
+  regex whose match more text could lengthen (an optional or a greedy tail: ``a.*b``) may match
+  less of an answer that arrives in pieces than of the whole.
 - A plain predicate ``rule(text) -> bool | str`` gets the whole text so far, once per read: simple
   to write, and its cost grows with the answer, so prefer ``stop_on`` for long ones.
 - Stop sequences hold back the end of the text that could be the start of one (at most the
@@ -108,7 +110,10 @@ class StopOn:
             shortest = sorted(words, key=lambda word: len(" ".join(word.split())))
             alternatives = "|".join(_word_regex(word) for word in shortest)
             flags = re.IGNORECASE if ignore_case else 0
-            width = max(len(word) for word in words) + 8  # a few more spaces, at most
+            width = max(len(word) for word in words)
+            if any(len(word.split()) > 1 for word in words):
+                # A phrase's white space has no bound: it is looked for within the window.
+                width = max(width, window)
             self._searches.append((re.compile(alternatives, flags), width, 1, words))
         for regex in regexes:
             _least, most, around = _measure(regex)
@@ -212,8 +217,6 @@ class _PatternScanner:
         deferred = len(text)
         for regex, width, reach, label in self._rule._searches:
             match = regex.search(text, start)
-            # The first match to end wins (as when the text arrives a character at a time),
-            # so a match that starts later but ends sooner is looked for too.
             while match is not None and match.start() < best:
                 if match.end() + reach <= len(text) or final or match.end() - match.start() > width:
                     if match.end() < best:
@@ -229,6 +232,10 @@ class _PatternScanner:
                             self._offset + match.end(),
                         )
                         best = match.end()
+                    if isinstance(label, str):
+                        break  # a regex: its first match, as re.search finds it
+                    # Words: one inside another ("bad" in "big bad wolf") ends first, and is
+                    # the one found when the text arrives a character at a time.
                 else:
                     # It reaches the end of the text so far, or what it looks at beyond its end
                     # does: what comes next may undo it.

@@ -471,7 +471,9 @@ class _Engine:
         confirm a match that reached the end (under the lock)."""
         held = watch.flush()
         self._append(held)
-        if reason in _NATURAL_ENDS and watch.checks and self._match is None:
+        # A stop sequence ends the answer as [DONE] does: a match that reached its end stands.
+        ended_by_sequence = self._match is not None and self._match is watch.sequence
+        if reason in _NATURAL_ENDS and watch.checks and (self._match is None or ended_by_sequence):
             match = watch.check(held, lambda: self._reply.content, final=True)
             if match is not None:
                 self._match, self._detail = match, str(match)
@@ -505,6 +507,9 @@ class _Engine:
             if self._deadline_handle is not None:
                 self._deadline_handle.cancel()
             self._finish(StopReason.ERROR if error is not None else reason, error)
+            # close() from another thread may have left the registry just before the pump
+            # joined it: leaving again here (it is idempotent) never keeps a slot taken.
+            registry.leave(self)
             # asyncio closes a transport's socket one loop iteration after transport.close():
             # let it, so that "released" means the socket is really closed.
             try:
