@@ -8,10 +8,11 @@ so checking costs about the size of the new text, not of the whole answer:
 - :func:`stop_on` words and regexes are one compiled regex each kind, searched over the new text
   and a tail of the old one as long as the longest match can be. A match that reaches the end of
   the text so far (or whose lookahead does) waits for the next piece (or the end of the stream)
-  to be confirmed, so that ``pass`` does not stop ``password`` midway. Of several words and
-  regexes, the match that ends first wins, as when the text arrives a character at a time. A
-  regex whose match more text could lengthen (an optional or a greedy tail: ``a.*b``) may match
-  less of an answer that arrives in pieces than of the whole.
+  to be confirmed, so that ``pass`` does not stop ``password`` midway; meanwhile the stream
+  keeps it from view (:attr:`Watch.pending_from`), so a match is never delivered whole. Of
+  several words and regexes, the match that ends first wins, as when the text arrives a
+  character at a time. A regex whose match more text could lengthen (an optional or a greedy
+  tail: ``a.*b``) may match less of an answer that arrives in pieces than of the whole.
 - A plain predicate ``rule(text) -> bool | str`` gets the whole text so far, once per read: simple
   to write, and its cost grows with the answer, so prefer ``stop_on`` for long ones.
 - Stop sequences hold back the end of the text that could be the start of one (at most the
@@ -208,6 +209,7 @@ class _PatternScanner:
         # ends in the next text, and what it looks at beyond its end, can take.
         self._context = max(reach for _regex, _width, reach, _label in rule._searches)
         self._span = max(width + reach for _regex, width, reach, _label in rule._searches)
+        self.pending: int | None = None  # where a match waiting to be confirmed begins
 
     def feed(self, new: str, whole: Callable[[], str], final: bool = False) -> RuleMatch | None:
         text = self._tail + new
@@ -243,6 +245,7 @@ class _PatternScanner:
                 match = regex.search(text, match.start() + 1)
         if found is not None:
             return found
+        self.pending = self._offset + deferred if deferred < len(text) else None
         cut = max(0, min(len(text) - self._span, deferred) - self._context)
         self._tail = text[cut:]
         self._offset += cut
@@ -329,6 +332,7 @@ class Watch:
         self._sequences = list(sequences)
         self._longest = max((len(s) for s in sequences), default=0)
         self._held = ""  # text that may be the start of a stop sequence, not shown yet
+        self.unconfirmed = ""  # text checked, kept from view while a match in it is confirmed
         self.sequence: RuleMatch | None = None  # the stop sequence reached
         self.dropped = ""  # with a stop sequence: the sequence and what came after it
 
@@ -386,10 +390,24 @@ class Watch:
                 found = match
         return found
 
-    def flush(self) -> str:
-        """The text held back (at the end of the stream: all of it was received)."""
-        text, self._held = self._held, ""
-        return text
+    @property
+    def pending_from(self) -> int | None:
+        """Where (in the answer) the earliest match that waits to be confirmed begins: the
+        stream shows nothing from there until the next check decides."""
+        starts = [
+            scanner.pending
+            for scanner in self._scanners
+            if isinstance(scanner, _PatternScanner) and scanner.pending is not None
+        ]
+        return min(starts, default=None)
+
+    def flush(self) -> tuple[str, str]:
+        """At the end of the stream (all of it was received): the text kept from view while a
+        match was confirmed, and the text held back for a stop sequence, which no rule has
+        seen yet."""
+        unconfirmed, self.unconfirmed = self.unconfirmed, ""
+        held, self._held = self._held, ""
+        return unconfirmed, held
 
 
 def _before(one: RuleMatch, other: RuleMatch) -> bool:

@@ -248,8 +248,8 @@ class _Engine:
             self._detail = detail
             self._ended_at = time.monotonic()
             self._cut = True
-            if self._watch is not None:  # text held back for a stop sequence was received
-                self._append(self._watch.flush())
+            if self._watch is not None:  # text held back by the rules was received
+                self._append("".join(self._watch.flush()))
             sock, self._sock = self._sock, None
             if sock is not None:
                 try:
@@ -469,15 +469,18 @@ class _Engine:
     def _last_watch(self, watch: Watch, reason: StopReason) -> StopReason:
         """At a natural end: show the text held back for a stop sequence, and let the rules
         confirm a match that reached the end (under the lock)."""
-        held = watch.flush()
-        self._append(held)
+        unconfirmed, held = watch.flush()
         # A stop sequence ends the answer as [DONE] does: a match that reached its end stands.
         ended_by_sequence = self._match is not None and self._match is watch.sequence
+        match = None
         if reason in _NATURAL_ENDS and watch.checks and (self._match is None or ended_by_sequence):
-            match = watch.check(held, lambda: self._reply.content, final=True)
-            if match is not None:
-                self._match, self._detail = match, str(match)
-                return StopReason.MODERATED
+            shown = self._reply.content + unconfirmed + held
+            match = watch.check(held, lambda: shown, final=True)
+        self._append(unconfirmed + held)
+        if match is not None:
+            self._match, self._detail = match, str(match)
+            self._cut = True  # the match is never delivered, as when a stream is closed
+            return StopReason.MODERATED
         return reason
 
     def _append(self, text: str) -> None:
@@ -715,7 +718,7 @@ class _Engine:
         shown is checked once for this read. Returns the tokens that arrived and the match."""
         arrived = chunks
         if watch.holds:
-            shown = self._shown
+            shown = self._shown + len(watch.unconfirmed)
             held: list[str | Chunk] = []
             for chunk in chunks:
                 content = _content(chunk)
@@ -730,25 +733,62 @@ class _Engine:
             chunks = held
         match: RuleMatch | None = None
         if watch.checks:
-            pieces = [_content(chunk) for chunk in chunks]
-            new = "".join(pieces)
-            if new:
-                match = watch.check(new, lambda: self._reply.content + new)
-            if match is not None and match.end is not None:
-                # Keep what arrived up to the piece that completed the match: the rest of
-                # this read comes after the stop.
-                end, kept = self._shown, 0
-                for kept, piece in enumerate(pieces, 1):  # noqa: B007
-                    end += len(piece)
-                    if end >= match.end:
-                        break
-                chunks = chunks[:kept]
+            chunks, match = self._check_watched(watch, chunks)
         before = len(self._reply._content)
         self._reply.extend(chunks)
         self._shown += sum(len(piece) for piece in self._reply._content[before:])
         # Tokens that arrived before the stop (those held back for a stop sequence included).
         texts = sum(1 for chunk in arrived[: len(chunks)] if _has_text(chunk))
         return texts, match or watch.sequence
+
+    def _check_watched(
+        self, watch: Watch, chunks: list[str | Chunk]
+    ) -> tuple[list[str | Chunk], RuleMatch | None]:
+        """Check a read's text against the stop_when rules: cut it after the piece that
+        completes a match, and keep from view the text of a match that waits to be confirmed
+        (``watch.unconfirmed``), so that a complete match is never delivered."""
+        pieces = [_content(chunk) for chunk in chunks]
+        new = "".join(pieces)
+        earlier = watch.unconfirmed
+        base = self._shown + len(earlier)  # where this read's text begins in the answer
+        match = None
+        if new:
+            match = watch.check(new, lambda: self._reply.content + earlier + new)
+        if match is not None:
+            self._append(earlier)  # it goes into the text; close() keeps it from delivery
+            watch.unconfirmed = ""
+            if match.end is not None:
+                # Keep what arrived up to the piece that completed the match: the rest of
+                # this read comes after the stop.
+                end, kept = base, 0
+                for kept, piece in enumerate(pieces, 1):  # noqa: B007
+                    end += len(piece)
+                    if end >= match.end:
+                        break
+                chunks = chunks[:kept]
+            return chunks, match
+        hold_from = watch.pending_from
+        if hold_from is None or hold_from >= base:
+            self._append(earlier)
+            watch.unconfirmed = ""
+        else:
+            self._append(earlier[: hold_from - self._shown])
+            watch.unconfirmed = earlier[hold_from - self._shown :]
+        if hold_from is None or hold_from >= base + len(new):
+            return chunks, None
+        held: list[str | Chunk] = []
+        offset = base
+        for chunk in chunks:
+            content = _content(chunk)
+            if content:
+                keep = max(0, min(len(content), hold_from - offset))
+                if keep < len(content):
+                    watch.unconfirmed += content[keep:]
+                    visible = content[:keep]
+                    chunk = visible if isinstance(chunk, str) else _with(chunk, visible)
+                offset += len(content)
+            held.append(chunk)
+        return held, None
 
 
 def _with(chunk: Chunk, content: str) -> Chunk:

@@ -59,7 +59,7 @@ def drive(watch: Watch, reads: Sequence[Sequence[str]]) -> tuple[RuleMatch | Non
             return match, text
         if watch.sequence is not None:
             break
-    held = watch.flush()
+    held = "".join(watch.flush())  # in drive() nothing is kept unconfirmed
     text += held
     if watch.checks:
         match = watch.check(held, lambda: text, final=True)
@@ -359,13 +359,13 @@ def test_a_stop_sequence_prefix_is_held_back_until_it_is_known() -> None:
     assert watch.sequence == RuleMatch("stop sequence '</answer>'", "</answer>", 16, 25)
     assert watch.dropped == "</answer> and more"
     assert watch.hold("later", 16) == ""  # nothing is shown after the sequence
-    assert watch.flush() == ""
+    assert watch.flush() == ("", "")
 
     released = Watch([], ["</answer>"])
     assert released.hold("x </an", 0) == "x "
     assert released.hold("d", 2) == "</and"  # no longer the start of a sequence
     assert released.hold(" </", 7) == " "
-    assert released.flush() == "</"  # at the end, what was held was received
+    assert released.flush() == ("", "</")  # at the end, what was held was received
 
 
 def test_a_predicate_sees_the_whole_text_once_per_read() -> None:
@@ -580,9 +580,9 @@ async def test_a_word_that_ends_a_read_waits_for_the_next_piece(server: Scripted
     assert stream.stop_reason is StopReason.MODERATED
     assert stream.match == RuleMatch("word 'pass'", "pass", 14, 18)
     assert stream.text == "You shall not pass, said he"  # the piece that confirmed it is kept
-    # The word itself was shown before it could be known to be a whole word; the piece that
-    # confirmed it was not.
-    assert deltas == ["You shall not pass"]
+    # The word was kept from view until the next piece told whether it was whole; then the
+    # stream stopped: neither the word nor the piece that confirmed it was delivered.
+    assert deltas == ["You shall not "]
     sees_disconnect(server)
 
 
@@ -601,7 +601,8 @@ async def test_a_word_inside_a_longer_one_does_not_stop_the_stream(
     deltas = await collect(stream, lambda _delta: delivered.set())
     assert stream.stop_reason is StopReason.COMPLETED
     assert stream.match is None and stream.stop_detail is None
-    assert deltas == ["Type the pass", "word, then bypass it"]
+    # "pass" waited for the next piece, which showed it to be part of "password".
+    assert deltas == ["Type the ", "pass", "word, then bypass it"]
     assert stream.text == "Type the password, then bypass it"
 
 
@@ -615,8 +616,9 @@ async def test_a_match_at_the_natural_end_is_confirmed_there(server: ScriptedSer
     assert stream.stop_reason is StopReason.MODERATED
     assert stream.match == RuleMatch("word 'pass'", "pass", 14, 18)
     assert stream.stop_detail == "word 'pass' matched 'pass'"
-    assert stream.text == "You shall not pass"
-    assert deltas == ["You shall ", "not pass"]  # it ended naturally: all of it was received
+    assert stream.text == "You shall not pass"  # all of it was received, and is kept
+    shown = "".join(deltas)
+    assert stream.text.startswith(shown) and "pass" not in shown  # the match is never delivered
 
 
 async def test_a_predicate_rule_ends_the_stream(server: ScriptedServer) -> None:
@@ -701,7 +703,9 @@ async def test_a_rule_match_that_a_stop_sequence_cuts_off_is_confirmed(
     # The answer ends at "pass", as it would at [DONE]: a whole word, so the rule matched.
     assert stream.stop_reason is StopReason.MODERATED
     assert stream.match == RuleMatch("word 'pass'", "pass", 14, 18)
-    assert "".join(deltas) == stream.text == "You shall not pass"
+    assert stream.text == "You shall not pass"
+    shown = "".join(deltas)
+    assert stream.text.startswith(shown) and "pass" not in shown
     sees_disconnect(server)
 
 
@@ -760,3 +764,53 @@ def test_a_word_stops_the_demo_answer_in_a_sync_stream(paced: BackgroundServer) 
     assert answer.startswith(stream.text) and len(stream.text) >= word.end()
     assert stream.text.startswith(shown) and len(shown) <= word.end()
     assert ended_since(paced, before)[-1]["end"] == "client disconnected"
+
+
+# -- the engine's side, without I/O: what is delivered, for every split --------------------------
+
+
+def engine_run(reads: list[list[str]], **options: Any) -> tuple[ChatStream, str]:
+    """Drive a stream's engine as its pump does, with ``reads`` (each a list of content pieces
+    that arrived together), a consumer taking every delta after each read; no server, no loop
+    (the stream never starts, so close() has nothing to cancel). The stream and what the
+    consumer got."""
+    stream = astream_chat("hi", model="m", base_url="http://127.0.0.1:9/v1", **options)
+    engine = stream._engine
+    got = []
+    for read in reads:
+        if not engine._commit(list(read)):
+            break
+        while (delta := engine._next_delta()) is not None:
+            got.append(delta)
+    engine._finish(StopReason.COMPLETED)
+    while (delta := engine._next_delta()) is not None:
+        got.append(delta)
+    return stream, "".join(got)
+
+
+@pytest.mark.parametrize(
+    ("text", "rule", "match"),
+    [
+        ("You shall not pass, said he", "pass", (14, 18)),
+        ("Type the password, then go", "pass", None),
+        ("Keep the API\n key safe", "API key", (9, 17)),
+        ("Ends with pass", "pass", (10, 14)),
+    ],
+)
+def test_a_complete_match_is_never_delivered_however_the_text_is_split(
+    text: str, rule: str, match: tuple[int, int] | None
+) -> None:
+    for reads in splits(text):
+        stream, got = engine_run(reads, stop_when=stop_on(rule))
+        assert stream.text.startswith(got), reads
+        assert text.startswith(stream.text), reads
+        if match is None:
+            assert stream.stop_reason is StopReason.COMPLETED, reads
+            assert got == stream.text == text, reads
+        else:
+            assert stream.stop_reason is StopReason.MODERATED, reads
+            assert stream.match is not None
+            assert (stream.match.start, stream.match.end) == match, reads
+            # The match is never delivered whole (its start may be, before the rest arrives).
+            assert len(got) < match[1], (reads, got)
+            assert len(stream.text) >= match[1], reads  # what arrived up to it is kept
