@@ -718,28 +718,23 @@ class _Engine:
         shown is checked once for this read. Returns the tokens that arrived and the match."""
         arrived = chunks
         if watch.holds:
-            shown = self._shown + len(watch.unconfirmed)
-            held: list[str | Chunk] = []
-            for chunk in chunks:
-                content = _content(chunk)
-                if content:
-                    visible = watch.hold(content, shown)
-                    shown += len(visible)
-                    if visible is not content:
-                        chunk = visible if isinstance(chunk, str) else _with(chunk, visible)
-                held.append(chunk)
-                if watch.sequence is not None:
-                    break
-            chunks = held
+            # Once per read: the read's text (after what was held before) through hold(),
+            # then cut back along the pieces' boundaries.
+            pieces = [chunk if isinstance(chunk, str) else chunk.content for chunk in chunks]
+            joined = "".join(pieces)
+            if joined:
+                before = watch.held
+                visible = watch.hold(joined, self._shown + len(watch.unconfirmed))
+                chunks = _recut(chunks, pieces, before[: len(visible)], len(visible))
         match: RuleMatch | None = None
         if watch.checks:
             chunks, match = self._check_watched(watch, chunks)
-        before = len(self._reply._content)
-        self._reply.extend(chunks)
-        self._shown += sum(len(piece) for piece in self._reply._content[before:])
-        # Tokens that arrived before the stop (those held back for a stop sequence included).
-        texts = sum(1 for chunk in arrived[: len(chunks)] if _has_text(chunk))
-        return texts, match or watch.sequence
+        before_count = len(self._reply._content)
+        counted = self._reply.extend(chunks)
+        self._shown += sum(len(piece) for piece in self._reply._content[before_count:])
+        if chunks is not arrived:  # tokens that arrived before the stop, held ones included
+            counted = sum(1 for chunk in arrived[: len(chunks)] if _has_text(chunk))
+        return counted, match or watch.sequence
 
     def _check_watched(
         self, watch: Watch, chunks: list[str | Chunk]
@@ -789,6 +784,24 @@ class _Engine:
                 offset += len(content)
             held.append(chunk)
         return held, None
+
+
+def _recut(
+    chunks: list[str | Chunk], pieces: list[str], prefix: str, total: int
+) -> list[str | Chunk]:
+    """``chunks`` whose contents (``pieces``), after ``prefix``, are cut to ``total``
+    characters in all; the prefix rides with the first chunk."""
+    out: list[str | Chunk] = []
+    room = total - len(prefix)
+    for index, (chunk, piece) in enumerate(zip(chunks, pieces, strict=True)):
+        content = piece[: max(0, room)]
+        room -= len(piece)
+        if index == 0:
+            content = prefix + content
+        if content is not piece:
+            chunk = content if isinstance(chunk, str) else _with(chunk, content)
+        out.append(chunk)
+    return out
 
 
 def _with(chunk: Chunk, content: str) -> Chunk:

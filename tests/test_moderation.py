@@ -814,3 +814,21 @@ def test_a_complete_match_is_never_delivered_however_the_text_is_split(
             # The match is never delivered whole (its start may be, before the rest arrives).
             assert len(got) < match[1], (reads, got)
             assert len(stream.text) >= match[1], reads  # what arrived up to it is kept
+
+
+@pytest.mark.parametrize(
+    ("text", "sequences", "shown"),
+    [
+        ("Answer.\n###\nmore", ["###"], "Answer.\n"),
+        ("a ## b # c", ["###"], "a ## b # c"),
+        ("xx abcd", ["abcd", "bc"], "xx a"),
+        ("END", ["END"], ""),
+    ],
+)
+def test_a_stop_sequence_is_never_delivered_however_the_text_is_split(
+    text: str, sequences: list[str], shown: str
+) -> None:
+    for reads in splits(text):
+        stream, got = engine_run(reads, stop_sequences=sequences)
+        assert stream.stop_reason is StopReason.COMPLETED, reads
+        assert got == stream.text == shown, reads
