@@ -10,6 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_policies
 import bench_server
 import bench_sse
 import bench_stream
@@ -21,6 +22,8 @@ def main() -> None:
     bench_sse.main(["--repeat", "3"] if quick else [])
     print()
     bench_stream.main(["--quick"] if quick else [])
+    print()
+    bench_policies.main(["--quick"] if quick else [])
     print()
     bench_server.main(["--quick"] if quick else [])
 

@@ -107,12 +107,15 @@ class StopOn:
         # Each search: (regex, width, reach, label): the longest match looked for, and how far
         # beside a match the regex looks (its lookbehinds and lookaheads; 1 for \b and words).
         self._searches: list[tuple[re.Pattern[str], int, int, Sequence[str] | str]] = []
-        # A quick test before the words' regex: the text must hold one of the words' first
-        # parts (case-folded when case is ignored), or the regex cannot match; most reads hold
-        # none, and str's "in" is far faster than a regex trying every word at every place.
-        self._firsts = tuple(
-            {word.split()[0].casefold() if ignore_case else word.split()[0] for word in words}
+        # A quick test before the words' regex: a match not seen yet ends in the new text (or
+        # one character before it, where its end waited for what follows), so the end of the
+        # text must hold one of the words' last parts (case-folded when case is ignored), or the
+        # regex cannot match. Most reads hold none, and str's "in" is far faster than a regex
+        # trying every word at every place.
+        self._lasts = tuple(
+            {word.split()[-1].casefold() if ignore_case else word.split()[-1] for word in words}
         )
+        self._longest_last = max((len(last) for last in self._lasts), default=0)
         if words:
             shortest = sorted(words, key=lambda word: len(" ".join(word.split())))
             alternatives = _alternatives(shortest)
@@ -245,10 +248,10 @@ class _PatternScanner:
             # what it looks at beyond it was not there yet: it begins after this.
             at = max(start, old - width - reach)
             if not isinstance(label, str):  # the words: first the quick test
-                region = text[at:]
+                region = text[max(at, old - reach - spec._longest_last) :]
                 if spec.ignore_case:
                     region = region.casefold()
-                if not any(first in region for first in spec._firsts):
+                if not any(last in region for last in spec._lasts):
                     continue
             match = regex.search(text, at)
             while match is not None and match.start() < best:

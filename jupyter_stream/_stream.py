@@ -727,22 +727,26 @@ class _Engine:
                 visible = watch.hold(joined, self._shown + len(watch.unconfirmed))
                 chunks = _recut(chunks, pieces, before[: len(visible)], len(visible))
         match: RuleMatch | None = None
+        added = None  # how much text the chunks add, when known
         if watch.checks:
-            chunks, match = self._check_watched(watch, chunks)
+            chunks, match, added = self._check_watched(watch, chunks)
         before_count = len(self._reply._content)
         counted = self._reply.extend(chunks)
-        self._shown += sum(len(piece) for piece in self._reply._content[before_count:])
+        if added is None:
+            added = sum(len(piece) for piece in self._reply._content[before_count:])
+        self._shown += added
         if chunks is not arrived:  # tokens that arrived before the stop, held ones included
             counted = sum(1 for chunk in arrived[: len(chunks)] if _has_text(chunk))
         return counted, match or watch.sequence
 
     def _check_watched(
         self, watch: Watch, chunks: list[str | Chunk]
-    ) -> tuple[list[str | Chunk], RuleMatch | None]:
+    ) -> tuple[list[str | Chunk], RuleMatch | None, int | None]:
         """Check a read's text against the stop_when rules: cut it after the piece that
         completes a match, and keep from view the text of a match that waits to be confirmed
-        (``watch.unconfirmed``), so that a complete match is never delivered."""
-        pieces = [_content(chunk) for chunk in chunks]
+        (``watch.unconfirmed``), so that a complete match is never delivered. Returns the
+        chunks to add, the match, and how much text they add when that is known."""
+        pieces = [chunk if isinstance(chunk, str) else chunk.content for chunk in chunks]
         new = "".join(pieces)
         earlier = watch.unconfirmed
         base = self._shown + len(earlier)  # where this read's text begins in the answer
@@ -761,7 +765,7 @@ class _Engine:
                     if end >= match.end:
                         break
                 chunks = chunks[:kept]
-            return chunks, match
+            return chunks, match, None
         hold_from = watch.pending_from
         if hold_from is None or hold_from >= base:
             self._append(earlier)
@@ -770,7 +774,7 @@ class _Engine:
             self._append(earlier[: hold_from - self._shown])
             watch.unconfirmed = earlier[hold_from - self._shown :]
         if hold_from is None or hold_from >= base + len(new):
-            return chunks, None
+            return chunks, None, len(new)
         held: list[str | Chunk] = []
         offset = base
         for chunk in chunks:
@@ -783,7 +787,7 @@ class _Engine:
                     chunk = visible if isinstance(chunk, str) else _with(chunk, visible)
                 offset += len(content)
             held.append(chunk)
-        return held, None
+        return held, None, None
 
 
 def _recut(
