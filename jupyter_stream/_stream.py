@@ -775,19 +775,9 @@ class _Engine:
             watch.unconfirmed = earlier[hold_from - self._shown :]
         if hold_from is None or hold_from >= base + len(new):
             return chunks, None, len(new)
-        held: list[str | Chunk] = []
-        offset = base
-        for chunk in chunks:
-            content = _content(chunk)
-            if content:
-                keep = max(0, min(len(content), hold_from - offset))
-                if keep < len(content):
-                    watch.unconfirmed += content[keep:]
-                    visible = content[:keep]
-                    chunk = visible if isinstance(chunk, str) else _with(chunk, visible)
-                offset += len(content)
-            held.append(chunk)
-        return held, None, None
+        keep = max(0, hold_from - base)  # of this read's text; the rest waits with the match
+        watch.unconfirmed += new[keep:]
+        return _recut(chunks, pieces, "", keep), None, keep
 
 
 def _recut(
@@ -810,10 +800,6 @@ def _recut(
 
 def _with(chunk: Chunk, content: str) -> Chunk:
     return chunk._replace(content=content)
-
-
-def _content(chunk: str | Chunk) -> str:
-    return chunk if isinstance(chunk, str) else chunk.content
 
 
 def _has_text(chunk: str | Chunk) -> bool:
