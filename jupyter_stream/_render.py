@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 __all__ = [
     "FRAME_INTERVAL",
@@ -42,10 +43,43 @@ FRAME_INTERVAL = 0.05  # at most 20 frames a second, whatever the token rate
 _md = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"]).disable("image")
 
 
+# markdown-it stops parsing a block that nests deeper than its maxNesting (20) and drops the
+# rest of it; a block that reaches this level is shown as plain text instead.
+_DEEPEST = _md.options["maxNesting"] - 1
+
+
 def render_markdown(source: str) -> str:
-    """Markdown to HTML, with any raw HTML in ``source`` escaped (shown as text, never run)."""
-    html_: str = _md.render(source)
-    return html_
+    """Markdown to HTML, with any raw HTML in ``source`` escaped (shown as text, never run).
+
+    A top-level block nested too deeply for the parser (``>`` quotes or lists 20 levels deep)
+    is shown as preformatted text, so that none of it vanishes."""
+    env: dict[str, Any] = {}
+    tokens = _md.parse(source, env)
+    if all(token.level < _DEEPEST for token in tokens):
+        html_: str = _md.renderer.render(tokens, _md.options, env)
+        return html_
+    lines = source.splitlines(keepends=True)
+    out: list[str] = []
+    for block in _top_level_blocks(tokens):
+        first = block[0]
+        if first.map is not None and any(token.level >= _DEEPEST for token in block):
+            text = "".join(lines[first.map[0] : first.map[1]])
+            out.append(f'<pre class="jupyter-stream-deep">{html.escape(text)}</pre>\n')
+        else:
+            out.append(_md.renderer.render(block, _md.options, env))
+    return "".join(out)
+
+
+def _top_level_blocks(tokens: list[Token]) -> list[list[Token]]:
+    """``tokens`` cut into the top-level blocks they make up."""
+    blocks: list[list[Token]] = []
+    depth = 0
+    for token in tokens:
+        if depth == 0:
+            blocks.append([])
+        blocks[-1].append(token)
+        depth += token.nesting if token.block else 0
+    return blocks
 
 
 @dataclass(frozen=True)
@@ -117,10 +151,14 @@ def _block_starts(source: str) -> list[int]:
     ]
 
 
-_UNSAFE_LINK = re.compile(r"\]\(\s*(?=(?:javascript|vbscript|data|file):)", re.IGNORECASE)
-_UNSAFE_DEFINITION = re.compile(
-    r"^( {0,3}\[[^\]]*\]:\s*)(?=(?:javascript|vbscript|data|file):)", re.IGNORECASE | re.MULTILINE
-)
+# A link's or a link definition's destination with a scheme that runs or embeds something. It is
+# looked for after any "](" or "]:", wherever it stands (inside ">" quotes, indented in a list,
+# after a label holding "\]"): a definition's label needs a parser to delimit, the "]" that
+# ends it does not. Prose that merely reads "]: javascript:" loses its scheme too; nothing runs.
+_UNSAFE_LINK = re.compile(r"(\]\s*[(:]\s*)(?=(?:javascript|vbscript|data|file):)", re.IGNORECASE)
+# An image's "![": the "!" becomes an entity, so that no renderer of the kept Markdown fetches
+# the image (a beacon); it shows as a link. An escaped "\!" (odd backslashes) is left alone.
+_IMAGE = re.compile(r"(?<!\\)((?:\\\\)*)!(?=\[)")
 
 
 def safe_markdown_source(text: str) -> str:
@@ -129,11 +167,12 @@ def safe_markdown_source(text: str) -> str:
     Outside fenced and indented code blocks, every ``&`` becomes ``&amp;`` and every ``<``
     ``&lt;`` (they render as themselves, and no tag or entity-spelled link scheme can form), and
     links and link definitions to ``javascript:``, ``vbscript:``, ``data:`` and ``file:`` lose
-    their scheme. Code blocks are kept exactly. Inline code spans are escaped too (a renderer
-    shows ``&lt;`` there as typed): telling spans apart safely would take a full parser, and the
-    notebook shows the ``text/html`` rendering first anyway.
+    their scheme, and images show as links (nothing is fetched). Code blocks are kept exactly.
+    Inline code spans are escaped too (a renderer shows ``&lt;`` there as typed): telling spans
+    apart safely would take a full parser, and the notebook shows the ``text/html`` rendering
+    first anyway.
     """
-    if not any(mark in text for mark in "<&]"):
+    if not any(mark in text for mark in "<&]!"):
         return text
     lines = text.splitlines(keepends=True)
     in_code = [False] * len(lines)
@@ -158,8 +197,8 @@ def safe_markdown_source(text: str) -> str:
 
 def _escape_prose(text: str) -> str:
     text = text.replace("&", "&amp;").replace("<", "&lt;")
-    text = _UNSAFE_LINK.sub("](unsafe-", text)
-    return _UNSAFE_DEFINITION.sub(r"\1unsafe-", text)
+    text = _IMAGE.sub(r"\1&#33;", text)
+    return _UNSAFE_LINK.sub(r"\1unsafe-", text)
 
 
 def format_status(

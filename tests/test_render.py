@@ -97,6 +97,57 @@ def test_the_markdown_kept_in_the_notebook_cannot_carry_html() -> None:
     assert safe_markdown_source("plain text") == "plain text"
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "> [q]: javascript:alert(1)\n\n[click][q]",  # a definition inside a quote
+        "- item\n\n  [l]: javascript:alert(1)\n\n  [click][l]",  # indented in a list
+        "[a\\]b]: javascript:alert(1)\n\n[click][a\\]b]",  # "\]" in the label
+        "[d]:\n  JavaScript:alert(1)\n\n[click][d]",  # the destination on the next line
+        "[x]( data:text/html,<script>alert(1)</script>)",
+        "> > [click](vbscript:msgbox(1))",
+    ],
+)
+def test_no_unsafe_link_survives_in_the_kept_markdown(source: str) -> None:
+    rendered = MarkdownIt("commonmark", {"html": True}).render(safe_markdown_source(source))
+    assert "<a" not in rendered or "unsafe-" in rendered
+    for scheme in ("javascript:", "vbscript:", "data:"):
+        assert f'href="{scheme}' not in rendered.lower()
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "![beacon](https://elsewhere.example/?q=secret)",
+        "see ![a][ref]\n\n[ref]: https://elsewhere.example/b.png",
+        "> - ![quoted](https://elsewhere.example/c.png)",
+        "\\\\![two backslashes](https://elsewhere.example/d.png)",
+    ],
+)
+def test_the_kept_markdown_loads_no_image(source: str) -> None:
+    renderer = MarkdownIt("commonmark", {"html": True})  # images on, as a front end has them
+    assert "<img" in renderer.render(source)  # the case is a real image unmade
+    rendered = renderer.render(safe_markdown_source(source))
+    assert "<img" not in rendered
+    assert "elsewhere.example" in rendered  # shown, as a link or text
+
+
+def test_an_escaped_bang_stays_as_the_model_wrote_it() -> None:
+    assert safe_markdown_source("\\![not an image](x)") == "\\![not an image](x)"
+
+
+@pytest.mark.parametrize("depth", [5, 19, 20, 21, 60])
+def test_deeply_nested_content_is_shown_not_dropped(depth: int) -> None:
+    quote = ">" * depth + " the deep <b>text</b>"
+    listed = "".join("  " * level + f"- item{level}\n" for level in range(depth))
+    for deep in (quote, listed):
+        html = render_markdown(f"Before *this*\n\n{deep}\n")
+        assert "<em>this</em>" in html
+        assert "the deep &lt;b&gt;text" in html or deep is listed
+        assert f"item{depth - 1}" in html or deep is quote
+        assert "<b>" not in html
+
+
 def test_the_final_bundle_marks_a_reply_that_did_not_complete() -> None:
     data, metadata = reply_bundle(
         text="Partial",
