@@ -187,7 +187,25 @@ def status_error(
     elif status in (400, 422):
         cls = BadRequestError
         message = f"{status} from {where}: the server rejected the request{said_part}."
+    elif 300 <= status < 400:
+        message = _redirect_message(endpoint, response)
     return cls(message, status_code=status, body=body, retry_after=wait)
+
+
+def _redirect_message(endpoint: Endpoint, response: httpx.Response) -> str:
+    """A redirect is not followed (the request's body and key would go wherever it points):
+    say where it points, and which base URL that suggests."""
+    status, where = response.status_code, endpoint.display_url
+    location = response.headers.get("location")
+    if not location:
+        return f"{status} from {where}: a redirect without a Location. Fix: check the base URL."
+    target = response.request.url.join(location).copy_with(username=None, password=None)
+    shown = endpoint.redact(str(target.copy_with(query=None, fragment=None)))
+    suggested = shown.removesuffix("/chat/completions")
+    return (
+        f"{status} from {where}: the server redirects to {shown}, and redirects are not "
+        f"followed. Fix: set the base URL to {suggested} ({endpoint.base_url_source})."
+    )
 
 
 def translate_error(exc: Exception, endpoint: Endpoint, *, chunks: int) -> JupyterStreamError:

@@ -565,7 +565,7 @@ class _Engine:
                     headers=endpoint.headers(),
                     timeout=timeout,
                 ) as response:
-                    if response.status_code < 400:
+                    if response.status_code < 300:
                         return await self._read_events(response)
                     body = await _read_text(response, ERROR_BODY_LIMIT)
                     if include_usage and _rejects_stream_options(response.status_code, body):

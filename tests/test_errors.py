@@ -14,6 +14,7 @@ from jupyter_stream import (
     APIError,
     AuthenticationError,
     ConnectError,
+    HTTPStatusError,
     JupyterStreamError,
     NotFoundError,
     ProtocolError,
@@ -97,6 +98,26 @@ async def test_404_for_a_wrong_path_suggests_the_base_url(server: ScriptedServer
     error = await fails(server)
     assert isinstance(error, NotFoundError)
     assert "/v1" in str(error) and "base URL" in str(error)
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_names_its_target_and_the_base_url_to_set(
+    server: ScriptedServer, status: int
+) -> None:
+    target = "https://user:hunter2@api.example/v1/chat/completions?key=abc"
+    server.handler = answers(status, "", "text/plain", Location=target)
+    error = await fails(server)
+    assert isinstance(error, HTTPStatusError) and error.status_code == status
+    said = str(error)
+    assert "redirects to https://api.example/v1/chat/completions" in said
+    assert "set the base URL to https://api.example/v1 " in said
+    assert "hunter2" not in said and "key=abc" not in said  # credentials never shown
+
+
+async def test_a_relative_redirect_is_resolved(server: ScriptedServer) -> None:
+    server.handler = answers(307, "", "text/plain", Location="/api/v1/chat/completions")
+    error = await fails(server)
+    assert f"redirects to {server.url.removesuffix('/v1')}/api/v1/chat/completions" in str(error)
 
 
 async def test_429_shows_retry_after(server: ScriptedServer) -> None:
