@@ -1,0 +1,78 @@
+"""The terminal filter: what a terminal would act on goes, text stays (pure, no I/O)."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from jupyter_stream._terminal import MAX_HELD, TerminalFilter, for_terminal
+
+ACTED_ON = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+CASES = [
+    # (what a hostile reply holds, what is shown)
+    ("copy \x1b]52;c;cm0gLXJmIH4=\x07done", "copy done"),  # OSC 52 sets the clipboard (BEL)
+    ("copy \x1b]52;c;cm0gLXJmIH4=\x1b\\done", "copy done"),  # … ended by ST
+    ("before\x1b[2J\x1b[Hafter", "beforeafter"),  # clear the screen, cursor home
+    ("shown \x1b[8msecret\x1b[0m end", "shown secret end"),  # SGR 8 hid "secret": now shown
+    ("\x1b]0;pwned\x07title", "title"),  # window title
+    ("\x1b]8;;http://evil.example/\x1b\\click\x1b]8;;\x1b\\", "click"),  # OSC 8 hyperlink
+    ("a\x9b2Jb", "ab"),  # CSI in its 8-bit C1 form
+    ("a\x9d52;c;eA==\x9cb", "ab"),  # OSC … ST, 8-bit forms
+    ("a\x1bPq#0;2;0;0;0\x1b\\b", "ab"),  # DCS (sixel)
+    ("a\x1bcb", "ab"),  # ESC c: full reset
+    ("a\x1b(Bb", "ab"),  # ESC ( B: character set
+    ("safe\rrm -rf ~", "saferm -rf ~"),  # CR would overwrite the line
+    ("ab\x08\x08cd\x7f", "abcd"),  # backspace, DEL
+    ("bell\x07 \x85nel \x1b", "bell nel "),  # BEL, NEL (C1), a stray ESC
+    ("access = \u202euser\u2066 admin\u2069", "access = user admin"),  # bidi override, isolate
+    ("tab\tand\nnewline\n", "tab\tand\nnewline\n"),  # kept
+    ("family 👨\u200d👩\u200d👧 שָׁלוֹם \u200f", "family 👨\u200d👩\u200d👧 שָׁלוֹם \u200f"),  # text
+    ("\x1b]0;no end\nrest", "0;no end\nrest"),  # an OSC past its line: its text is shown
+    ("\x1b[1;2\nx", "1;2\nx"),  # a CSI with no final byte
+]
+
+
+@pytest.mark.parametrize(("given", "shown"), CASES)
+def test_what_a_terminal_acts_on_is_removed_and_text_stays(given: str, shown: str) -> None:
+    assert for_terminal(given) == shown
+
+
+@pytest.mark.parametrize(("given", "shown"), CASES)
+def test_a_sequence_split_anywhere_between_pieces_is_removed_as_a_whole(
+    given: str, shown: str
+) -> None:
+    for cut in range(len(given) + 1):
+        terminal = TerminalFilter()
+        out = terminal.feed(given[:cut]) + terminal.feed(given[cut:]) + terminal.flush()
+        assert out == shown, cut
+    terminal = TerminalFilter()
+    assert "".join(map(terminal.feed, given)) + terminal.flush() == shown  # a character a piece
+
+
+def test_an_unfinished_sequence_is_held_back_only_so_far() -> None:
+    terminal = TerminalFilter()
+    assert terminal.feed("text \x1b]52;c;") == "text "  # the next piece may end it
+    assert terminal.feed("A" * MAX_HELD) == "52;c;" + "A" * MAX_HELD  # too long: shown as text
+    assert terminal.feed("\x07after") == "after"
+    terminal = TerminalFilter()
+    assert terminal.feed("end \x1b[3") == "end "
+    assert terminal.flush() == "3"  # the stream ended first: its text, never the ESC
+
+
+def test_no_control_character_gets_through_any_mix() -> None:
+    alphabet = [*"\x1b[]\\\x07\x9b\x9c\x9d\r\n\t\x00\x7f\u202em;aé🚀P\x90", "2J", "52;c;"]
+    rng = random.Random(13)
+    for _ in range(2000):
+        text = "".join(rng.choices(alphabet, k=rng.randint(0, 20)))
+        assert not ACTED_ON.search(for_terminal(text)), repr(text)
+        terminal = TerminalFilter()
+        pieces = [terminal.feed(text[i : i + 3]) for i in range(0, len(text), 3)]
+        assert not ACTED_ON.search("".join(pieces) + terminal.flush()), repr(text)
+
+
+def test_plain_text_comes_back_as_it_is() -> None:
+    text = "A plain answer: `code`, *stars*, <tags> & 🚀."
+    assert for_terminal(text) is text
