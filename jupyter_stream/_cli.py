@@ -3,6 +3,10 @@
 ``chat`` streams to the terminal as the reply arrives, on the same endpoint a notebook would use
 (with nothing configured, the embedded demo server). Ctrl-C stops it at once: the connection is
 closed, the partial reply stays on screen, the reason is said on stderr, and the exit code is 130.
+
+Everything printed passes through :mod:`._terminal`'s filter, terminal or pipe: the reply, and
+also the model's name, the server's error messages, model ids and the server's log lines, which
+come from a server that may be hostile just as a reply may.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import argparse
 import io
 import logging
 import os
-import re
 import socket
 import sys
 from collections.abc import Sequence
@@ -22,13 +25,13 @@ from ._exceptions import JupyterStreamError
 from ._models import list_models
 from ._moderation import stop_on
 from ._stream import stream_chat
+from ._terminal import TerminalFilter, for_terminal
 from .server._config import is_loopback
 
 __all__ = ["main"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and newline
 SERVER_KEY_VAR = "JUPYTER_STREAM_SERVER_API_KEY"
 
 
@@ -41,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
     except JupyterStreamError as exc:
-        print(f"jupyter-stream: {exc}", file=sys.stderr)
+        _say(f"jupyter-stream: {exc}")
         return 1
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
@@ -169,60 +172,81 @@ def _chat(args: argparse.Namespace) -> int:
     out = sys.stdout
     if isinstance(out, io.TextIOWrapper):
         out.reconfigure(errors="replace")  # a terminal that cannot show 🚀 shows ? instead
-    shown = _safe_for_terminal if out.isatty() else str
+    reply = _Reply(out)
     code = 0
     try:
         with stream:
             for delta in stream:
-                out.write(shown(delta))
-                out.flush()
+                reply.write(delta)
     except KeyboardInterrupt:  # the with block has closed the stream as interrupted
         code = EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (| head): stop quietly, as yes | head does
         os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
         return EXIT_BROKEN_PIPE
     except JupyterStreamError as exc:
-        if stream.text and not stream.text.endswith("\n"):
-            out.write("\n")
-        out.flush()
-        print(f"jupyter-stream: {exc}", file=sys.stderr)
+        reply.end()
+        _say(f"jupyter-stream: {exc}")
         return 1
-    if stream.text and not stream.text.endswith("\n"):
-        out.write("\n")
-    out.flush()
+    reply.end()
     stats = stream.stats
     rate = f", {stats.tokens_per_second:.0f} tokens/s" if stats.tokens_per_second else ""
     reason = str(stream.stop_reason)
-    if stream.stop_detail:  # it may quote the reply: no control characters either
-        reason += f": {_CONTROLS.sub('', stream.stop_detail)}"
-    print(
-        f"[{reason} · {stream.model} · {stats.tokens} tokens in {stats.elapsed:.1f} s{rate}]",
-        file=sys.stderr,
-    )
+    if stream.stop_detail:  # it may quote the reply
+        reason += f": {stream.stop_detail}"
+    _say(f"[{reason} · {stream.model} · {stats.tokens} tokens in {stats.elapsed:.1f} s{rate}]")
     return code
 
 
-def _safe_for_terminal(text: str) -> str:
-    """Model output without control characters: escape sequences in untrusted text could
-    rewrite the screen, hide text or set the clipboard."""
-    return _CONTROLS.sub("", text)
+class _Reply:
+    """The reply on ``out`` as it streams, filtered, then ended on a line of its own."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.terminal = TerminalFilter()
+        self.last = ""  # the last character shown
+
+    def write(self, delta: str) -> None:
+        self._show(self.terminal.feed(delta))
+
+    def end(self) -> None:
+        self._show(self.terminal.flush())
+        if self.last not in ("", "\n"):
+            self.out.write("\n")
+        self.out.flush()
+
+    def _show(self, text: str) -> None:
+        if text:
+            self.out.write(text)
+            self.out.flush()
+            self.last = text[-1]
+
+
+def _say(message: str, file: Any = None) -> None:
+    """Print ``message`` (on stderr by default), filtered: it may quote a server."""
+    print(for_terminal(message), file=file or sys.stderr, flush=True)
 
 
 def _models(args: argparse.Namespace) -> int:
     for model in list_models(base_url=args.base_url):
-        print(model)
+        _say(model.replace("\n", " "), sys.stdout)  # one id a line, whatever a server sends
     return 0
+
+
+class _LogFormatter(logging.Formatter):
+    """The server's log lines, filtered: uvicorn's own records may quote a request."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return for_terminal(super().format(record))
 
 
 def _serve(args: argparse.Namespace) -> int:
     from .server import ServerConfig
 
     if not is_loopback(args.host) and not args.api_key:
-        print(
+        _say(
             f"jupyter-stream serve: refusing to listen on {args.host} without a key: anyone who "
             f"can reach it could use it. Pass --api-key (or set {SERVER_KEY_VAR}), or keep the "
-            "default --host 127.0.0.1.",
-            file=sys.stderr,
+            "default --host 127.0.0.1."
         )
         return 2
     upstream_key = None
@@ -240,7 +264,7 @@ def _serve(args: argparse.Namespace) -> int:
             stall_timeout=args.stall_timeout,
         )
     except ValueError as exc:
-        print(f"jupyter-stream serve: {exc}", file=sys.stderr)
+        _say(f"jupyter-stream serve: {exc}")
         return 2
     from .server import create_app
     from .server._background import uvicorn_server
@@ -249,10 +273,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         sock = socket.create_server((args.host, args.port), family=_family(args.host))
     except OSError as exc:
-        print(
+        _say(
             f"jupyter-stream serve: cannot listen on {args.host}:{args.port}: {exc.strerror}; "
-            "pick another --port (0: any free one)",
-            file=sys.stderr,
+            "pick another --port (0: any free one)"
         )
         return 1
     port = sock.getsockname()[1]
@@ -263,17 +286,13 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         what = f"models demo and echo at {args.tokens_per_second:g} tokens/s"
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.setFormatter(_LogFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
     for name, level in (("jupyter_stream", logging.INFO), ("uvicorn", logging.WARNING)):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
         logger.setLevel(level)
         logger.propagate = False
-    print(
-        f"jupyter-stream: serving http://{host}:{port}/v1, {what}; Ctrl-C stops",
-        file=sys.stderr,
-        flush=True,
-    )
+    _say(f"jupyter-stream: serving http://{host}:{port}/v1, {what}; Ctrl-C stops")
     server = uvicorn_server(app, graceful_timeout=2)
     try:
         server.run(sockets=[sock])

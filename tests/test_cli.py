@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+
+from scripted_server import Request, Response, ScriptedServer, chunk
 
 from jupyter_stream import stream_chat
 from jupyter_stream.server._models import demo_answer
@@ -114,3 +117,67 @@ def test_serve_never_shows_credentials_from_the_upstream_url() -> None:
         pass
     assert "relaying to http://127.0.0.1:9/v1" in banner
     assert "pw123" not in banner and "q1" not in banner
+
+
+# --- a hostile server: nothing it sends may reach the terminal as a control sequence
+
+HOSTILE = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\x1b[8mhidden\x1b[0m\x9b2J\r\u202e"
+ACTED_ON = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_a_hostile_reply_and_model_name_reach_the_terminal_without_escapes(
+    server: ScriptedServer,
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        evil = {"model": f"evil{HOSTILE}"}
+        for token in ["Hi ", HOSTILE[:9], HOSTILE[9:], " there"]:  # a sequence split in two
+            await response.event(chunk(token) | evil)
+        await response.event(chunk(finish_reason="stop") | evil)
+        await response.event("[DONE]")
+        await response.end()
+
+    server.handler = handler
+    done = run("chat", "hi", "--base-url", server.url, "-m", "x")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Hi hidden there\n"  # hidden text shown, nothing else
+    assert not ACTED_ON.search(done.stderr), repr(done.stderr)
+    assert " · evilhidden · " in done.stderr
+
+
+def test_a_hostile_error_message_is_printed_without_escapes(server: ScriptedServer) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        error = {"error": {"message": f"bad{HOSTILE}", "type": "invalid_request_error"}}
+        await response.whole(400, json.dumps(error))
+
+    server.handler = handler
+    done = run("chat", "hi", "--base-url", server.url, "-m", "x")
+    assert done.returncode == 1
+    assert done.stderr.startswith("jupyter-stream: ") and "badhidden" in done.stderr
+    assert not ACTED_ON.search(done.stderr), repr(done.stderr)
+
+
+def test_an_error_event_mid_reply_keeps_the_reply_and_has_no_escapes(
+    server: ScriptedServer,
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        await response.event(chunk("kept \x1b]0;"))  # a sequence the error cuts off
+        await response.event({"error": {"message": f"overloaded{HOSTILE}"}})
+        await response.end()
+
+    server.handler = handler
+    done = run("chat", "hi", "--base-url", server.url, "-m", "x")
+    assert done.returncode == 1
+    assert done.stdout == "kept 0;\n"  # what arrived stays, its unfinished sequence as text
+    assert "overloadedhidden" in done.stderr
+    assert not ACTED_ON.search(done.stderr), repr(done.stderr)
+
+
+def test_hostile_model_ids_are_listed_without_escapes(server: ScriptedServer) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        ids = ["gpt-ok", f"evil{HOSTILE}", "two\nlines"]
+        await response.whole(200, json.dumps({"data": [{"id": i} for i in ids]}))
+
+    server.handler = handler
+    done = run("models", "--base-url", server.url)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stdout.splitlines()) == ["evilhidden", "gpt-ok", "two lines"]
