@@ -4,6 +4,10 @@ Every error names what went wrong and what to do about it, and carries the part 
 had already arrived (``error.reply``), so nothing received is lost. A user stop is not an error.
 No message, repr or traceback text ever contains an API key.
 
+In IPython and Jupyter such an error shows as its class and message (the cause and the fix), not
+as a traceback through jupyter_stream's internals; ``%tb`` afterwards shows the whole traceback.
+Any other exception from the package is a bug in it, and shows its traceback as usual.
+
     JupyterStreamError
     ├── ConfigurationError        bad option or environment value
     ├── ConnectError              the server could not be reached (names host:port)
@@ -24,8 +28,10 @@ No message, repr or traceback text ever contains an API key.
 
 from __future__ import annotations
 
+import sys
+import traceback
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._protocol import Reply
@@ -71,6 +77,32 @@ class JupyterStreamError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython's hook for showing an exception (ipykernel's error output uses it too).
+
+        As it happens (IPython shows it while handling it): the class and the message only, as
+        for a ``UsageError``. Shown again later from ``sys.last_value`` (``%tb``): the whole
+        traceback. The cell still ends in an error, so Run All stops at it.
+        """
+        formatter = _ipython_formatter()
+        just_raised = sys.exc_info()[1] is self
+        if formatter is None:
+            if just_raised:
+                return [f"{type(self).__name__}: {self}"]
+            return "".join(traceback.format_exception(type(self), self, self.__traceback__)).split(
+                "\n"
+            )
+        if just_raised:
+            return list(formatter.get_exception_only(type(self), self))
+        return list(formatter.structured_traceback(type(self), self, self.__traceback__))
+
+
+def _ipython_formatter() -> Any:
+    """The running IPython's traceback formatter (colours as the user set them), or None."""
+    ipython = sys.modules.get("IPython")  # never imported here: only IPython calls the hook
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "InteractiveTB", None)
 
 
 class ConfigurationError(JupyterStreamError):

@@ -245,15 +245,14 @@ class ChatMagics(Magics):
         return None
 
     async def run(self, line: str, body: str) -> Any:
-        try:
-            args, prompt = self._parse(line, body)
-            session, options = self._turn(args)
-            if not _has_widgets(self.shell):
-                stream = session.astream(prompt, **options)
-                return await self._run_as_text(args, stream)
+        # A JupyterStreamError (bad configuration) shows as its message alone, a traceback
+        # only on %tb: see JupyterStreamError._render_traceback_.
+        args, prompt = self._parse(line, body)
+        session, options = self._turn(args)
+        if not _has_widgets(self.shell):
             stream = session.astream(prompt, **options)
-        except JupyterStreamError as exc:  # a configuration error: the message says it all
-            raise exc.with_traceback(None) from None
+            return await self._run_as_text(args, stream)
+        stream = session.astream(prompt, **options)
         from ._widgets import ChatView
 
         view = ChatView(timeout=options["timeout"], max_timeout=self.max_timeout)
@@ -284,7 +283,7 @@ class ChatMagics(Magics):
         if interrupted:
             raise KeyboardInterrupt(f"the reply was {MARKS['interrupted']}; its text is kept")
         if stream.error is not None:
-            raise stream.error.with_traceback(None) from None
+            raise stream.error  # shown short below the kept reply; its traceback on %tb
         return stream.text if args.background else None  # type: ignore[return-value]
 
     async def _run_as_text(self, args: Any, stream: ChatStream) -> None:

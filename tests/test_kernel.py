@@ -4,6 +4,7 @@ on 127.0.0.1. Buttons are clicked and sliders moved by the comm messages a brows
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from conftest import ENV_VARS, ended, ended_since
 from kernel_harness import Execution, Kernel, Message, comm_id_of, reply_view_id
+from scripted_server import Request, Response, ScriptedServer, chunk
 
 from jupyter_stream.server import BackgroundServer, ServerConfig
 from jupyter_stream.server._models import answer_tokens
@@ -444,3 +446,123 @@ def test_a_chat_panel_without_supersede_asks_the_next_question_when_the_reply_en
     assert sent == "['One', demo_text_start, 'Two']".replace(
         "demo_text_start", repr(demo_text("One", 40)[:3])
     )
+
+
+# -- errors: the message, not the package's frames ------------------------------------------------
+
+REFUSED = "http://127.0.0.1:1/v1"  # nothing listens on port 1: the connection is refused
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_text(execution: Execution) -> str:
+    """The error output's traceback as the user reads it (colours removed)."""
+    [error] = execution.of_type("error")
+    shown = ANSI.sub("", "\n".join(error["content"]["traceback"]))
+    assert execution.reply is not None
+    if execution.status == "error":  # what nbclient and papermill report: the same
+        assert ANSI.sub("", "\n".join(execution.reply["content"]["traceback"])) == shown
+    return shown
+
+
+def test_a_refused_connection_shows_its_message_without_the_package_frames(
+    kernel: Kernel,
+) -> None:
+    failed = kernel.submit(f"%%chat --base-url {REFUSED}\nHi")
+    queued = kernel.submit("print('Run All went on')")
+    kernel.wait(queued)
+    assert failed.status == "error"  # nbclient and papermill fail loudly
+    assert queued.status == "aborted"  # Run All stops at the failed cell
+    assert failed.reply is not None and failed.reply["content"]["ename"] == "ConnectError"
+    shown = error_text(failed)
+    assert shown.strip() == (
+        "ConnectError: could not connect to 127.0.0.1:1 (connection refused). Fix: start the "
+        "server, or point base_url (base_url argument) at the port it listens on."
+    )
+    assert "jupyter_stream" not in shown and "Traceback" not in shown
+    # The reply's output (here: how it ended) is in place before the error below it.
+    kinds = [m["msg_type"] for m in failed.messages]
+    assert kinds.index("update_display_data") < kinds.index("error")
+    assert failed.final["metadata"]["jupyter_stream"]["stop_reason"] == "error"
+    # %tb shows the whole traceback: the package's frames and the connection error under it.
+    whole = error_text(kernel.run("%tb"))
+    assert "Traceback (most recent call last)" in whole
+    assert "jupyter_stream/_magic.py" in whole and "jupyter_stream/_stream.py" in whole
+    assert "The above exception was the direct cause" in whole  # httpx's error, chained
+    assert whole.rstrip().endswith(shown.strip())
+
+
+def test_an_error_mid_reply_keeps_what_arrived_above_its_message(
+    kernel: Kernel, server: ScriptedServer
+) -> None:
+    async def fails_midway(_request: Request, response: Response) -> None:
+        await response.event(chunk("What arrived "))
+        await response.event(chunk("before the error."))
+        await response.event({"error": {"message": "the model is overloaded", "type": "busy"}})
+        await response.end()
+
+    server.handler = fails_midway
+    run = kernel.run(f"%%chat --base-url {server.url} -m scripted\nHi")
+    assert run.status == "error"
+    final = run.final
+    assert final["data"]["text/plain"].startswith("What arrived before the error.")
+    assert final["metadata"]["jupyter_stream"]["stop_reason"] == "error"
+    shown = error_text(run).strip()
+    assert shown.startswith("APIError: ") and "the model is overloaded" in shown
+    assert "\n" not in shown and "jupyter_stream" not in shown
+
+
+def test_configuration_errors_of_chat_and_percent_chat_show_their_message(
+    kernel: Kernel,
+) -> None:
+    cell = kernel.run("%%chat --base-url localhost:1/v1\nHi")
+    assert cell.status == "error"
+    shown = error_text(cell).strip()
+    assert shown.startswith("ConfigurationError: base_url argument must be an http://")
+    assert "jupyter_stream" not in shown and "\n" not in shown
+    try:
+        line = kernel.run("%config ChatMagics.base_url = 'localhost:1/v1'\n%chat config")
+        assert line.status == "error"
+        shown = error_text(line).strip()
+        assert shown.startswith("ConfigurationError: ") and "http://localhost:1/v1" in shown
+        assert "jupyter_stream" not in shown and "\n" not in shown
+    finally:
+        kernel.ok("%config ChatMagics.base_url = None")
+
+
+def test_a_bug_in_the_package_still_shows_its_traceback(kernel: Kernel) -> None:
+    kernel.ok(
+        "import jupyter_stream._magic as _m\n_kept_bundle = _m._bundle\n"
+        "def _broken(stream):\n    raise RuntimeError('a bug in jupyter_stream')\n"
+        "_m._bundle = _broken"
+    )
+    try:
+        run = kernel.run("%%chat -m echo\nHi")
+    finally:
+        kernel.ok("_m._bundle = _kept_bundle")
+    assert run.status == "error"
+    shown = error_text(run)
+    assert "Traceback (most recent call last)" in shown
+    assert "jupyter_stream/_magic.py" in shown and "in ChatMagics._follow" in shown
+    assert shown.rstrip().endswith("RuntimeError: a bug in jupyter_stream")
+
+
+def test_a_chat_panel_shows_its_errors_in_the_panel_without_a_traceback(
+    kernel: Kernel,
+) -> None:
+    run = kernel.ok(
+        "from jupyter_stream import ChatPanel\n"
+        f"failing = ChatPanel(base_url={REFUSED!r})\n"
+        "failing.send('Hi')\nawait failing.wait()\n"
+        "print(failing.status.value)\nprint(failing.transcript.children[-1].children[-1].value)"
+    )
+    assert not run.of_type("error")
+    assert not [m for m in run.of_type("stream") if m["content"]["name"] == "stderr"]
+    status, footer = run.stdout().splitlines()
+    for shown in (status, footer):
+        assert "could not connect to 127.0.0.1:1 (connection refused)" in shown
+        assert "Traceback" not in shown and "jupyter_stream/" not in shown
+    made = kernel.run("ChatPanel(base_url='localhost:1/v1')")
+    assert made.status == "error"
+    shown = error_text(made).strip()
+    assert shown.startswith("ConfigurationError: base_url argument must be an http://")
+    assert "jupyter_stream" not in shown and "\n" not in shown
