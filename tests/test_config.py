@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import traceback
+from urllib.parse import quote
+
 import pytest
 
 from jupyter_stream import ConfigurationError, astream_chat, stream_chat
@@ -100,11 +105,71 @@ async def test_sync_and_async_iteration_are_not_mixed() -> None:
 
 def test_a_query_string_stays_at_the_end_and_out_of_reprs() -> None:
     endpoint = resolve_endpoint("https://user:pw@x.example/openai/v1?api-version=2024-10")
-    assert (
-        endpoint.chat_url
-        == "https://user:pw@x.example/openai/v1/chat/completions?api-version=2024-10"
-    )
+    assert endpoint.chat_url == "https://x.example/openai/v1/chat/completions?api-version=2024-10"
     assert "pw" not in repr(endpoint) and "api-version" not in repr(endpoint)
+
+
+def test_user_info_is_sent_as_basic_auth_unless_a_key_is_set() -> None:
+    endpoint = resolve_endpoint("https://us%40er:p%2Fw@x.example/v1")
+    assert "@" not in endpoint.base_url and "p%2Fw" not in endpoint.chat_url
+    expected = "Basic " + base64.b64encode(b"us@er:p/w").decode()
+    assert endpoint.headers()["Authorization"] == expected
+    assert endpoint.credentials_source == "the user info in the base URL (base_url argument)"
+    keyed = resolve_endpoint("https://user:pw@x.example/v1", "sk-key")
+    assert keyed.headers()["Authorization"] == "Bearer sk-key"
+    assert keyed.credentials_source == "api_key argument"
+
+
+CANARY = "sk-canary/+=0123456789"
+BASIC = base64.b64encode(b"user:" + CANARY.encode()).decode()  # sent for user:CANARY@
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        CANARY,
+        json.dumps(CANARY)[1:-1].replace("s", "\\u0073").replace("/", "\\/"),
+        quote(CANARY, safe=""),
+        quote(CANARY, safe="").lower(),
+        "".join(f"&#{ord(c)};" for c in CANARY),
+        BASIC,
+    ],
+    ids=["raw", "json-escaped", "url-encoded", "url-encoded-lower", "html", "basic"],
+)
+def test_secrets_are_redacted_in_every_form_a_server_may_echo(echo: str) -> None:
+    for endpoint in (
+        resolve_endpoint("http://x.example/v1", CANARY),
+        resolve_endpoint(f"http://user:{quote(CANARY, safe='')}@x.example/v1"),
+        resolve_endpoint(f"http://x.example/v1?api-version=1&key={quote(CANARY, safe='')}"),
+    ):
+        if echo == BASIC and endpoint.url_credentials is None:
+            continue
+        said = f"header: {echo}; again: {echo}."
+        assert endpoint.redact(said) == "header: ***; again: ***."
+        assert endpoint.redact_bytes(said.encode()) == b"header: ***; again: ***."
+
+
+def test_a_short_key_is_redacted_only_as_a_token_of_its_own() -> None:
+    endpoint = resolve_endpoint("http://x.example/v1", "x")
+    assert endpoint.redact("max x-ray xx: Bearer x.") == "max x-ray xx: Bearer ***."
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("canary-user:pw-canary-123@x.example:99999/v1", "did you mean 'http://***@x.example"),
+        ("http://canary-user:pw-canary-123@x.example:99999/v1", "invalid port"),
+        ("http://x.example:pw-canary-123/v1", "invalid port"),
+        ("http://[::1/v1?key=pw-canary-123", "not a valid URL"),
+        ("ftp://x.example/v1?key=pw-canary-123&api-version=2", "'ftp://x.example/v1?key=***&"),
+    ],
+)
+def test_a_bad_base_url_is_quoted_without_its_credentials(url: str, said: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        resolve_endpoint(url)
+    text = "".join(traceback.format_exception(caught.value))
+    assert said in text
+    assert "pw-canary" not in text and "canary-user" not in text
 
 
 def test_a_key_pasted_with_a_newline_is_trimmed(monkeypatch: pytest.MonkeyPatch) -> None:
