@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 import threading
 from collections.abc import Callable
+from urllib.parse import quote
 
+import httpx
 import openai
 import pytest
 from scripted_server import Request, Response, ScriptedServer, chunk
@@ -178,3 +182,83 @@ def test_the_upstreams_key_never_comes_back_through_the_relay(
     with pytest.raises(AuthenticationError) as caught:
         list_models(base_url=relay.base_url)
     assert "sk-upstream" not in str(caught.value)
+
+
+UPSTREAM_KEY = "sk-upstream-canary-0123456789"
+ESCAPED = UPSTREAM_KEY.replace("s", "\\u0073").replace("-", "\\u002d")  # as JSON may send it
+
+
+@pytest.fixture
+def keyed_relay(server: ScriptedServer, make_server: MakeServer) -> BackgroundServer:
+    return make_server(upstream=server.url, upstream_api_key=UPSTREAM_KEY)
+
+
+def leaks(text: str) -> bool:
+    return UPSTREAM_KEY in text or quote(UPSTREAM_KEY, safe="") in text
+
+
+def test_a_key_echoed_in_a_mid_stream_error_event_is_redacted(
+    server: ScriptedServer, keyed_relay: BackgroundServer
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        await response.event(chunk("kept"))
+        await response.send('data: {"error": {"message": "bad key ' + ESCAPED + '"}}\n\n')
+        await response.end()
+
+    server.handler = handler
+    stream = stream_chat("hi", model="m", base_url=keyed_relay.base_url, max_retries=0)
+    with pytest.raises(APIError, match=r"bad key \*\*\*") as caught:
+        list(stream)
+    assert stream.text == "kept" and not leaks(str(caught.value))
+
+
+def test_a_key_echoed_in_a_whole_2xx_answer_is_redacted(
+    server: ScriptedServer, keyed_relay: BackgroundServer
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        message = {"role": "assistant", "content": f"your header was Bearer {UPSTREAM_KEY} (@)"}
+        body = json.dumps({"choices": [{"index": 0, "message": message}]})
+        await response.whole(200, body.replace("@", ESCAPED))  # the key again, JSON-escaped
+
+    server.handler = handler
+    with httpx.Client() as client:
+        answer = client.post(f"{keyed_relay.base_url}/chat/completions", json={"model": "m"})
+    assert answer.status_code == 200 and not leaks(answer.text) and "\\u0073k" not in answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == "your header was Bearer *** (***)"
+
+
+def test_credentials_in_the_upstream_url_go_as_basic_auth_and_never_come_back(
+    server: ScriptedServer, make_server: MakeServer
+) -> None:
+    upstream = server.url.replace("http://", f"http://relay:{quote(UPSTREAM_KEY)}@")
+    relay = make_server(upstream=upstream + "?api-version=1&key=" + UPSTREAM_KEY)
+    basic = "Basic " + base64.b64encode(f"relay:{UPSTREAM_KEY}".encode()).decode()
+
+    async def handler(request: Request, response: Response) -> None:
+        echoed = f"<html>{request.headers['authorization']} on {request.path}</html>"
+        await response.whole(401, echoed, "text/html")
+
+    server.handler = handler
+    with pytest.raises(AuthenticationError) as caught:
+        list(stream_chat("hi", model="m", base_url=relay.base_url, max_retries=0))
+    assert server.requests[-1].headers["authorization"] == basic
+    assert server.requests[-1].path.endswith(f"?api-version=1&key={UPSTREAM_KEY}")
+    said = str(caught.value)
+    assert "Basic ***" in said and not leaks(said) and basic.split()[1] not in said
+
+
+def test_a_gzipped_answer_is_passed_on_decoded_and_redacted(
+    server: ScriptedServer, keyed_relay: BackgroundServer
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        events = b"".join(
+            b"data: " + json.dumps(chunk(text)).encode() + b"\n\n"
+            for text in ("zipped ", UPSTREAM_KEY)
+        )
+        await response.start(headers={"Content-Encoding": "gzip"})
+        await response.send(gzip.compress(events + b"data: [DONE]\n\n"))
+        await response.end()
+
+    server.handler = handler
+    stream = stream_chat("hi", model="m", base_url=keyed_relay.base_url, max_retries=0)
+    assert "".join(stream) == "zipped ***"

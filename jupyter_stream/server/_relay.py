@@ -8,6 +8,11 @@ cancelled, which closes the upstream response at once, so the upstream sees the 
 
 Errors before the upstream's first byte are answered with the upstream's own status and body (or,
 when the upstream cannot be reached, 502 or 504 in OpenAI's error shape).
+
+Every byte passed on from the upstream (events, whole answers, errors, the model list) goes
+through the upstream endpoint's redactor first, so that an upstream that echoes the relay's key,
+as it is or escaped, never hands it to a client. Bytes are passed on decoded (an upstream may
+gzip them though asked not to), so the redactor sees what the client would.
 """
 
 from __future__ import annotations
@@ -94,7 +99,7 @@ class Relay:
                 return
             try:
                 forwarded = [
-                    (name.encode(), value.encode())
+                    (name.encode(), self.upstream.redact_bytes(value.encode()))
                     for name in _FORWARDED_HEADERS
                     if (value := upstream.headers.get(name)) is not None
                 ]
@@ -105,15 +110,19 @@ class Relay:
                     await _answer(exchange, error, kept)
                     return
                 events = upstream.headers.get("content-type", "").startswith("text/event-stream")
-                if events:
-                    forwarded = SSE_HEADERS + [h for h in forwarded if h[0] != b"content-type"]
+                if not events:  # a whole answer (stream false): read whole, to be redacted
+                    whole = await _read_limited(upstream, MAX_EVENT_BYTES + 1)
+                    if len(whole) > MAX_EVENT_BYTES:
+                        exchange.log["end"] = "upstream answer too large"
+                        too_large = f"answered with over {MAX_EVENT_BYTES} bytes"
+                        await _answer(exchange, self._error(502, b"", too_large))
+                        return
+                    await exchange.start(upstream.status_code, forwarded)
+                    await exchange.body(self.upstream.redact_bytes(whole), more=False)
+                    return
+                forwarded = SSE_HEADERS + [h for h in forwarded if h[0] != b"content-type"]
                 await exchange.start(upstream.status_code, forwarded)
-                if events:
-                    await self._pass_on(upstream, exchange)
-                else:  # a whole answer (stream false): passed on as it is
-                    async for data in upstream.aiter_raw():
-                        await exchange.body(data)
-                    await exchange.body(b"", more=False)
+                await self._pass_on(upstream, exchange)
             finally:
                 await upstream.aclose()
 
@@ -123,7 +132,7 @@ class Relay:
         held = b""
         chunks = 0
         try:
-            async for data in upstream.aiter_raw():
+            async for data in upstream.aiter_bytes():
                 if held:
                     if len(held) > MAX_EVENT_BYTES:
                         raise httpx.RemoteProtocolError(
@@ -138,7 +147,7 @@ class Relay:
                     if not data:
                         continue
                 chunks += 1
-                await exchange.body(data)
+                await exchange.body(self.upstream.redact_bytes(data))  # whole events only
         except httpx.HTTPError as exc:
             message = (
                 f"the upstream {self.upstream.host_port} failed mid-answer "
@@ -151,7 +160,7 @@ class Relay:
             return
         exchange.log.setdefault("end", "upstream done")
         exchange.log["writes"] = chunks
-        await exchange.body(held, more=False)
+        await exchange.body(self.upstream.redact_bytes(held), more=False)
 
     def _unreachable(self, exc: httpx.HTTPError) -> Response:
         from ._app import error_response
@@ -183,7 +192,7 @@ class Relay:
                 await _answer(exchange, self._error(502, data, "its model list is not JSON"))
             else:
                 await exchange.start(200, [(b"content-type", b"application/json")])
-                await exchange.body(data, more=False)
+                await exchange.body(self.upstream.redact_bytes(data), more=False)
 
         return work
 
@@ -192,19 +201,12 @@ class Relay:
         is when it is JSON, else in OpenAI's error shape with an excerpt (of an HTML page, say)."""
         from ._app import error_response
 
-        data = self._redact(data)
+        data = self.upstream.redact_bytes(data)  # as it is, JSON-escaped or URL-encoded
         if _is_json(data) and what is None:
             return Response(data, status, media_type="application/json")
         said = excerpt(data[:4096].decode("utf-8", "replace"))
         what = what or f"answered {status}"
         return error_response(status, f"the upstream {what}: {said}", type="upstream_error")
-
-    def _redact(self, data: bytes) -> bytes:
-        """``data`` without the upstream's key (an error page may echo the header back)."""
-        key = self.upstream.api_key
-        if key and key.encode() in data:
-            data = data.replace(key.encode(), b"***")
-        return data
 
 
 async def _answer(
@@ -216,7 +218,7 @@ async def _answer(
 
 async def _read_limited(response: httpx.Response, limit: int = ERROR_BODY_LIMIT) -> bytes:
     parts, size = [], 0
-    async for part in response.aiter_raw():
+    async for part in response.aiter_bytes():
         parts.append(part)
         size += len(part)
         if size >= limit:
