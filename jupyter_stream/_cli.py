@@ -144,6 +144,19 @@ def _parser() -> argparse.ArgumentParser:
         default=30.0,
         help="end a stream whose client reads nothing for this long (default: 30)",
     )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="close a connection whose request head has not arrived in this many seconds, "
+        "from its opening or its last answer (default: 10)",
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=5.0,
+        help="close a connection with no request under way after this long (default: 5)",
+    )
     serve.set_defaults(run=_serve)
     return parser
 
@@ -262,6 +275,8 @@ def _serve(args: argparse.Namespace) -> int:
             max_streams=args.max_streams,
             max_body_bytes=args.max_body_bytes,
             stall_timeout=args.stall_timeout,
+            header_timeout=args.header_timeout,
+            idle_timeout=args.idle_timeout,
         )
     except ValueError as exc:
         _say(f"jupyter-stream serve: {exc}")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
+import select
 import socket
+import time
 from collections.abc import Callable
 
 import httpx
@@ -341,7 +344,8 @@ def test_the_plain_stream_turns_any_line_end_into_a_newline(demo_server: Backgro
 
 
 def test_bad_settings_are_refused() -> None:
-    for name in ("stall_timeout", "body_timeout", "max_body_bytes", "max_streams"):
+    for name in ("stall_timeout", "body_timeout", "header_timeout", "idle_timeout",
+                 "max_body_bytes", "max_streams"):  # fmt: skip
         with pytest.raises(ValueError, match=name):
             ServerConfig(**{name: 0})
 
@@ -402,3 +406,117 @@ def test_an_app_can_be_served_again_on_a_new_loop() -> None:
             response = client.post("/v1/chat/completions", json=body)
         assert response.text.count('"content":') == 4  # the role chunk's, and 3 tokens
         assert response.text.endswith("data: [DONE]\n\n")
+
+
+# --- bad JSON and slow or idle connections: answered or closed, with one log line at most
+
+
+def test_deep_json_is_a_400_and_one_log_line(
+    make_server: MakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server()
+    caplog.set_level(logging.INFO)
+    deep = b'{"model": "demo", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = httpx.post(f"{server.base_url}/chat/completions", content=deep)
+    assert response.status_code == 400
+    assert "too deeply" in response.json()["error"]["message"]
+    httpx.get(f"{root(server)}/health")  # logged after the first: a marker that it is done
+    lines = [r for r in caplog.records if r.name.startswith(("uvicorn", "jupyter_stream"))]
+    assert [r.getMessage().split('"')[1] for r in lines if '"' in r.getMessage()] == [
+        "POST /v1/chat/completions",
+        "GET /health",
+    ]
+    assert not [r for r in lines if r.levelno >= logging.WARNING or r.exc_info]
+
+
+HI = b'"messages": [{"role": "user", "content": "hi"}]'
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b'{"model": "\\ud800", ' + HI + b"}", "model holds"),
+        (b'{"model": "echo", "user": "\\uDFFF", ' + HI + b"}", "user holds"),
+        (b'{"model": "echo", "\\ud800": 1, ' + HI + b"}", "\\ud800 holds"),
+        (b'{"model": "\xed\xa0\x80", ' + HI + b"}", "UTF-8"),  # one, encoded
+        (b'{"model": "echo", "messages": [{"role": "user", "content": "\xed\xa0\x80"}]}', "UTF-8"),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_a_400_and_one_log_line(
+    make_server: MakeServer, caplog: pytest.LogCaptureFixture, body: bytes, said: str
+) -> None:
+    server = make_server()
+    caplog.set_level(logging.INFO)
+    response = httpx.post(f"{server.base_url}/chat/completions", content=body)
+    assert response.status_code == 400 and said in response.json()["error"]["message"]
+    httpx.get(f"{root(server)}/health")
+    lines = [r for r in caplog.records if r.name.startswith(("uvicorn", "jupyter_stream"))]
+    assert sum("POST /v1/chat/completions" in r.getMessage() for r in lines) == 1
+    assert not [r for r in lines if r.levelno >= logging.WARNING or r.exc_info]
+    pair = '{"model": "echo", "messages": [{"role": "user", "content": "\\ud83d\\ude80"}]}'
+    answer = httpx.post(f"{server.base_url}/chat/completions", content=pair.encode())
+    assert answer.json()["choices"][0]["message"]["content"] == "🚀"  # a pair is text
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def http_protocol(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Serve with uvicorn's httptools protocol (its default here) or its h11 one."""
+    if request.param == "h11":
+        from uvicorn.protocols.http import auto
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        monkeypatch.setattr(auto, "AutoHTTPProtocol", H11Protocol)
+    return str(request.param)
+
+
+def closed_by_server(socks: list[socket.socket], trickle: set[socket.socket]) -> set[int]:
+    """Wait (at most WAIT s) until the server closes each socket; the sockets in ``trickle``
+    send one more byte of their request head every 0.1 s meanwhile. The indexes closed."""
+    closed: set[int] = set()
+    deadline = time.monotonic() + WAIT
+    while len(closed) < len(socks) and time.monotonic() < deadline:
+        open_ = [s for i, s in enumerate(socks) if i not in closed]
+        readable, _, _ = select.select(open_, [], [], 0.1)
+        for sock in readable:
+            try:
+                if sock.recv(65536) == b"":
+                    closed.add(socks.index(sock))
+            except ConnectionError:
+                closed.add(socks.index(sock))
+        for sock in trickle:
+            if socks.index(sock) not in closed:
+                with contextlib.suppress(OSError):  # it may have been closed just now
+                    sock.send(b"X")
+    return closed
+
+
+def test_idle_and_slowloris_connections_are_closed_before_any_key_is_checked(
+    make_server: MakeServer, http_protocol: str
+) -> None:
+    server = make_server(api_key="k3y", header_timeout=0.5, idle_timeout=0.5)
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) for _ in range(40)]
+    try:
+        for sock in socks[10:20]:  # half a request line, then nothing
+            sock.sendall(b"POST /v1/chat/comp")
+        for sock in socks[20:]:  # a head a byte at a time, for ever (slowloris)
+            sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: ")
+        closed = closed_by_server(socks, set(socks[20:]))
+        assert closed == set(range(len(socks))), f"{len(socks) - len(closed)} left open"
+    finally:
+        for sock in socks:
+            sock.close()
+    headers = {"Authorization": "Bearer k3y"}
+    assert httpx.get(f"{server.base_url}/models", headers=headers).status_code == 200
+
+
+def test_a_connection_idle_after_its_answer_is_closed_and_a_long_answer_is_not_cut(
+    make_server: MakeServer, http_protocol: str
+) -> None:
+    server = make_server(header_timeout=0.3, idle_timeout=0.3, tokens_per_second=20)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert closed_by_server([sock], set()) == {0}
+    # 20 tokens at 20 a second: the stream outlasts both timeouts, which do not apply to it
+    stream = stream_chat("hi", model="demo", base_url=server.base_url, max_tokens=20)
+    assert len(list(stream)) == 20 and stream.stop_reason is StopReason.LENGTH

@@ -220,13 +220,35 @@ class ChatRequest:
 
 def _parse_chat(body: bytes) -> ChatRequest | Response:
     try:
-        request = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = body.decode(json.detect_encoding(body))  # strictly: json.loads(bytes) would let
+        request = json.loads(text)  # an encoded lone surrogate in
+    except UnicodeDecodeError as exc:
+        return error_response(
+            400,
+            f"the request body is not UTF-8 text: {exc}; send JSON in UTF-8",
+            code="invalid_json",
+        )
+    except ValueError as exc:
         return error_response(
             400, f"the request body is not valid JSON: {exc}", code="invalid_json"
         )
+    except RecursionError:  # a parser's stack, not the server's failure: one log line, a 400
+        return error_response(
+            400,
+            "the request body nests arrays or objects too deeply to read; send flatter JSON",
+            code="invalid_json",
+        )
     if not isinstance(request, dict):
         return error_response(400, "the request body must be a JSON object", code="invalid_json")
+    if _ESCAPED_SURROGATE.search(text):  # is each one half of a pair?
+        field = _lone_surrogate(request)
+        if field is not None:
+            return error_response(
+                400,
+                f"{field} holds a lone surrogate (such as \\ud800), which is not text; send "
+                "valid Unicode",
+                param=field,
+            )
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
         return error_response(
@@ -238,16 +260,6 @@ def _parse_chat(body: bytes) -> ChatRequest | Response:
     if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
         return error_response(
             400, "each message must be an object with a role and content", param="messages"
-        )
-    try:
-        if b"\\ud" in body.lower():  # an escaped surrogate: is it one of a pair?
-            json.dumps(messages, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        return error_response(
-            400,
-            "messages hold a lone surrogate (such as \\ud800), which is not text; send valid "
-            "Unicode",
-            param="messages",
         )
     model = request.get("model")
     if not isinstance(model, str) or not model:
@@ -274,6 +286,28 @@ def _parse_chat(body: bytes) -> ChatRequest | Response:
     options = request.get("stream_options")
     include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
     return ChatRequest(model, messages, bool(request.get("stream")), max_tokens, include_usage)
+
+
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # after json.loads, only lone ones are left
+
+
+def _lone_surrogate(request: dict[str, Any]) -> str | None:
+    """The name of the first field of ``request`` that holds a lone surrogate anywhere (in a
+    string or a key, however deep), which no UTF-8 answer or log line could encode."""
+    for key, value in request.items():
+        todo: list[Any] = [key, value]  # a list, not recursion: the JSON may be deep
+        while todo:
+            item = todo.pop()
+            if isinstance(item, str):
+                if _SURROGATE.search(item):
+                    return _printable(key, 40)
+            elif isinstance(item, dict):
+                todo.extend(item)
+                todo.extend(item.values())
+            elif isinstance(item, list):
+                todo.extend(item)
+    return None
 
 
 # --- exchanges: work that stops the moment the client goes

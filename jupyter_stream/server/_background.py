@@ -12,6 +12,7 @@ unless logging is configured to show it, and stops with the process.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
@@ -131,7 +132,8 @@ class BackgroundServer:
 
 def uvicorn_server(app: Any, *, graceful_timeout: int) -> Any:
     """A ``uvicorn.Server`` for ``app`` that, when asked to stop, first ends the app's open
-    streams (each told why in an SSE error event), so that stopping does not wait for them."""
+    streams (each told why in an SSE error event), so that stopping does not wait for them.
+    Its connections keep the app's ``header_timeout`` and ``idle_timeout``."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -139,14 +141,72 @@ def uvicorn_server(app: Any, *, graceful_timeout: int) -> Any:
             app.state.server.close_all("server shutting down")
             await super().shutdown(sockets=sockets)
 
+    settings: ServerConfig = app.state.server.config
+    timeouts: dict[str, Any] = {"timeout_keep_alive": settings.idle_timeout}  # a float works
     config = uvicorn.Config(
         app,
         log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=graceful_timeout,
+        http=_with_header_timeout(settings.header_timeout),
+        **timeouts,
     )
     return Server(config)
+
+
+def _with_header_timeout(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools or h11), closing a connection whose request head has
+    not arrived ``seconds`` after it opened or after its last answer ended.
+
+    uvicorn has no such timeout: its keep-alive timer stops at a request's first byte and does
+    not run before the first request, so a client that connects and sends nothing, or sends a
+    head a byte at a time (slowloris), would hold its connection for ever, before any API key
+    is checked. Once a head has arrived, the app's body, stall and stream limits take over.
+    """
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    base: Any = AutoHTTPProtocol
+
+    class HeaderTimeoutProtocol(base):  # type: ignore[misc]
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._await_head()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._busy():  # a whole head has arrived: its request is under way
+                self._stop_waiting()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self._busy() and not self.transport.is_closing():  # none pipelined
+                self._await_head()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_waiting()
+            super().connection_lost(exc)
+
+        def _busy(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def _await_head(self) -> None:
+            self._stop_waiting()
+            self._head_timer = self.loop.call_later(seconds, self._head_late)
+
+        def _stop_waiting(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_late(self) -> None:
+            self._head_timer = None
+            if not self._busy() and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
 
 
 _lock = threading.Lock()

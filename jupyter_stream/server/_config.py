@@ -30,6 +30,8 @@ class ServerConfig:
     max_streams: int = 1024  # concurrent chat completions; beyond it, 429 with Retry-After
     max_body_bytes: int = 4 * 1024 * 1024
     body_timeout: float = 30.0  # to receive the whole request body
+    header_timeout: float = 10.0  # to receive a request's head, from connecting or the last answer
+    idle_timeout: float = 5.0  # a connection with no request under way is closed after this long
     stall_timeout: float = 30.0  # a client that reads nothing for this long loses its stream
     upstream_connect_timeout: float = 10.0
     upstream_idle_timeout: float = 300.0  # longest silence from the upstream mid-answer
@@ -42,7 +44,8 @@ class ServerConfig:
             raise ValueError("first_token_delay must be >= 0 seconds")
         if self.max_streams < 1:
             raise ValueError("max_streams must be >= 1")
-        for name in ("max_body_bytes", "body_timeout", "stall_timeout",
-                     "upstream_connect_timeout", "upstream_idle_timeout"):  # fmt: skip
+        for name in ("max_body_bytes", "body_timeout", "header_timeout", "idle_timeout",
+                     "stall_timeout", "upstream_connect_timeout",
+                     "upstream_idle_timeout"):  # fmt: skip
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")

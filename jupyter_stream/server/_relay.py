@@ -229,6 +229,6 @@ async def _read_limited(response: httpx.Response, limit: int = ERROR_BODY_LIMIT)
 def _is_json(data: bytes) -> bool:
     try:
         json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # too deep to check: passed on as an error excerpt
         return False
     return True
