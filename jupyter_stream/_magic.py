@@ -37,6 +37,7 @@ from ._registry import WHEN_FULL, registry
 from ._render import MARKS, end_mark, reply_bundle
 from ._session import ChatSession
 from ._stream import ChatStream, StopReason
+from ._terminal import TerminalFilter, for_terminal
 
 __all__ = [
     "ChatMagics",
@@ -75,6 +76,11 @@ def transform_chat_cell(lines: list[str]) -> list[str]:
         f".run_chat_cell({line!r}, {body!r})\n"
     )
     return [call]
+
+
+# IPython's check_complete skips it, and so sees a cell magic that ends at a blank line: else
+# terminal IPython would run a %%chat cell at its first line, before its body is typed.
+transform_chat_cell.has_side_effects = True  # type: ignore[attr-defined]
 
 
 async def run_chat_cell(line: str, body: str) -> Any:
@@ -232,14 +238,16 @@ class ChatMagics(Magics):
         args, prompt = self._parse(line, cell)
         session, options = self._turn(args)
         stream = session.stream(prompt, **options)
+        terminal = TerminalFilter()  # text printed, not displayed: a terminal may show it
         try:
             with stream:
                 for delta in stream:
-                    print(delta, end="", flush=True)
+                    print(terminal.feed(delta), end="", flush=True)
         except KeyboardInterrupt:
-            print(f"\n[{MARKS['interrupted']}]")
+            print(f"{terminal.flush()}\n[{MARKS['interrupted']}]")
             raise
         finally:
+            print(terminal.flush(), end="", flush=True)
             self._store(args, stream)
         print()
         return None
@@ -287,16 +295,18 @@ class ChatMagics(Magics):
         return stream.text if args.background else None  # type: ignore[return-value]
 
     async def _run_as_text(self, args: Any, stream: ChatStream) -> None:
+        terminal = TerminalFilter()  # terminal IPython: escape sequences would act on it
         try:
             async for delta in stream:
-                print(delta, end="", flush=True)
+                print(terminal.feed(delta), end="", flush=True)
         except asyncio.CancelledError:
-            print(f"\n[{MARKS['interrupted']}]")
+            print(f"{terminal.flush()}\n[{MARKS['interrupted']}]")
             raise KeyboardInterrupt from None
         finally:
+            print(terminal.flush(), end="", flush=True)
             self._store(args, stream)
         mark = end_mark(stream.stop_reason.value if stream.stop_reason else "", stream.stop_detail)
-        print(f"\n[{mark}]" if mark else "")
+        print(for_terminal(f"\n[{mark}]") if mark else "")
 
     def _parse(self, line: str, body: str) -> tuple[Any, str]:
         try:
@@ -388,7 +398,7 @@ class ChatMagics(Magics):
                 if session is not None:
                     session.reset()
         elif command == "history":
-            print(self._history(session_name))
+            print(for_terminal(self._history(session_name)))  # model output, as text
         elif command == "stop":
             if rest == ["all"]:
                 stopped = registry.stop_all()
@@ -404,7 +414,7 @@ class ChatMagics(Magics):
                 if session is not None:
                     session.stop()
         elif command == "streams":
-            print(streams_table(registry.streams()))
+            print(for_terminal(streams_table(registry.streams())))
         elif command == "limit":
             self._limit(rest)
         elif command == "models":
@@ -416,9 +426,9 @@ class ChatMagics(Magics):
                 raise UsageError(str(exc)) from None
             current = resolve_model(self.model, resolve_endpoint(self.base_url))
             for model in models:
-                print(f"{'*' if model == current else ' '} {model}")
+                print(for_terminal(f"{'*' if model == current else ' '} {model}"))
         elif command == "config":
-            print(self._config())
+            print(for_terminal(self._config()))
         else:
             raise UsageError(f"unknown %chat command {command!r}.\n{self.chat_line.__doc__}")
 

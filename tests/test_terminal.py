@@ -1,11 +1,18 @@
-"""The terminal filter: what a terminal would act on goes, text stays (pure, no I/O)."""
+"""The terminal filter: what a terminal would act on goes, text stays (pure); and terminal
+IPython, whose %%chat and %chat print a hostile server's text through it."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from conftest import user_env
+from scripted_server import Request, Response, ScriptedServer, chunk
 
 from jupyter_stream._terminal import MAX_HELD, TerminalFilter, for_terminal
 
@@ -76,3 +83,47 @@ def test_no_control_character_gets_through_any_mix() -> None:
 def test_plain_text_comes_back_as_it_is() -> None:
     text = "A plain answer: `code`, *stars*, <tags> & 🚀."
     assert for_terminal(text) is text
+
+
+HOSTILE = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\x1b[8mhidden\x1b[0m\x9b2J\r\u202e"
+
+
+def test_terminal_ipython_prints_a_hostile_reply_history_and_models_without_escapes(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        if request.path.endswith("/models"):
+            ids = [f"evil{HOSTILE}", "fine"]
+            await response.whole(200, json.dumps({"data": [{"id": i} for i in ids]}))
+            return
+        evil = {"model": f"evil{HOSTILE}"}
+        for token in ["Hi ", HOSTILE[:9], HOSTILE[9:], " there"]:  # a sequence split in two
+            await response.event(chunk(token) | evil)
+        await response.event(chunk(finish_reason="stop") | evil)
+        await response.event("[DONE]")
+        await response.end()
+
+    server.handler = handler
+    typed = "\n".join(
+        [
+            f'%config ChatMagics.base_url = "{server.url}"',
+            '%config ChatMagics.model = "fine"',
+            "%%chat",
+            "Say hi.",
+            "",
+            "",  # simple-prompt IPython ends a cell magic at a second blank line
+            "%chat history",
+            "%chat models",
+            "exit",
+        ]
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "IPython", "--ext", "jupyter_stream", "--simple-prompt",
+         "--no-banner", "--colors=NoColor", "--HistoryManager.enabled=False"],
+        input=typed, capture_output=True, text=True, timeout=60,
+        env=user_env(IPYTHONDIR=str(tmp_path)),
+    )  # fmt: skip
+    assert "Hi hidden there\n" in done.stdout, done.stdout + done.stderr  # the reply, streamed
+    assert "evilhidden: Hi hidden there" in done.stdout  # %chat history
+    assert "  evilhidden\n" in done.stdout and "* fine\n" in done.stdout  # %chat models
+    assert not ACTED_ON.search(done.stdout), repr(done.stdout)
