@@ -10,7 +10,7 @@ from ._client import get_client, status_error, translate_error
 from ._config import resolve_endpoint
 from ._exceptions import ProtocolError
 from ._loop import private_loop
-from ._protocol import excerpt
+from ._protocol import clean_text, excerpt
 
 __all__ = ["alist_models", "list_models"]
 
@@ -29,12 +29,24 @@ async def alist_models(
     if response.status_code >= 400:
         raise status_error(endpoint, response, response.text, model="")
     try:
-        return sorted(str(model["id"]) for model in response.json()["data"])
-    except (ValueError, KeyError, TypeError):
+        listed = response.json()["data"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        listed = None
+    if type(listed) is not list:
         raise ProtocolError(
             f"GET {endpoint.display_url}/models did not answer with a model list: "
             f"{excerpt(endpoint.redact(response.text))}"
-        ) from None
+        )
+    ids = []
+    for number, model in enumerate(listed):
+        model_id = model.get("id") if type(model) is dict else None
+        if type(model_id) is not str or not model_id:
+            raise ProtocolError(
+                f"GET {endpoint.display_url}/models listed a model without a name (a string in "
+                f"data[{number}].id): {excerpt(endpoint.redact(repr(model)))}"
+            )
+        ids.append(clean_text(model_id))  # an escaped lone surrogate would break the picker
+    return sorted(ids)
 
 
 def list_models(

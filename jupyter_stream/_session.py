@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._protocol import clean_text
 from ._stream import ChatStream, StopReason, astream_chat, stream_chat
 
 __all__ = ["ChatSession", "Turn"]
@@ -80,7 +81,7 @@ class ChatSession:
         """The history as Chat Completions messages, ending with ``prompt`` when given."""
         said: list[dict[str, Any]] = []
         if self.system:
-            said.append({"role": "system", "content": self.system})
+            said.append({"role": "system", "content": clean_text(self.system)})
         for turn in self._turns:
             if turn.stream.done:
                 said.extend(turn.messages())
@@ -113,7 +114,8 @@ class ChatSession:
         messages: Sequence[Mapping[str, Any]] = self.messages(prompt)
         merged = {**self.defaults, **options}
         stream = (stream_chat if sync else astream_chat)(messages, **merged)
-        self._turns.append(Turn(prompt, stream))
+        # The history keeps only what UTF-8 can carry (the reply's text is cleaned as it arrives).
+        self._turns.append(Turn(clean_text(prompt), stream))
         return stream
 
     def __repr__(self) -> str:
