@@ -34,7 +34,7 @@ from ._exceptions import (
 )
 from ._protocol import excerpt
 
-__all__ = ["get_client", "status_error", "translate_error"]
+__all__ = ["get_client", "safe_cause", "scrubbed", "status_error", "translate_error"]
 
 # Connections are not capped (a notebook holds few streams, and a cap would queue a stream
 # silently); idle ones are kept for reuse so that the next turn skips the TCP and TLS handshakes.
@@ -139,8 +139,8 @@ def status_error(
 ) -> HTTPStatusError:
     """The error for a response with a 4xx or 5xx status; names the cause and the fix."""
     status = response.status_code
-    body = endpoint.redact(body)
-    said = _body_message(body)
+    body = endpoint.redact(body)  # before and after decoding: JSON may escape a key's letters
+    said = endpoint.redact(_body_message(body))
     said_part = f": {said}" if said else ""
     where = endpoint.display_url
     wait = retry_after(response)
@@ -148,9 +148,12 @@ def status_error(
     message = f"{status} from {where}{said_part}."
     if status in (401, 403):
         cls = AuthenticationError
-        if endpoint.api_key_source:
+        if endpoint.api_key:
             key = f"the API key from {endpoint.api_key_source}"
             fix = f"check that {endpoint.api_key_source} holds a valid key for this server"
+        elif endpoint.url_credentials:
+            key = "the user name and password in the base URL"
+            fix = f"check the user info (user:password@) of {endpoint.base_url_source}"
         else:
             key = "no API key (none was configured)"
             fix = "set OPENAI_API_KEY or pass api_key=..."
@@ -244,6 +247,51 @@ def translate_error(exc: Exception, endpoint: Endpoint, *, chunks: int) -> Jupyt
         )
     cause = _cause(exc, endpoint)
     return ProtocolError(f"error talking to {where}: {type(exc).__name__}: {cause}")
+
+
+def safe_cause(exc: BaseException, endpoint: Endpoint) -> BaseException | None:
+    """What to chain under our error for ``exc``: ``exc`` itself, or, when it holds an httpx
+    request (whose headers carry the key) or shows a secret anywhere (a message, a repr, a local
+    variable of its traceback's frames, which ``%xmode Verbose`` prints), stand-ins of its chain's
+    types with their redacted words and no tracebacks."""
+    chain = list(exception_chain(exc))
+    holds_request = any(isinstance(link, httpx.HTTPError) for link in chain)
+    if not holds_request and not endpoint.redactor.exposed_by(exc):
+        return exc
+    cause: BaseException | None = None
+    for link in reversed(chain[:_STAND_INS]):
+        stand_in = _stand_in(link, endpoint)
+        stand_in.__cause__, stand_in.__suppress_context__ = cause, True
+        cause = stand_in
+    return cause
+
+
+_STAND_INS = 6  # links of a chain kept as stand-ins: httpx, httpcore, anyio, the OS error
+
+
+def _stand_in(exc: BaseException, endpoint: Endpoint) -> BaseException:
+    words = endpoint.redact(str(exc))
+    try:
+        stand_in = type(exc)(words)  # httpx's, httpcore's and OSError's take their words alone
+        if str(stand_in) == words:
+            return stand_in
+    except Exception:
+        pass
+    return Exception(f"{type(exc).__module__}.{type(exc).__qualname__}: {words}")
+
+
+def scrubbed(error: JupyterStreamError, endpoint: Endpoint) -> JupyterStreamError:
+    """``error`` as it may be raised to the user: when a secret shows in its traceback's
+    frames (a server's echo in a local variable) or its chain, without them."""
+    cause = error.__cause__ or error.__context__
+    if cause is not None:
+        error.__cause__ = safe_cause(cause, endpoint)
+        error.__suppress_context__ = True
+    if endpoint.redactor.exposed_by(error):
+        error.message = endpoint.redact(error.message)
+        error.args = (error.message,)
+        error.__traceback__ = None
+    return error
 
 
 def _root_os_error(exc: BaseException) -> OSError | None:

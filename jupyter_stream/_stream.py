@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from ._client import get_client, status_error, translate_error
+from ._client import get_client, safe_cause, scrubbed, status_error, translate_error
 from ._config import Endpoint, resolve_endpoint, resolve_model
 from ._exceptions import (
     APIError,
@@ -499,7 +499,7 @@ class _Engine:
         except httpx.ReadTimeout:
             reason = StopReason.IDLE_TIMEOUT
         except JupyterStreamError as exc:
-            error = exc
+            error = scrubbed(exc, self._request.endpoint)
         except (httpx.HTTPError, OSError) as exc:
             endpoint = self._request.endpoint
             error = self._caused_by(translate_error(exc, endpoint, chunks=self._reply.chunks), exc)
@@ -521,9 +521,9 @@ class _Engine:
                 self._release()
 
     def _caused_by(self, error: JupyterStreamError, exc: BaseException) -> JupyterStreamError:
-        """``error`` raised from ``exc``, unless some part of exc's chain quotes the key (h11
-        does, in "Illegal header value b'Bearer ...'")."""
-        error.__cause__ = None if self._request.endpoint.appears_in(exc) else exc
+        """``error`` raised from ``exc``, or from stand-ins without tracebacks when exc holds an
+        httpx request or shows a secret (h11 quotes "Illegal header value b'Bearer ...'")."""
+        error.__cause__ = safe_cause(exc, self._request.endpoint)
         error.__suppress_context__ = True
         return error
 
