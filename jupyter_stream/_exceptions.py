@@ -2,7 +2,8 @@
 
 Every error names what went wrong and what to do about it, and carries the part of the reply that
 had already arrived (``error.reply``), so nothing received is lost. A user stop is not an error.
-No message, repr or traceback text ever contains an API key.
+No message, repr or traceback text ever contains an API key, nor anything a terminal would act on
+(escape sequences, control characters: see ``_terminal``), though it may quote a server.
 
 In IPython and Jupyter such an error shows as its class and message (the cause and the fix), not
 as a traceback through jupyter_stream's internals; ``%tb`` afterwards shows the whole traceback.
@@ -32,6 +33,8 @@ import sys
 import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+from ._terminal import for_terminal
 
 if TYPE_CHECKING:
     from ._protocol import Reply
@@ -71,6 +74,7 @@ class JupyterStreamError(Exception):
     """Root of every error jupyter_stream raises. ``reply`` holds what arrived before it."""
 
     def __init__(self, message: str, *, reply: Reply | None = None) -> None:
+        message = for_terminal(message)  # it may quote a server: shown on terminals, as text
         super().__init__(message)
         self.message = message
         self.reply = reply
@@ -95,7 +99,14 @@ class JupyterStreamError(Exception):
             )
         if just_raised:
             return list(formatter.get_exception_only(type(self), self))
-        return list(formatter.structured_traceback(type(self), self, self.__traceback__))
+        # Never the frames' variables (%xmode Verbose): those of the calls between the user's
+        # code and the error hold the API key and the base URL.
+        include_vars = getattr(formatter, "include_vars", False)
+        formatter.include_vars = False
+        try:
+            return list(formatter.structured_traceback(type(self), self, self.__traceback__))
+        finally:
+            formatter.include_vars = include_vars
 
 
 def _ipython_formatter() -> Any:

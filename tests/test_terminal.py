@@ -127,3 +127,24 @@ def test_terminal_ipython_prints_a_hostile_reply_history_and_models_without_esca
     assert "evilhidden: Hi hidden there" in done.stdout  # %chat history
     assert "  evilhidden\n" in done.stdout and "* fine\n" in done.stdout  # %chat models
     assert not ACTED_ON.search(done.stdout), repr(done.stdout)
+
+
+def test_terminal_ipython_shows_a_hostile_error_message_without_escapes(
+    server: ScriptedServer, tmp_path: Path
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        error = {"error": {"message": f"nope{HOSTILE}", "type": "invalid_request_error"}}
+        await response.whole(400, json.dumps(error))
+
+    server.handler = handler
+    typed = "\n".join(
+        [f'%config ChatMagics.base_url = "{server.url}"', "%%chat -m x", "Say hi.", "", "", "exit"]
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "IPython", "--ext", "jupyter_stream", "--simple-prompt",
+         "--no-banner", "--colors=NoColor", "--HistoryManager.enabled=False"],
+        input=typed, capture_output=True, text=True, timeout=60,
+        env=user_env(IPYTHONDIR=str(tmp_path)),
+    )  # fmt: skip
+    assert "BadRequestError: " in done.stdout and "nopehidden" in done.stdout, done.stdout
+    assert not ACTED_ON.search(done.stdout + done.stderr), repr(done.stdout)
