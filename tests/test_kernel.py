@@ -566,3 +566,29 @@ def test_a_chat_panel_shows_its_errors_in_the_panel_without_a_traceback(
     shown = error_text(made).strip()
     assert shown.startswith("ConfigurationError: base_url argument must be an http://")
     assert "jupyter_stream" not in shown and "\n" not in shown
+
+
+def test_a_lone_surrogate_in_a_reply_still_ends_the_cell_and_the_conversation_goes_on(
+    kernel: Kernel, server: ScriptedServer
+) -> None:
+    """A server that escapes a lone surrogate ("\\ud800", valid JSON, not text): the cell ends
+    with its output, and the next cell, whose history holds the reply, works."""
+
+    async def surrogate(request: Request, response: Response) -> None:
+        for piece in ["Hello ", "\ud800", " world"]:
+            await response.event(chunk(piece))
+        await response.event(chunk(finish_reason="stop"))
+        await response.event("[DONE]")
+        await response.end()
+
+    server.handler = surrogate
+    first = kernel.run(f"%%chat --base-url {server.url}\nSay it.")
+    assert first.status == "ok", kernel.error_of(first)
+    assert first.final["data"]["text/plain"] == "Hello \ufffd world"
+    assert first.final["metadata"]["jupyter_stream"]["stop_reason"] == "completed"
+    server.reset()  # the default answer: "Hello, world!"
+    second = kernel.run(f"%%chat --base-url {server.url}\nAgain.")
+    assert second.status == "ok", kernel.error_of(second)
+    assert second.final["data"]["text/plain"] == "Hello, world!"
+    sent = server.requests[-1].json()["messages"]
+    assert [m["content"] for m in sent] == ["Say it.", "Hello \ufffd world", "Again."]
