@@ -21,6 +21,7 @@ import ipywidgets as widgets
 import traitlets
 
 from ._exceptions import JupyterStreamError
+from ._kernel_compat import midcell_notice, serving
 from ._loop import private_loop
 from ._render import (
     FRAME_INTERVAL,
@@ -177,6 +178,18 @@ def _edit(old: str, new: str) -> tuple[int, str]:
     return units, new[keep:]
 
 
+class _Box(widgets.VBox):  # type: ignore[misc]
+    """A VBox that ``display(box, display_id=True)`` shows under that display id on ipywidgets 7
+    too (its ``_ipython_display_`` publishes without one, so the final reply found no place)."""
+
+    if not hasattr(widgets.Widget, "_repr_mimebundle_"):  # ipywidgets 7
+        _ipython_display_ = None
+
+        def _repr_mimebundle_(self, **_kwargs: Any) -> dict[str, Any]:
+            view = {"version_major": 2, "version_minor": 0, "model_id": self.model_id}
+            return {"text/plain": repr(self), "application/vnd.jupyter.widget-view+json": view}
+
+
 class ChatView:
     """One streaming reply: the answer as it grows, reasoning apart, Stop, the timeout slider
     and a status line."""
@@ -192,10 +205,15 @@ class ChatView:
         )
         self.timeout_slider = timeout_slider(timeout, max_timeout)
         controls = widgets.HBox([self.stop_button, self.timeout_slider])
-        self.box = widgets.VBox([self.reply, controls])
+        self.box = _Box([self.reply, controls])
         self._controls = controls
         self._stream: ChatStream | None = None
         self._status_at = 0.0
+        # Where the kernel cannot run Stop mid-cell, the status line says so from the start.
+        self._notice = midcell_notice()
+        if self._notice is not None:
+            self.stop_button.tooltip = self._notice
+            self.reply.show("", status=self._notice)
 
     def attach(self, stream: ChatStream) -> None:
         """Wire Stop and the slider to ``stream``."""
@@ -219,7 +237,8 @@ class ChatView:
         Re-raises the stream's error, or the cancellation (a kernel interrupt), after drawing.
         """
         self.attach(stream)
-        await follow(stream, self.draw)
+        with serving(w.model_id for w in (self.reply, self.stop_button, self.timeout_slider)):
+            await follow(stream, self.draw)
 
     def draw(self, stream: ChatStream, final: bool = False) -> None:
         now = time.monotonic()
@@ -227,6 +246,8 @@ class ChatView:
         if final or now - self._status_at >= STATUS_INTERVAL:  # rides along with a frame
             self._status_at = now
             status = status_text(stream)
+            if self._notice is not None and not final:
+                status = f"{status} · {self._notice}"
         self.reply.show(stream.text, stream.reply.reasoning, final=final, status=status)
         if final:
             self.stop_button.disabled = True
