@@ -32,7 +32,7 @@ from ._exceptions import (
     StreamTimeout,
     exception_chain,
 )
-from ._protocol import excerpt
+from ._protocol import clean_text, excerpt
 
 __all__ = ["get_client", "safe_cause", "scrubbed", "status_error", "translate_error"]
 
@@ -114,7 +114,7 @@ def _body_message(body: str) -> str:
     an excerpt."""
     try:
         obj = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         obj = None
     if isinstance(obj, dict):
         error = obj.get("error", obj)
@@ -140,7 +140,7 @@ def status_error(
     """The error for a response with a 4xx or 5xx status; names the cause and the fix."""
     status = response.status_code
     body = endpoint.redact(body)  # before and after decoding: JSON may escape a key's letters
-    said = endpoint.redact(_body_message(body))
+    said = endpoint.redact(clean_text(_body_message(body)))  # JSON may escape a lone surrogate
     said_part = f": {said}" if said else ""
     where = endpoint.display_url
     wait = retry_after(response)

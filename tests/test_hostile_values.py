@@ -14,6 +14,7 @@ from scripted_server import Request, Response, ScriptedServer, chunk
 
 from jupyter_stream import (
     APIError,
+    BadRequestError,
     ChatSession,
     ChatStream,
     ProtocolError,
@@ -260,3 +261,24 @@ def test_a_model_without_a_string_id_is_a_protocol_error_naming_it(
     server.handler = handler
     with pytest.raises(ProtocolError, match=r"data\[\d\]\.id"):
         list_models(base_url=server.url)
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (json.dumps({"error": {"message": "no \ud800 here"}}), "no \ufffd here"),
+        ('{"error": ' * 100_000 + "1" + "}" * 100_000, '{"error": {"error"'),
+    ],
+)
+async def test_an_error_status_whose_body_is_hostile_is_still_a_clean_error(
+    server: ScriptedServer, body: str, said: str
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        await response.whole(400, body)
+
+    server.handler = handler
+    stream = open_stream(server)
+    with pytest.raises(BadRequestError) as caught:
+        [delta async for delta in stream]
+    assert said in str(caught.value) and "rejected the request" in str(caught.value)
+    jupyter_safe(str(caught.value))
