@@ -30,7 +30,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Float, Int, List, Unicode
 
-from ._config import resolve_endpoint, resolve_model
+from ._config import COLAB, COLAB_KEY_VAR, EMBEDDED, colab_proxy, resolve_endpoint, resolve_model
 from ._exceptions import JupyterStreamError
 from ._moderation import stop_on
 from ._registry import WHEN_FULL, registry
@@ -472,11 +472,22 @@ class ChatMagics(Magics):
 
     def _config(self) -> str:
         endpoint = resolve_endpoint(self.base_url)
-        model = resolve_model(self.model, endpoint)
-        key = "set" if endpoint.api_key else "not set"
+        try:
+            model = resolve_model(self.model, endpoint)
+        except JupyterStreamError as exc:  # what config shows is what is missing
+            model = f"not set: {exc}"
+        source = "%config ChatMagics.base_url" if self.base_url else endpoint.base_url_source
+        key = f"set ({endpoint.api_key_source})" if endpoint.api_key else "not set"
+        notes = []
+        if endpoint.base_url_source == EMBEDDED and colab_proxy() is not None:
+            notes.append(
+                f"note         {COLAB} is not used: {COLAB_KEY_VAR} is not set (google.colab.ai "
+                f"reads it from the notebook's secrets: userdata.get({COLAB_KEY_VAR!r}))"
+            )
         return "\n".join(
             [
-                f"base URL     {endpoint.display_url}",
+                f"base URL     {endpoint.display_url} — {source}",
+                *notes,
                 f"model        {model}",
                 f"API key      {key}",
                 f"timeout      {self.timeout:g} s (slider up to {self.max_timeout:g} s)",

@@ -9,7 +9,10 @@ from scripted_server import ScriptedServer
 
 from jupyter_stream.server import BackgroundServer, ServerConfig
 
-ENV_VARS = ("JUPYTER_STREAM_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "JUPYTER_STREAM_MODEL")
+ENV_VARS = (
+    *("JUPYTER_STREAM_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "JUPYTER_STREAM_MODEL"),
+    *("MODEL_PROXY_HOST", "MODEL_PROXY_BASE_URL", "MODEL_PROXY_API_KEY"),  # Colab's model proxy
+)
 
 
 @pytest.fixture(autouse=True)

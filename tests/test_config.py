@@ -5,9 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import traceback
+from typing import Any
 from urllib.parse import quote
 
 import pytest
+from scripted_server import ScriptedServer
 
 from jupyter_stream import ConfigurationError, astream_chat, stream_chat
 from jupyter_stream._config import resolve_endpoint, resolve_model
@@ -190,3 +192,120 @@ async def test_async_with_on_a_sync_stream_is_refused() -> None:
         async with sync:
             pass
     sync.close()
+
+
+# -- Colab's built-in model proxy (not reachable here: its variables point at our own servers) ----
+
+COLAB_KEY = "colab-proxy-key-123"
+
+
+def test_colab_proxy_host_gives_its_openapi_root_its_key_and_colabs_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODEL_PROXY_HOST", "https://proxy.colab.example/")
+    monkeypatch.setenv("MODEL_PROXY_API_KEY", COLAB_KEY)
+    endpoint = resolve_endpoint()
+    assert endpoint.base_url == "https://proxy.colab.example/models/openapi"
+    assert endpoint.base_url_source == "Colab's model proxy, from MODEL_PROXY_HOST"
+    assert endpoint.api_key == COLAB_KEY and endpoint.api_key_source == "MODEL_PROXY_API_KEY"
+    assert resolve_model(None, endpoint) == "google/gemini-2.5-flash"
+    monkeypatch.setenv("JUPYTER_STREAM_MODEL", "google/gemini-2.0-flash")
+    assert resolve_model(None, endpoint) == "google/gemini-2.0-flash"
+    assert COLAB_KEY not in repr(endpoint)
+
+
+def test_colab_proxy_base_url_is_used_as_it_is_when_there_is_no_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODEL_PROXY_BASE_URL", "https://mp.example/v1/")
+    monkeypatch.setenv("MODEL_PROXY_API_KEY", COLAB_KEY)
+    endpoint = resolve_endpoint()
+    assert endpoint.base_url == "https://mp.example/v1"
+    assert endpoint.base_url_source == "Colab's model proxy, from MODEL_PROXY_BASE_URL"
+    monkeypatch.setenv("MODEL_PROXY_HOST", "https://host.example")  # what google.colab.ai uses
+    assert resolve_endpoint().base_url == "https://host.example/models/openapi"
+
+
+@pytest.mark.parametrize(
+    "explicit",
+    [
+        {"base_url": "http://call.example/v1"},
+        {"api_key": "sk-call"},
+        {"env": ("JUPYTER_STREAM_BASE_URL", "http://env.example/v1")},
+        {"env": ("OPENAI_BASE_URL", "http://openai.example/v1")},
+        {"env": ("OPENAI_API_KEY", "sk-env")},
+    ],
+)
+def test_anything_configured_wins_over_colabs_proxy_and_never_gets_its_key(
+    monkeypatch: pytest.MonkeyPatch, explicit: dict
+) -> None:
+    monkeypatch.setenv("MODEL_PROXY_HOST", "https://proxy.colab.example")
+    monkeypatch.setenv("MODEL_PROXY_API_KEY", COLAB_KEY)
+    if "env" in explicit:
+        monkeypatch.setenv(*explicit.pop("env"))
+    endpoint = resolve_endpoint(**explicit)
+    assert "colab" not in endpoint.display_url and "Colab" not in endpoint.base_url_source
+    assert endpoint.api_key != COLAB_KEY
+    assert COLAB_KEY not in str(endpoint.headers())
+
+
+def test_colab_proxy_without_its_key_leaves_the_embedded_demo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from jupyter_stream.server import embedded_base_url
+
+    monkeypatch.setenv("MODEL_PROXY_HOST", "https://proxy.colab.example")
+    monkeypatch.setenv("MODEL_PROXY_API_KEY", "")
+    endpoint = resolve_endpoint()
+    assert endpoint.base_url_source == "the embedded demo server"
+    assert endpoint.base_url == embedded_base_url()
+    assert resolve_model(None, endpoint) == "demo"
+
+
+async def test_a_reply_streams_from_colabs_proxy_pointed_at_our_server(
+    monkeypatch: pytest.MonkeyPatch, make_server: Any
+) -> None:
+    """The proxy's variables at our demo server (which wants the key): the key is sent as a
+    Bearer token and the reply streams."""
+    ours = make_server(tokens_per_second=0, first_token_delay=0, api_key=COLAB_KEY)
+    monkeypatch.setenv("MODEL_PROXY_BASE_URL", ours.base_url)
+    monkeypatch.setenv("MODEL_PROXY_API_KEY", COLAB_KEY)
+    stream = astream_chat("Hello", model="demo", max_tokens=12)
+    text = "".join([delta async for delta in stream])
+    assert stream.error is None and text and stream.stats.tokens == 12
+
+
+async def test_colabs_proxy_host_requests_go_to_its_openapi_path_with_its_key(
+    monkeypatch: pytest.MonkeyPatch, server: ScriptedServer
+) -> None:
+    monkeypatch.setenv("MODEL_PROXY_HOST", f"http://127.0.0.1:{server.port}")
+    monkeypatch.setenv("MODEL_PROXY_API_KEY", COLAB_KEY)
+    stream = astream_chat("Hello")
+    assert "".join([delta async for delta in stream]) == "Hello, world!"
+    [request] = server.requests
+    assert request.path == "/models/openapi/chat/completions"
+    assert request.headers["authorization"] == f"Bearer {COLAB_KEY}"
+    assert request.json()["model"] == "google/gemini-2.5-flash"
+
+
+def test_chat_config_says_colabs_proxy_is_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jupyter_stream._magic import ChatMagics
+
+    monkeypatch.setenv("MODEL_PROXY_HOST", "https://proxy.colab.example")
+    monkeypatch.setenv("MODEL_PROXY_API_KEY", COLAB_KEY)
+    said = ChatMagics()._config()
+    assert (
+        "base URL     https://proxy.colab.example/models/openapi — Colab's model proxy, "
+        "from MODEL_PROXY_HOST"
+    ) in said
+    assert "model        google/gemini-2.5-flash" in said
+    assert "API key      set (MODEL_PROXY_API_KEY)" in said
+    assert COLAB_KEY not in said
+    monkeypatch.delenv("MODEL_PROXY_API_KEY")
+    said = ChatMagics()._config()
+    assert "— the embedded demo server" in said
+    assert "Colab's model proxy is not used: MODEL_PROXY_API_KEY is not set" in said
+    monkeypatch.setenv("JUPYTER_STREAM_BASE_URL", "http://localhost:8000/v1")
+    said = ChatMagics()._config()
+    assert "— JUPYTER_STREAM_BASE_URL" in said and "Colab" not in said
+    assert "model        not set: no model given" in said and "JUPYTER_STREAM_MODEL" in said
