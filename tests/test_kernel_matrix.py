@@ -12,7 +12,7 @@ import pytest
 from conftest import ENV_VARS, ended, ended_since
 from kernel_harness import WAIT, Execution, Kernel, Message, comm_id_of
 from kernel_stacks import STACKS, Stack, kernel_manager
-from test_kernel import LONG, WIDGET_VIEW, after_frames, demo_text
+from test_kernel import ANSI, LONG, WIDGET_VIEW, after_frames, demo_text
 
 from jupyter_stream.server import BackgroundServer, ServerConfig
 
@@ -172,6 +172,12 @@ def test_a_chat_error_shows_its_message(kernel: Kernel) -> None:
     assert run.status == "error"
     message = kernel.error_of(run)
     assert "no-such-model" in message and "%chat models" in message
+    # Its message alone, no traceback through the package; %tb still shows the whole one.
+    [error] = run.of_type("error")
+    shown = ANSI.sub("", "\n".join(error["content"]["traceback"])).strip()
+    assert shown == f"NotFoundError: {message}"
+    [whole] = kernel.run("%tb").of_type("error")
+    assert "jupyter_stream/_magic.py" in ANSI.sub("", "\n".join(whole["content"]["traceback"]))
 
 
 def test_a_notebook_run_by_nbclient_holds_the_whole_reply(
