@@ -134,6 +134,14 @@ class Endpoint:
 
 def resolve_endpoint(base_url: str | None = None, api_key: str | None = None) -> Endpoint:
     """The endpoint from call options, else from the environment."""
+    try:
+        return _resolve_endpoint(base_url, api_key)
+    except ConfigurationError as exc:
+        base_url = api_key = None  # a verbose traceback prints this frame's variables
+        raise exc.with_traceback(None) from None  # and the frames below hold the same values
+
+
+def _resolve_endpoint(base_url: str | None, api_key: str | None) -> Endpoint:
     source = "base_url argument"
     if base_url is None:
         for name in BASE_URL_VARS:

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from ._client import get_client, status_error, translate_error
+from ._client import get_client, safe_cause, status_error, translate_error
 from ._config import resolve_endpoint
 from ._exceptions import ProtocolError
 from ._loop import private_loop
@@ -21,11 +21,14 @@ async def alist_models(
     """The ids of the endpoint's models, sorted (configured as for :func:`astream_chat`)."""
     endpoint = resolve_endpoint(base_url, api_key)
     client = await get_client()
-    headers = endpoint.headers() | {"Accept": "application/json"}
-    try:
-        response = await client.get(endpoint.url("/models"), headers=headers, timeout=timeout)
+    try:  # the headers inline: a verbose traceback prints a frame's variables
+        response = await client.get(
+            endpoint.url("/models"),
+            headers=endpoint.headers() | {"Accept": "application/json"},
+            timeout=timeout,
+        )
     except httpx.HTTPError as exc:
-        raise translate_error(exc, endpoint, chunks=0) from None
+        raise translate_error(exc, endpoint, chunks=0) from safe_cause(exc, endpoint)
     if response.status_code >= 400:
         raise status_error(endpoint, response, response.text, model="")
     try:

@@ -70,15 +70,13 @@ def safe_url(text: str) -> str:
     """``text`` (a URL, perhaps malformed) with its user info and query values masked."""
     text, hash_, fragment = text.partition("#")
     text, mark, query = text.partition("?")
-    scheme, sep, rest = text.rpartition("://") if "://" in text else ("", "", text)
+    scheme, sep, rest = text.partition("://") if "://" in text else ("", "", text)
+    if "@" in rest:  # user info, even with a "/" in its password
+        rest = MASK + "@" + rest.rpartition("@")[2]
     authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = MASK + "@" + authority.rpartition("@")[2]
     host, colon, port = authority.rpartition(":")
     if colon and not port.isdigit() and not port.endswith("]"):  # "user:key" with no host
         authority = f"{host}:{MASK}"
-    if "@" in path and not sep:  # "user:pass@host" read as a scheme-less path
-        path = MASK + "@" + path.rpartition("@")[2]
     masked = []
     for pair in query.split("&") if query else []:
         name, eq, value = pair.partition("=")

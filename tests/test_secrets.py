@@ -1,0 +1,326 @@
+"""Canary credentials (an API key, a password in the base URL's user info, a key in its query, a
+relay's upstream key) go through every error path a user can meet: Python async and sync, the
+CLI, %%chat, ChatPanel and %chat config in a real kernel, the relay, %xmode Verbose tracebacks,
+and logging at DEBUG. Every output, widget message, log line and the saved notebook is then
+searched for each canary as it is, URL-encoded, and (user info) as the Basic base64."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from urllib.parse import quote
+
+import httpx
+import pytest
+from conftest import ENV_VARS
+from IPython.core.ultratb import VerboseTB
+from scripted_server import Request, Response, ScriptedServer, chunk, complete
+
+from jupyter_stream import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    ConnectError,
+    JupyterStreamError,
+    ProtocolError,
+    ServerError,
+    astream_chat,
+    list_models,
+    stream_chat,
+)
+from jupyter_stream.server import BackgroundServer
+
+pytestmark = pytest.mark.timeout(180)
+
+KEY = "sk-canary-key-5f1e9d27c3b84a06"
+USER = "canary-user"
+PASSWORD = "pw/canary+7Qx93Lm"
+QUERY_KEY = "qk-canary-31b7e0a4d9"
+UPSTREAM_KEY = "sk-canary-upstream-8c2f4e61"
+UPSTREAM_PASSWORD = "up-canary-pass-d04a71"
+
+CANARIES = {
+    "the API key": KEY,
+    "the URL's password": PASSWORD,
+    "the URL's user": USER,
+    "the query key": QUERY_KEY,
+    "the upstream key": UPSTREAM_KEY,
+    "the upstream's URL password": UPSTREAM_PASSWORD,
+    "the Basic credentials": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode(),
+    "the upstream's Basic credentials": base64.b64encode(
+        f"relay:{UPSTREAM_PASSWORD}".encode()
+    ).decode(),
+}
+FORMS = {
+    f"{name} ({form})": text
+    for name, secret in CANARIES.items()
+    for form, text in (("raw", secret), ("URL-encoded", quote(secret, safe="")))
+}
+
+PROMPTS = ("401", "500", "midstream", "json", "content")
+
+
+def escaped(text: str) -> str:
+    """``text`` as a JSON string's content with every character escaped."""
+    return "".join(f"\\u{ord(char):04x}" for char in text)
+
+
+async def echoing(request: Request, response: Response) -> None:
+    """A server that echoes what it was sent (the Authorization header, the path with its
+    query) back in every place a server can: an error body, a page, an event, an answer."""
+    auth = request.headers.get("authorization", "")
+    said = f"{auth} at {request.path}"
+    if request.path.startswith("/v1/models"):
+        await response.whole(500, f"<html><title>{said}</title></html>", "text/html")
+        return
+    prompt = request.json()["messages"][-1]["content"]
+    if prompt == "401":
+        body = '{"error": {"message": "refused ' + escaped(said) + " " + said + '"}}'
+        await response.whole(401, body)
+    elif prompt == "500":
+        await response.whole(500, f"<html><title>{said}</title><p>{quote(said)}</p>", "text/html")
+    elif prompt == "midstream":
+        await response.event(chunk("kept"))
+        await response.send('data: {"error": {"message": "' + escaped(said) + '"}}\n\n')
+        await response.end()
+    elif prompt == "json":
+        await response.whole(200, json.dumps({"echo": said}))
+    else:
+        await complete(response, ["you sent ", said])
+
+
+class Outputs:
+    """Everything a user or a log could see, by where it was seen."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def add(self, where: str, text: str) -> None:
+        self.seen.append((where, text))
+
+    def error(self, where: str, exc: BaseException) -> None:
+        self.add(where, "".join(traceback.format_exception(exc)) + repr(exc))
+        self.add(f"{where} (%xmode Verbose)", verbose(exc))
+        body = getattr(exc, "body", None)
+        if body:
+            self.add(f"{where} (.body)", body)
+
+    def assert_clean(self) -> None:
+        leaks = [
+            f"{name} in {where}" for where, text in self.seen for name, form in FORMS.items()
+            if form in text
+        ]  # fmt: skip
+        assert not leaks, "\n".join(leaks)
+
+
+def verbose(exc: BaseException) -> str:
+    """The traceback as ``%xmode Verbose`` shows it: every frame with its local variables."""
+    return VerboseTB(theme_name="nocolor").text(type(exc), exc, exc.__traceback__)
+
+
+@pytest.fixture
+def outputs() -> Iterator[Outputs]:
+    found = Outputs()
+    yield found
+    found.assert_clean()
+
+
+@pytest.fixture
+def debug_logs(outputs: Outputs) -> Iterator[io.StringIO]:
+    """Every log record of this process at DEBUG, httpx's, httpcore's and uvicorn's too."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    names = ["", "httpx", "httpcore", "uvicorn", "uvicorn.error", "uvicorn.access"]
+    names.append("jupyter_stream")
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        outputs.add("the DEBUG log", stream.getvalue())
+
+
+def with_credentials(url: str, user: str = USER, password: str = PASSWORD) -> str:
+    """``url`` with user info and a query key (and a query value that is no secret)."""
+    url = url.replace("http://", f"http://{user}:{quote(password, safe='')}@")
+    return f"{url}?api-version=2024-10&key={QUERY_KEY}"
+
+
+BAD_URLS = {
+    "no scheme": f"{USER}:{quote(PASSWORD, safe='')}@127.0.0.1:99999/v1?key={QUERY_KEY}",
+    "bad port": f"http://{USER}:{quote(PASSWORD, safe='')}@127.0.0.1:99999/v1?key={QUERY_KEY}",
+    "key for a port": f"http://me:{quote(PASSWORD, safe='')}/v1?key={QUERY_KEY}",
+    "ftp": f"ftp://{USER}:{PASSWORD}@127.0.0.1/v1?key={QUERY_KEY}",
+}
+
+
+# -- Python ---------------------------------------------------------------------------------------
+
+
+async def test_python_errors_never_show_a_credential(
+    server: ScriptedServer,
+    outputs: Outputs,
+    debug_logs: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server.handler = echoing
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    for name, url in BAD_URLS.items():  # from the environment: arguments show in their caller
+        monkeypatch.setenv("JUPYTER_STREAM_BASE_URL", url)
+        for make in (astream_chat, stream_chat):
+            with pytest.raises(ConfigurationError) as caught:
+                make("hi", model="m")
+            outputs.error(f"{make.__name__} with a base URL with {name}", caught.value)
+        with pytest.raises(ConfigurationError) as caught:
+            list_models()
+        outputs.error(f"list_models with a base URL with {name}", caught.value)
+    monkeypatch.delenv("JUPYTER_STREAM_BASE_URL")
+
+    expected = {
+        "401": AuthenticationError,
+        "500": ServerError,
+        "midstream": APIError,
+        "json": ProtocolError,
+    }
+    refused = "http://127.0.0.1:1/v1"
+    for key in (KEY, None):  # Bearer, then the URL's user info as Basic auth
+        if key:
+            monkeypatch.setenv("OPENAI_API_KEY", key)
+        else:
+            monkeypatch.delenv("OPENAI_API_KEY")
+        for prompt, error in expected.items():
+            where = f"{prompt} ({'key' if key else 'user info'})"
+            stream = astream_chat(prompt, model="m", base_url=with_credentials(server.url))
+            with pytest.raises(error) as caught:
+                async for _ in stream:
+                    pass
+            outputs.error(f"astream_chat, {where}", caught.value)
+            outputs.add(f"astream_chat repr, {where}", repr(stream) + repr(stream.reply))
+            with pytest.raises(error) as caught_sync:
+                list(stream_chat(prompt, model="m", base_url=with_credentials(server.url)))
+            outputs.error(f"stream_chat, {where}", caught_sync.value)
+        sent = server.requests[-1]
+        assert sent.path.endswith(f"?api-version=2024-10&key={QUERY_KEY}")  # the query stays
+        basic = "Basic " + CANARIES["the Basic credentials"]
+        assert sent.headers["authorization"] == (f"Bearer {KEY}" if key else basic)
+        monkeypatch.setenv("JUPYTER_STREAM_BASE_URL", with_credentials(server.url))
+        with pytest.raises(ServerError) as caught_models:
+            list_models()
+        outputs.error("list_models, 500", caught_models.value)
+        monkeypatch.setenv("JUPYTER_STREAM_BASE_URL", with_credentials(refused))
+        with pytest.raises(ConnectError) as refused_error:
+            async for _ in astream_chat("hi", model="m"):
+                pass
+        outputs.error("astream_chat, connection refused", refused_error.value)
+        assert "127.0.0.1:1" in str(refused_error.value)
+        assert refused_error.value.__cause__ is not None  # a stand-in, without the request
+        assert getattr(refused_error.value.__cause__, "_request", None) is None
+
+    assert "***" in debug_logs.getvalue()  # httpx's INFO line, its query key redacted
+    assert "api-version=2024-10" in debug_logs.getvalue()
+
+
+def test_a_verbose_traceback_of_a_stream_error_shows_no_header(
+    server: ScriptedServer, outputs: Outputs
+) -> None:
+    """The frames of httpx that a connection error passes through hold the request headers in
+    their locals; %xmode Verbose prints them. Our error's cause is a stand-in without them."""
+    stream = stream_chat("hi", model="m", base_url="http://127.0.0.1:1/v1", api_key=KEY)
+    with pytest.raises(ConnectError) as caught:
+        list(stream)
+    shown = verbose(caught.value)
+    outputs.add("VerboseTB of a refused connection", shown)
+    assert "All connection attempts failed" in shown  # the cause, in words
+    assert "ConnectionRefusedError" in shown
+
+
+# -- the relay ------------------------------------------------------------------------------------
+
+
+def test_the_relay_never_hands_its_upstream_credentials_to_a_client(
+    server: ScriptedServer,
+    make_server: Callable[..., BackgroundServer],
+    outputs: Outputs,
+    debug_logs: io.StringIO,
+) -> None:
+    server.handler = echoing
+    upstream = with_credentials(server.url, "relay", UPSTREAM_PASSWORD)
+    for key in (UPSTREAM_KEY, None):
+        relay = make_server(upstream=upstream, upstream_api_key=key)
+        for prompt in PROMPTS:
+            request = {"model": "m", "messages": [{"role": "user", "content": prompt}]}
+            for streamed in (True, False):
+                with httpx.Client(timeout=30) as client:
+                    answer = client.post(
+                        f"{relay.base_url}/chat/completions", json=request | {"stream": streamed}
+                    )
+                outputs.add(f"the relay's bytes for {prompt}", answer.text + str(answer.headers))
+            try:
+                text = "".join(stream_chat(prompt, model="m", base_url=relay.base_url))
+            except JupyterStreamError as exc:
+                outputs.error(f"a client of the relay, {prompt}", exc)
+            else:
+                outputs.add(f"a client of the relay, {prompt}", text)
+                assert text.startswith("you sent ") and text.count("***") == 2, text
+        with pytest.raises(ServerError) as caught:
+            list_models(base_url=relay.base_url)
+        outputs.error("a client of the relay, models", caught.value)
+        for entry in relay.app.state.server.ended:
+            outputs.add("the relay's exchange log", repr(entry))
+        outputs.add("the relay's repr", repr(relay) + repr(relay.app.state.server.relay))
+    assert server.requests[-1].headers["authorization"].startswith("Basic ")
+
+
+# -- the CLI --------------------------------------------------------------------------------------
+
+
+def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in __import__("os").environ.items() if k not in ENV_VARS}
+    return subprocess.run(
+        [sys.executable, "-m", "jupyter_stream", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=base | env,
+    )
+
+
+def test_the_cli_never_shows_a_credential(server: ScriptedServer, outputs: Outputs) -> None:
+    server.handler = echoing
+    runs = {
+        "chat, bad URL": cli("chat", "hi", JUPYTER_STREAM_BASE_URL=BAD_URLS["no scheme"]),
+        "models, bad port": cli("models", JUPYTER_STREAM_BASE_URL=BAD_URLS["bad port"]),
+        "chat, 401": cli(
+            "chat",
+            "401",
+            "-m",
+            "m",
+            JUPYTER_STREAM_BASE_URL=with_credentials(server.url),
+            OPENAI_API_KEY=KEY,
+        ),
+        "chat, midstream": cli(
+            "chat", "midstream", "-m", "m", JUPYTER_STREAM_BASE_URL=with_credentials(server.url)
+        ),
+        "models, 500": cli("models", JUPYTER_STREAM_BASE_URL=with_credentials(server.url)),
+        "serve, bad upstream": cli(
+            "serve", "--port", "0", "--upstream", BAD_URLS["key for a port"]
+        ),
+    }
+    for where, done in runs.items():
+        outputs.add(f"the CLI's {where}", done.stdout + done.stderr)
+        assert done.returncode != 0, where
+        assert "jupyter-stream" in done.stderr, where
