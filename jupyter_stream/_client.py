@@ -34,7 +34,14 @@ from ._exceptions import (
 )
 from ._protocol import clean_text, excerpt
 
-__all__ = ["get_client", "safe_cause", "scrubbed", "status_error", "translate_error"]
+__all__ = [
+    "close_client",
+    "get_client",
+    "safe_cause",
+    "scrubbed",
+    "status_error",
+    "translate_error",
+]
 
 # Connections are not capped (a notebook holds few streams, and a cap would queue a stream
 # silently); idle ones are kept for reuse so that the next turn skips the TCP and TLS handshakes.
@@ -68,6 +75,15 @@ async def get_client() -> httpx.AsyncClient:
     return client
 
 
+async def close_client() -> None:
+    """Close the running loop's shared client, and with it every pooled connection; the next
+    stream on this loop makes a new one."""
+    with _clients_lock:
+        entry = _clients.pop(asyncio.get_running_loop(), None)
+    if entry is not None:
+        await entry[1].aclose()  # runs _close_at_shutdown's finally: client.aclose()
+
+
 _ssl: ssl.SSLContext | None = None
 
 
@@ -76,8 +92,40 @@ async def _ssl_context() -> ssl.SSLContext:
     50-150 ms, which would otherwise stall the caller's loop (a kernel's, say) on first use."""
     global _ssl
     if _ssl is None:
-        _ssl = await asyncio.to_thread(httpx.create_ssl_context)
+        # A thread of its own that ends with the work: the loop's default executor would keep
+        # an idle thread for the life of the loop.
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[ssl.SSLContext] = loop.create_future()
+
+        def build() -> None:
+            context: ssl.SSLContext | None = None
+            error: BaseException | None = None
+            try:
+                context = httpx.create_ssl_context()
+            except BaseException as exc:  # handed to the awaiting stream, which reports it
+                error = exc
+            try:
+                loop.call_soon_threadsafe(_settle, done, context, error)
+            except RuntimeError:  # the loop closed meanwhile: nobody waits any more
+                pass
+
+        threading.Thread(target=build, name="jupyter_stream-tls", daemon=True).start()
+        _ssl = await done
     return _ssl
+
+
+def _settle(
+    future: asyncio.Future[ssl.SSLContext],
+    context: ssl.SSLContext | None,
+    exc: BaseException | None,
+) -> None:
+    if future.done():  # the awaiting stream was cancelled meanwhile
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        assert context is not None
+        future.set_result(context)
 
 
 async def _close_at_shutdown(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:

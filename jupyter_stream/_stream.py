@@ -22,12 +22,13 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from types import TracebackType
 from typing import Any
 
+import anyio
 import httpx
 
 from ._client import get_client, safe_cause, scrubbed, status_error, translate_error
@@ -148,6 +149,8 @@ class _Engine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._scope: anyio.CancelScope | None = None  # the pump's, while it runs
+        self._pump_began = False
         self._waiter: asyncio.Future[None] | None = None
         self._sock: socket.socket | None = None
         self._deadline_handle: asyncio.TimerHandle | None = None
@@ -422,8 +425,13 @@ class _Engine:
         self._release()
 
     def _cancel(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        """Cancel the pump (on its loop). A running pump is cancelled through its anyio scope,
+        never by Task.cancel(): httpcore closes a response under an anyio shield, which a
+        native cancel pierces, leaving the connection ACTIVE in the pool and its socket open."""
+        if self._scope is not None:
+            self._scope.cancel()
+        elif self._task is not None and not self._pump_began:
+            self._task.cancel()  # not started yet: it never runs, and _pump_done releases
         self._wake()
 
     def _wake(self) -> None:
@@ -490,11 +498,14 @@ class _Engine:
 
     async def _pump(self) -> None:
         reason, error = StopReason.INTERRUPTED, None
+        self._pump_began = True
         try:
-            reason = await self._receive()
+            # close(), the deadline and the drain's limit cancel this scope (see _cancel); it
+            # swallows its own cancellation, and the reason was set by whoever cancelled.
+            with anyio.CancelScope() as self._scope:
+                reason = await self._receive()
         except asyncio.CancelledError:
-            # close() or the deadline cancelled us and already set the reason; anything else
-            # cancelling the pump (the loop shutting down) is an interruption.
+            # Only a native cancel gets here: the loop shutting down is an interruption.
             reason = StopReason.INTERRUPTED
         except httpx.ReadTimeout:
             reason = StopReason.IDLE_TIMEOUT
@@ -507,6 +518,7 @@ class _Engine:
             message = f"unexpected {type(exc).__name__} while streaming: {exc}"
             error = self._caused_by(ProtocolError(self._request.endpoint.redact(message)), exc)
         finally:
+            self._scope = None
             if self._deadline_handle is not None:
                 self._deadline_handle.cancel()
             self._finish(StopReason.ERROR if error is not None else reason, error)
@@ -599,9 +611,15 @@ class _Engine:
                 self._sock = None
 
     async def _read_body(self, response: httpx.Response, content_type: str) -> StopReason:
+        chunks = response.aiter_bytes()
+        try:
+            return await self._read_chunks(chunks, content_type)
+        finally:
+            await _end_iteration(response, chunks)
+
+    async def _read_chunks(self, chunks: AsyncIterator[bytes], content_type: str) -> StopReason:
         decoder = SSEDecoder()
         head = b""  # the first bytes, for an error message if this is no event stream
-        chunks = response.aiter_bytes()
         async for data in chunks:
             if len(head) < 512:
                 head += data[:512]
@@ -624,13 +642,13 @@ class _Engine:
             "may be cut short; what arrived is kept in .reply"
         )
 
-    async def _drain(self, chunks: Any) -> StopReason:
+    async def _drain(self, chunks: AsyncIterator[bytes]) -> StopReason:
         """After [DONE]: end the stream for the consumer now, then read to the end of the body
         (briefly) so that the connection can go back to the pool."""
         reason = self._end_reason()
         self._finish(reason)
-        assert self._loop is not None and self._task is not None
-        handle = self._loop.call_later(DRAIN_TIMEOUT, self._task.cancel)
+        assert self._loop is not None and self._scope is not None
+        handle = self._loop.call_later(DRAIN_TIMEOUT, self._scope.cancel)
         try:
             async for _ in chunks:
                 pass
@@ -984,11 +1002,30 @@ def _api_error(error: Mapping[str, Any], endpoint: Endpoint) -> APIError:
 
 async def _read_text(response: httpx.Response, limit: int) -> str:
     data = bytearray()
-    async for piece in response.aiter_bytes():
-        data += piece
-        if len(data) >= limit:
-            break
+    pieces = response.aiter_bytes()
+    try:
+        async for piece in pieces:
+            data += piece
+            if len(data) >= limit:
+                break
+    finally:
+        await _end_iteration(response, pieces)
     return data[:limit].decode("utf-8", "replace")
+
+
+async def _end_iteration(response: httpx.Response, pieces: AsyncIterator[bytes]) -> None:
+    """Close the response, then finish its byte iterator, which may have been left mid-body.
+    Its async generators (httpx's and httpcore's, one inside the other) end only when an
+    exception passes through them; dropped, they would be closed one by one by the loop's
+    finalizer tasks, after the stream was released. A read of a closed response fails."""
+    await response.aclose()  # first: the server sees the disconnect now
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # and should a read wait all the same, it is cancelled
+        try:
+            async for _ in pieces:
+                pass
+        except Exception:  # the response broke or was closed: the iterator ended either way
+            pass
 
 
 def _rejects_stream_options(status: int, body: str) -> bool:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -37,25 +38,55 @@ def server(_server: ScriptedServer) -> Iterator[ScriptedServer]:
     _server.reset()
 
 
-def client_sockets(port: int) -> int:
-    """How many of this process's open sockets are connected to ``port`` on loopback (the
-    client ends of connections to a server on that port)."""
-    inodes = set()
-    with open("/proc/net/tcp") as table:
-        next(table)
-        for line in table:
-            fields = line.split()
-            if int(fields[2].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
+def _sockets() -> list[tuple[int | None, int | None, bool]]:
+    """(local port, peer port, listening) of each of this process's socket fds; a port is None
+    for a socket that has none (not TCP, or no peer)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
         try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                continue
+            # A duplicate, so that closing our socket object leaves the process's fd alone.
+            sock = socket.socket(fileno=os.dup(int(name)))
+        except OSError:  # closed meanwhile
             continue
-        if target.startswith("socket:[") and target[8:-1] in inodes:
-            count += 1
-    return count
+        with sock:
+            local = peer = None
+            listening = bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                local = sock.getsockname()[1]
+                try:
+                    peer = sock.getpeername()[1]
+                except OSError:  # shut down, or never connected
+                    peer = None
+            found.append((local, peer, listening))
+    return found
+
+
+def socket_fds(*, servers: bool = True) -> int:
+    """How many socket fds this process holds. A socket that was shut down but never closed
+    counts (``/proc/net/tcp`` no longer lists it). ``servers=False`` leaves out the sockets of
+    servers in this process (bound to a port something here listens on), which each server
+    closes on its own thread, in its own time."""
+    sockets = _sockets()
+    if servers:
+        return len(sockets)
+    ports = {local for local, _, listening in sockets if listening}
+    return sum(1 for local, _, _ in sockets if local is None or local not in ports)
+
+
+def client_sockets(port: int) -> int:
+    """This process's client ends of connections to ``port`` on loopback, plus every TCP
+    socket of this process left shut down but open (no peer, not listening, not a server's):
+    such a socket is a leak whatever it was connected to, and ``/proc/net/tcp`` misses it."""
+    sockets = _sockets()
+    servers = {local for local, _, listening in sockets if listening}
+    return sum(
+        1
+        for local, peer, listening in sockets
+        if peer == port
+        or (local is not None and peer is None and not listening and local not in servers)
+    )
 
 
 @pytest.fixture(scope="session")
