@@ -14,6 +14,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -324,3 +325,84 @@ def test_the_cli_never_shows_a_credential(server: ScriptedServer, outputs: Outpu
         outputs.add(f"the CLI's {where}", done.stdout + done.stderr)
         assert done.returncode != 0, where
         assert "jupyter-stream" in done.stderr, where
+
+
+# -- a real kernel: %%chat, %chat config, ChatPanel, %xmode Verbose, the saved notebook ----------
+
+NOTEBOOK = [
+    "%load_ext jupyter_stream",
+    "import logging, os, sys\n"
+    "to_output = logging.StreamHandler(sys.stdout)\n"
+    "for name in ('httpx', 'httpcore'):\n"
+    "    logging.getLogger(name).setLevel(logging.DEBUG)\n"
+    "    logging.getLogger(name).addHandler(to_output)",
+    "%xmode Verbose",
+    "%%chat\n401",
+    "%tb",
+    "%%chat\nmidstream",
+    "%tb",
+    "%%chat\njson",
+    "%tb",
+    "from jupyter_stream import ChatPanel, stream_chat\nlist(stream_chat('500'))",
+    "%tb",
+    "%chat config",
+    "%chat models",
+    "panel = ChatPanel()\npanel",
+    "panel.send('401')\nawait panel.wait()\npanel.send('midstream')\nawait panel.wait()",
+    "os.environ['JUPYTER_STREAM_BASE_URL'] = os.environ['CANARY_REFUSED']",
+    "%%chat\nhi",
+    "%tb",
+    "os.environ['JUPYTER_STREAM_BASE_URL'] = os.environ['CANARY_BAD']",
+    "%%chat\nhi",
+    "%tb",
+    "%chat config",
+    "%tb",
+    "ChatPanel()",
+    "%tb",
+    "os.environ['JUPYTER_STREAM_BASE_URL'] = os.environ['CANARY_BASIC']\n"
+    "del os.environ['OPENAI_API_KEY']",
+    "%%chat\n401",
+    "%tb",
+    "%chat config",
+]
+
+
+def test_a_notebook_never_shows_a_credential(
+    server: ScriptedServer, outputs: Outputs, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbformat
+    from nbclient import NotebookClient
+
+    server.handler = echoing
+    messages: list[dict[str, Any]] = []
+
+    class Recording(NotebookClient):  # type: ignore[misc]
+        def process_message(self, msg: dict[str, Any], cell: Any, cell_index: int) -> Any:
+            messages.append(msg)
+            return super().process_message(msg, cell, cell_index)
+
+    env = {
+        "JUPYTER_STREAM_BASE_URL": with_credentials(server.url),
+        "OPENAI_API_KEY": KEY,
+        "JUPYTER_STREAM_MODEL": "m",
+        "CANARY_REFUSED": with_credentials("http://127.0.0.1:1/v1"),
+        "CANARY_BAD": BAD_URLS["no scheme"],
+        "CANARY_BASIC": with_credentials(server.url),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in NOTEBOOK])
+    Recording(
+        notebook, timeout=120, kernel_name="python3", allow_errors=True, store_widget_state=True
+    ).execute()
+    path = tmp_path / "secrets.ipynb"
+    nbformat.write(notebook, path)
+    saved = path.read_text()
+    outputs.add("the saved notebook", saved)
+    outputs.add("the kernel's messages", json.dumps(messages, default=str))
+    sent = [r.headers.get("authorization", "") for r in server.requests]
+    assert f"Bearer {KEY}" in sent and "Basic " + CANARIES["the Basic credentials"] in sent
+    for marker in ("AuthenticationError", "APIError", "ConnectError", "ConfigurationError"):
+        assert marker in saved, marker  # every error path was reached
+    assert "Traceback" in saved or "---------" in saved  # %tb printed whole tracebacks
+    assert "key=***" in saved  # httpx's log line, redacted
