@@ -164,6 +164,7 @@ def parse_event(data: str, event: str = "message") -> str | Chunk:
             delta = choice.get("delta")
             if (
                 type(delta) is dict
+                and delta
                 and delta.keys() <= _PLAIN
                 and not obj.get("usage")
                 and obj.get("error") is None
