@@ -34,7 +34,7 @@ from ._config import COLAB, COLAB_KEY_VAR, EMBEDDED, colab_proxy, resolve_endpoi
 from ._exceptions import JupyterStreamError
 from ._moderation import stop_on
 from ._registry import WHEN_FULL, registry
-from ._render import MARKS, end_mark, reply_bundle
+from ._render import MARKS, Rendered, end_mark, reply_bundle
 from ._session import ChatSession
 from ._stream import ChatStream, StopReason
 from ._terminal import TerminalFilter, for_terminal
@@ -283,7 +283,7 @@ class ChatMagics(Magics):
             pass  # stream.error holds it; raised below, after the reply is shown
         finally:
             try:
-                data, metadata = _bundle(stream)
+                data, metadata = _bundle(stream, *view.reply.rendered())  # not rendered again
                 handle.update(data, metadata=metadata, raw=True)  # the widgets' place, taken
             finally:
                 view.close()
@@ -502,7 +502,11 @@ class ChatMagics(Magics):
         )
 
 
-def _bundle(stream: ChatStream) -> tuple[dict[str, str], dict[str, Any]]:
+def _bundle(
+    stream: ChatStream,
+    rendered: Rendered | None = None,
+    rendered_reasoning: Rendered | None = None,
+) -> tuple[dict[str, str], dict[str, Any]]:
     from ._widgets import status_text
 
     stats = stream.stats
@@ -528,6 +532,8 @@ def _bundle(stream: ChatStream) -> tuple[dict[str, str], dict[str, Any]]:
         reason=reason,
         metadata=metadata,
         detail=stream.stop_detail,
+        rendered=rendered,
+        rendered_reasoning=rendered_reasoning,
     )
 
 

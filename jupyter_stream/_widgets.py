@@ -26,6 +26,7 @@ from ._loop import private_loop
 from ._render import (
     FRAME_INTERVAL,
     BlockSplitter,
+    Rendered,
     end_mark,
     format_status,
     status_html,
@@ -37,6 +38,7 @@ __all__ = ["ChatPanel", "ChatView", "PromptBox", "ReplyView"]
 
 STATUS_INTERVAL = 0.5  # the status line's elapsed time ticks twice a second
 WAKE_INTERVAL = 0.1  # while a reply streams, the loop wakes at least this often (see follow())
+YIELD_INTERVAL = 0.01  # reading buffered deltas, follow() lets other callbacks run this often
 
 
 class ReplyView(anywidget.AnyWidget):
@@ -44,8 +46,9 @@ class ReplyView(anywidget.AnyWidget):
     and dimmed in a collapsible box.
 
     Traffic is append-mostly: each frame is one custom message with the blocks finished since
-    the last frame (sent once) and the unfinished tail block, if it changed. A view that appears
-    mid-reply (rendered late, a second view, a reloaded page) asks for the whole reply once.
+    the last frame (sent once; a long table's or code block's new rows or lines go into the
+    block before) and the unfinished tail block, if it changed. A view that appears mid-reply
+    (rendered late, a second view, a reloaded page) asks for the whole reply once.
     """
 
     _esm = """
@@ -76,9 +79,17 @@ class ReplyView(anywidget.AnyWidget):
       let tailHtml = "";
       let reasoningHtml = "";
       const add = (body, tail, blocks) => {
-        for (const html of blocks || []) {
+        for (const piece of blocks || []) {
+          // More rows or lines of a long table or code block: into the block before.
+          const into = typeof piece === "string" ? null : tail.previousElementSibling;
+          const target = into && into.querySelector(piece.into);
+          if (target) {
+            target.insertAdjacentHTML("beforeend", piece.html);  // rendered and escaped as below
+            continue;
+          }
           const block = make("div");
-          block.innerHTML = html;  // rendered by markdown-it in the kernel, raw HTML escaped
+          // rendered by markdown-it in the kernel, raw HTML escaped
+          block.innerHTML = typeof piece === "string" ? piece : piece.html;
           body.insertBefore(block, tail);
         }
       };
@@ -110,25 +121,38 @@ class ReplyView(anywidget.AnyWidget):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._answer = _Growing(blocks="a", keep="tk", tail="t")
+        self._answer = _Growing(blocks="a", keep="tk", tail="t", keep_markdown=True)
         self._reasoning = _Growing(blocks="ra", keep="rk", tail="rt")
         self._status = ""
         self._lock = threading.Lock()
         self.on_msg(self._on_custom)
 
     def show(
-        self, text: str, reasoning: str = "", *, final: bool = False, status: str | None = None
+        self,
+        text: str,
+        reasoning: str = "",
+        *,
+        final: bool = False,
+        status: str | None = None,
+        quick: bool = False,
     ) -> None:
-        """Bring the views up to ``text``, ``reasoning`` and ``status``: one message, or none."""
+        """Bring the views up to ``text``, ``reasoning`` and ``status``: one message, or none.
+        ``quick``: someone waits for the final frame (see ``BlockSplitter.update``)."""
         with self._lock:
             message: dict[str, Any] = {}
             if reasoning:
-                self._reasoning.advance(reasoning, final, message)
-            self._answer.advance(text, final, message)
+                self._reasoning.advance(reasoning, final, message, quick)
+            self._answer.advance(text, final, message, quick)
             if status is not None and status != self._status:
                 self._status = message["s"] = status
             if message:
                 self.send(message)
+
+    def rendered(self) -> tuple[Rendered | None, Rendered | None]:
+        """The answer and the reasoning as the final frame left them (None before it), for
+        the final output to reuse."""
+        with self._lock:
+            return self._answer.splitter.rendered(), self._reasoning.splitter.rendered()
 
     def _on_custom(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if isinstance(content, dict) and content.get("event") == "sync":
@@ -143,19 +167,23 @@ class _Growing:
     """One growing Markdown text of a reply (the answer, or the reasoning) as its views hold
     it, and the keys under which a frame carries its changes."""
 
-    def __init__(self, *, blocks: str, keep: str, tail: str) -> None:
-        self._splitter = BlockSplitter()
+    def __init__(self, *, blocks: str, keep: str, tail: str, keep_markdown: bool = False) -> None:
+        self.splitter = BlockSplitter(keep_markdown=keep_markdown)
         self._keys = (blocks, keep, tail)
-        self.blocks: list[str] = []  # the finished blocks' HTML, as sent
+        self.blocks: list[str | dict[str, str]] = []  # the finished pieces, as sent
         self.tail = ""  # the unfinished block's HTML, as the views have it
 
-    def advance(self, text: str, final: bool, message: dict[str, Any]) -> None:
+    def advance(self, text: str, final: bool, message: dict[str, Any], quick: bool) -> None:
         """Put into ``message`` what brings the views from the last text to ``text``."""
         blocks, keep, tail = self._keys
-        frame = self._splitter.update(text, final=final)
+        frame = self.splitter.update(text, final=final, quick=quick)
         if frame.finished:
-            self.blocks.extend(frame.finished)
-            message[blocks] = frame.finished
+            pieces = [
+                piece if isinstance(piece, str) else {"into": piece.into, "html": piece.html}
+                for piece in frame.finished
+            ]
+            self.blocks.extend(pieces)
+            message[blocks] = pieces
         if frame.tail is not None:
             message[keep], message[tail] = _edit(self.tail, frame.tail)
             self.tail = frame.tail
@@ -170,12 +198,18 @@ class _Growing:
 def _edit(old: str, new: str) -> tuple[int, str]:
     """How to turn ``old`` into ``new``: keep a prefix (its length in UTF-16 units, as
     JavaScript counts), then append the rest. A growing paragraph costs only what grew."""
-    keep = 0
-    limit = min(len(old), len(new))
-    while keep < limit and old[keep] == new[keep]:
-        keep += 1
-    units = keep + sum(1 for char in old[:keep] if ord(char) > 0xFFFF)
-    return units, new[keep:]
+    if new.startswith(old):
+        keep = len(old)
+    else:  # the longest common prefix, by halves: string comparisons run in C
+        low, high = 0, min(len(old), len(new))
+        while low < high:
+            middle = (low + high + 1) // 2
+            if new.startswith(old[:middle]):
+                low = middle
+            else:
+                high = middle - 1
+        keep = low
+    return len(old[:keep].encode("utf-16-le", "surrogatepass")) // 2, new[keep:]
 
 
 class _Box(widgets.VBox):  # type: ignore[misc]
@@ -248,7 +282,10 @@ class ChatView:
             status = status_text(stream)
             if self._notice is not None and not final:
                 status = f"{status} · {self._notice}"
-        self.reply.show(stream.text, stream.reply.reasoning, final=final, status=status)
+        quick = final and _awaited(stream)
+        self.reply.show(
+            stream.text, stream.reply.reasoning, final=final, status=status, quick=quick
+        )
         if final:
             self.stop_button.disabled = True
             self.timeout_slider.disabled = True
@@ -263,6 +300,13 @@ class ChatView:
             self.box,
         ):
             _close(widget)
+
+
+def _awaited(stream: ChatStream) -> bool:
+    """Whether the stream was ended by someone who waits for it to end (Stop, the deadline, an
+    interrupt, a rule), rather than by the model."""
+    reason = stream.stop_reason
+    return reason not in (None, StopReason.COMPLETED, StopReason.LENGTH, StopReason.CONTENT_FILTER)
 
 
 def status_text(stream: ChatStream) -> str:
@@ -301,17 +345,19 @@ async def follow(
     def frame() -> None:
         nonlocal pending, last
         pending = None
-        last = loop.time()
         draw(stream, False)
+        last = loop.time()  # from its end: a slow frame never leaves the loop without a turn
 
-    def schedule() -> None:
+    def schedule() -> bool:
+        """Draw now if a frame is due (True), else make sure one will be."""
         nonlocal pending
         if pending is None:
             wait = last + FRAME_INTERVAL - loop.time()
             if wait <= 0:
                 frame()
-            else:
-                pending = loop.call_later(wait, frame)
+                return True
+            pending = loop.call_later(wait, frame)
+        return False
 
     async def tick() -> None:
         while True:
@@ -325,9 +371,14 @@ async def follow(
             pending.cancel()
 
     ticker = loop.create_task(tick())
+    turn = loop.time()
     try:
         async for _delta in stream:
-            schedule()
+            # Buffered deltas arrive without a pause: give Stop, the slider's deadline and an
+            # interrupt their turn after each frame, and at least every YIELD_INTERVAL.
+            if schedule() or loop.time() - turn >= YIELD_INTERVAL:
+                await asyncio.sleep(0)
+                turn = loop.time()
     except asyncio.CancelledError:  # an interrupt: draw now, never wait
         stop_drawing()
         draw(stream, True)
@@ -606,7 +657,8 @@ class _TurnView:
         self.box = widgets.VBox([self.question, self.reply, self.footer])
 
     def draw(self, stream: ChatStream, final: bool) -> None:
-        self.reply.show(stream.text, stream.reply.reasoning, final=final)
+        quick = final and _awaited(stream)
+        self.reply.show(stream.text, stream.reply.reasoning, final=final, quick=quick)
         if final:
             reason = stream.stop_reason.value if stream.stop_reason else ""
             mark = end_mark(reason, stream.stop_detail)

@@ -14,6 +14,7 @@ from conftest import ENV_VARS, ended, ended_since
 from kernel_harness import Execution, Kernel, Message, comm_id_of, reply_view_id
 from scripted_server import Request, Response, ScriptedServer, chunk
 
+from jupyter_stream._render import render_markdown, safe_markdown_source
 from jupyter_stream.server import BackgroundServer, ServerConfig
 from jupyter_stream.server._models import answer_tokens
 
@@ -566,6 +567,60 @@ def test_a_chat_panel_shows_its_errors_in_the_panel_without_a_traceback(
     shown = error_text(made).strip()
     assert shown.startswith("ConfigurationError: base_url argument must be an http://")
     assert "jupyter_stream" not in shown and "\n" not in shown
+
+
+# -- a long reply of one Markdown block -----------------------------------------------------------
+
+TABLE_ROWS = 12_000
+MAKE_TABLE = (
+    'table = "| # | name | note |\\n| ---: | --- | --- |\\n" + "".join('
+    f'f"| {{i}} | item {{i}} | <b>{{i}}</b> |\\n" for i in range({TABLE_ROWS}))'
+)
+
+
+@pytest.fixture(scope="module")
+def fast() -> Iterator[BackgroundServer]:
+    """The built-in models at 3,000 tokens/s: deltas arrive faster than frames are drawn."""
+    with BackgroundServer(ServerConfig(tokens_per_second=3000, first_token_delay=0)) as server:
+        yield server
+
+
+def test_stop_acts_mid_reply_of_a_long_table(kernel: Kernel, fast: BackgroundServer) -> None:
+    """A 12,000-row table, one Markdown block, arriving fast: its rows join the table already
+    shown frame by frame, Stop ends the cell (the server sees the disconnect), and the final
+    output is the table as received, rendered whole and escaped."""
+    namespace: dict[str, Any] = {}
+    exec(MAKE_TABLE, namespace)  # the same table, here, to compare with
+    table: str = namespace["table"]
+    kernel.ok(MAKE_TABLE)
+    before = len(ended(fast))
+    execution = kernel.submit(
+        f"%%chat --new -m echo --base-url {fast.base_url} --timeout 600\n{{table}}"
+    )
+    continued: list[int] = []
+
+    def click_when_rows_flow(message: Message) -> None:
+        content = message["content"]
+        if message["msg_type"] != "comm_msg" or content["data"].get("method") != "custom":
+            return
+        pieces = content["data"]["content"].get("a") or []
+        if any(isinstance(piece, dict) for piece in pieces):  # rows into the table shown
+            continued.append(1)
+            if len(continued) == 20:
+                kernel.click(comm_id_of(execution, description="Stop"))
+
+    kernel.wait(execution, click_when_rows_flow)
+    assert len(continued) >= 20 and execution.status == "ok", kernel.error_of(execution)
+    final = execution.final
+    assert final["metadata"]["jupyter_stream"]["stop_reason"] == "stopped"
+    text = final["data"]["text/plain"].removesuffix("\n[stopped by the user]")
+    assert text != final["data"]["text/plain"] and table.startswith(text)
+    assert 0 < len(text) < len(table)
+    html = final["data"]["text/html"]
+    assert f'<div class="jupyter-stream-reply">{render_markdown(text)}</div>' in html
+    assert html.count("<table>") == 1 and "<b>" not in html
+    assert final["data"]["text/markdown"].startswith(safe_markdown_source(text))
+    assert ended_since(fast, before)[-1]["end"] == "client disconnected"
 
 
 def test_a_lone_surrogate_in_a_reply_still_ends_the_cell_and_the_conversation_goes_on(

@@ -3,19 +3,27 @@ interpolation."""
 
 from __future__ import annotations
 
+import asyncio
+import html
 import random
+import re
+from typing import Any, cast
 
 import pytest
 from markdown_it import MarkdownIt
 
 from jupyter_stream._magic import interpolate, transform_chat_cell
 from jupyter_stream._render import (
+    RAW_LIMIT,
     BlockSplitter,
+    Continuation,
+    Frame,
     format_status,
     render_markdown,
     reply_bundle,
     safe_markdown_source,
 )
+from jupyter_stream._widgets import _edit, follow
 from jupyter_stream.server._models import demo_answer, tokenize
 
 ANSWER = demo_answer("How do streams work?")
@@ -205,3 +213,164 @@ def test_interpolation_fills_names_and_cells_and_leaves_other_braces() -> None:
     )
     assert text == 'Hi Ada (3), x = 1 / [1, 2]; {"json": 1}; {missing}; {name}; def f(): {}'
     assert interpolate("{In[9]} {Out[9]}", namespace, inputs) == "{In[9]} {Out[9]}"
+
+
+# -- a long reply of one block --------------------------------------------------------------------
+
+
+def _table(rows: int) -> str:
+    lines = ["Rows follow.\n", "| # | name | note |", "| ---: | --- | --- |"]
+    lines += [f"| {i} | item {i} | <b>{i}</b> & [x](javascript:alert({i})) |" for i in range(rows)]
+    return "\n".join(lines) + "\n\nAfter the table.\n"
+
+
+def _fence(lines: int) -> str:
+    code = "".join(f"x{i} = '<tag>' * {i}\n" for i in range(lines))
+    return f"Code:\n\n```python\n{code}```\n\nAfter <b>the</b> code.\n"
+
+
+def _list(items: int) -> str:
+    return "".join(f"{i + 1}. item *{i}* <i>\n" for i in range(items)) + "\nAfter.\n"
+
+
+def _paragraph(words: int) -> str:
+    return "Intro.\n\n" + " ".join(f"word{i} <x>" for i in range(words)) + "\n\nAfter.\n"
+
+
+def stream_through(
+    text: str, step: int = 7, *, stop_at: int | None = None
+) -> tuple[BlockSplitter, list[Frame], str]:
+    """Feed ``text`` a few tokens at a time (up to ``stop_at`` tokens, then a stopped final)."""
+    splitter = BlockSplitter(keep_markdown=True)
+    tokens = tokenize(text)[:stop_at]
+    frames, sent = [], ""
+    for at in range(0, len(tokens), step):
+        sent += "".join(tokens[at : at + step])
+        frames.append(splitter.update(sent))
+    frames.append(splitter.update(sent, final=True, quick=stop_at is not None))
+    return splitter, frames, sent
+
+
+CLOSINGS = {
+    ":scope > table > tbody": "</tbody>\n</table>",
+    ":scope > pre > code": "</code></pre>",
+    ":scope > pre": "</pre>",
+}
+
+
+def assemble(frames: list[Frame]) -> str:
+    """The HTML a view holds after ``frames``, as ReplyView's front end builds it."""
+    blocks: list[str] = []
+    for frame in frames:
+        for piece in frame.finished:
+            if isinstance(piece, Continuation):  # into the block before, before its closing
+                closing = CLOSINGS[piece.into]
+                at = blocks[-1].rfind(closing)
+                assert at >= 0, "a continuation with no block to go into"
+                blocks[-1] = blocks[-1][:at] + piece.html + blocks[-1][at:]
+            else:
+                blocks.append(piece)
+    return "".join(blocks)
+
+
+@pytest.mark.parametrize("make", [_table, _fence], ids=["table", "code block"])
+def test_a_long_table_or_code_block_grows_by_rows_into_one_element(make: Any) -> None:
+    text = make(1500)
+    splitter, frames, sent = stream_through(text, step=10)
+    assert sent == text
+    continuations = [p for f in frames for p in f.finished if isinstance(p, Continuation)]
+    assert len(continuations) > 50  # rows or lines went into the block already shown
+    assert assemble(frames) == render_markdown(text)  # one table, one code block, as a whole
+    rendered = splitter.rendered()
+    assert rendered is not None and rendered.html == render_markdown(text)
+    assert rendered.markdown == safe_markdown_source(text)
+
+
+@pytest.mark.parametrize("make", [_table, _fence, _list, _paragraph])
+def test_the_tail_rendered_each_frame_stays_short_however_long_the_block(make: Any) -> None:
+    text = make(2000)
+    _, frames, _ = stream_through(text, step=50)
+    longest = max(len(frame.tail) for frame in frames if frame.tail is not None)
+    assert longest < 2 * RAW_LIMIT < len(render_markdown(text)) // 2
+
+
+@pytest.mark.parametrize("make", [_list, _paragraph])
+def test_a_long_list_or_paragraph_is_cut_but_loses_nothing(make: Any) -> None:
+    text = make(2000)
+    splitter, frames, _ = stream_through(text, step=50)
+    rendered = splitter.rendered()
+    assert rendered is not None and rendered.html == assemble(frames)
+    assert rendered.markdown == safe_markdown_source(text)
+    visible = html.unescape(re.sub(r"<[^>]+>", "", rendered.html))
+    for i in (0, 1000, 1999):
+        assert f"item {i}" in visible or f"word{i} <x>" in visible
+    assert "<x>" not in rendered.html and "<i>" not in rendered.html  # escaped, as always
+    if make is _paragraph:  # too long to parse each frame: shown as text
+        assert '<pre class="jupyter-stream-raw"' in rendered.html
+
+
+def test_a_stopped_reply_ends_with_its_long_tail_as_escaped_text() -> None:
+    splitter = BlockSplitter(keep_markdown=True)
+    burst = "Intro.\n\n" + "<script>x</script> " * 3000  # one paragraph, in one read
+    frame = splitter.update(burst, final=True, quick=True)
+    assert frame.tail == "" and '<pre class="jupyter-stream-raw"' in frame.finished[-1]
+    assert "<script>" not in "".join(map(str, frame.finished))
+    rendered = splitter.rendered()
+    assert rendered is not None and rendered.markdown == safe_markdown_source(burst)
+
+
+def test_a_stopped_table_keeps_its_rows_in_one_table() -> None:
+    _, frames, sent = stream_through(_table(3000), step=25, stop_at=9000)
+    assert sent.count("\n") < 3000
+    assert assemble(frames) == render_markdown(sent)
+    assert assemble(frames).count("<table>") == 1
+
+
+def test_kept_markdown_is_made_from_the_whole_text_where_a_cut_could_hide_a_link() -> None:
+    rows = "".join(f"| {i} | [x](\njavascript:alert({i}) |\n" for i in range(800))
+    text = "| a | b |\n| - | - |\n" + rows
+    splitter, _, _ = stream_through(text, step=25)
+    rendered = splitter.rendered()
+    assert rendered is not None
+    data, _ = reply_bundle(
+        text=text, reasoning="", status="s", reason="completed", metadata={}, rendered=rendered
+    )
+    assert data["text/markdown"] == safe_markdown_source(text)
+    assert "](\njavascript:" not in data["text/markdown"]
+
+
+def test_edit_keeps_the_common_prefix_in_utf16_units() -> None:
+    assert _edit("ab😀c", "ab😀cd") == (5, "d")
+    assert _edit("ab😀c", "ab😀x") == (4, "x")
+    assert _edit("abc", "xyz") == (0, "xyz")
+    assert _edit("", "new") == (0, "new")
+
+
+class _Buffered:
+    """Deltas that are all there already: iterating never suspends."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.closed = False
+
+    def __aiter__(self) -> _Buffered:
+        return self
+
+    async def __anext__(self) -> str:
+        if self.closed or self.count == 0:
+            raise StopAsyncIteration
+        self.count -= 1
+        return "x"
+
+
+async def test_follow_lets_a_stop_in_while_deltas_are_buffered() -> None:
+    stream = _Buffered(1_000_000)
+    drawn: list[bool] = []
+
+    def draw(_stream: Any, final: bool) -> None:
+        drawn.append(final)
+
+    asyncio.get_running_loop().call_soon(lambda: setattr(stream, "closed", True))  # a Stop
+    await asyncio.wait_for(follow(cast(Any, stream), draw), 30)
+    assert stream.count > 0, "the Stop ran only once every buffered delta was read"
+    assert drawn[-1] is True and drawn.count(True) == 1
