@@ -35,6 +35,7 @@ from ._exceptions import JupyterStreamError
 from ._moderation import stop_on
 from ._registry import WHEN_FULL, registry
 from ._render import MARKS, Rendered, end_mark, reply_bundle
+from ._secrets import shown_query
 from ._session import ChatSession
 from ._stream import ChatStream, StopReason
 from ._terminal import TerminalFilter, for_terminal
@@ -478,6 +479,10 @@ class ChatMagics(Magics):
             model = f"not set: {exc}"
         source = "%config ChatMagics.base_url" if self.base_url else endpoint.base_url_source
         key = f"set ({endpoint.api_key_source})" if endpoint.api_key else "not set"
+        if endpoint.url_credentials:  # never shown: only whether and how they are sent
+            sent = "not sent (the API key is)" if endpoint.api_key else "sent as Basic auth"
+            key += f"; the base URL's user:password@ is {sent}"
+        query = endpoint.redact(shown_query(endpoint.base_url))
         notes = []
         if endpoint.base_url_source == EMBEDDED and colab_proxy() is not None:
             notes.append(
@@ -486,7 +491,7 @@ class ChatMagics(Magics):
             )
         return "\n".join(
             [
-                f"base URL     {endpoint.display_url} — {source}",
+                f"base URL     {endpoint.display_url}{'?' + query if query else ''} — {source}",
                 *notes,
                 f"model        {model}",
                 f"API key      {key}",

@@ -31,6 +31,7 @@ __all__ = [
     "query_secrets",
     "register_for_logs",
     "safe_url",
+    "shown_query",
     "split_userinfo",
 ]
 
@@ -84,6 +85,16 @@ def safe_url(text: str) -> str:
     shown = f"{scheme}{sep}{authority}{slash}{path}"
     shown += mark + "&".join(masked)
     return shown + (hash_ + MASK if fragment else "")
+
+
+def shown_query(url: str) -> str:
+    """``url``'s query with the values of parameters whose names look secret masked."""
+    shown = []
+    for pair in urlsplit(url).query.split("&"):
+        name, eq, _value = pair.partition("=")
+        if pair:
+            shown.append(f"{name}={MASK}" if eq and SECRET_PARAM.search(unquote(name)) else pair)
+    return "&".join(shown)
 
 
 def _char_pattern(char: str) -> str:

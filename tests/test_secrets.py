@@ -406,3 +406,6 @@ def test_a_notebook_never_shows_a_credential(
         assert marker in saved, marker  # every error path was reached
     assert "Traceback" in saved or "---------" in saved  # %tb printed whole tracebacks
     assert "key=***" in saved  # httpx's log line, redacted
+    assert "/v1?api-version=2024-10&key=*** — JUPYTER_STREAM_BASE_URL" in saved  # %chat config
+    assert "user:password@ is not sent (the API key is)" in saved
+    assert "user:password@ is sent as Basic auth" in saved
