@@ -230,12 +230,15 @@ class ChatView:
 
     def __init__(self, *, timeout: float, max_timeout: float = 600.0) -> None:
         self.reply = ReplyView()
+        # Where the kernel cannot run Stop mid-cell, the widgets say so from the start.
+        self._notice = midcell_notice()
         self.stop_button = widgets.Button(
             description="Stop",
             icon="stop",
             button_style="danger",
             disabled=True,
-            tooltip="Stop the reply now (the connection is closed, the text so far is kept)",
+            tooltip=self._notice
+            or "Stop the reply now (the connection is closed, the text so far is kept)",
         )
         self.timeout_slider = timeout_slider(timeout, max_timeout)
         controls = widgets.HBox([self.stop_button, self.timeout_slider])
@@ -243,10 +246,7 @@ class ChatView:
         self._controls = controls
         self._stream: ChatStream | None = None
         self._status_at = 0.0
-        # Where the kernel cannot run Stop mid-cell, the status line says so from the start.
-        self._notice = midcell_notice()
         if self._notice is not None:
-            self.stop_button.tooltip = self._notice
             self.reply.show("", status=self._notice)
 
     def attach(self, stream: ChatStream) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import ENV_VARS, ended, ended_since
-from kernel_harness import WAIT, Execution, Kernel, Message, comm_id_of
+from kernel_harness import WAIT, Execution, Kernel, Message, comm_id_of, comm_opens
 from kernel_stacks import STACKS, Stack, kernel_manager
 from test_kernel import ANSI, LONG, WIDGET_VIEW, after_frames, demo_text
 
@@ -190,10 +190,47 @@ def test_a_notebook_run_by_nbclient_holds_the_whole_reply(
     monkeypatch.setenv("JUPYTER_STREAM_MODEL", "demo")
     cells = ["%load_ext jupyter_stream", "%%chat --max-tokens 60\nExplain streams.", "1 + 1"]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    NotebookClient(notebook, timeout=60, km=kernel_manager(stack)).execute()
+    manager = kernel_manager(stack)
+    client = NotebookClient(notebook, timeout=60, km=manager)
+    try:
+        client.execute()
+    finally:  # nbclient closes only the kernels (and their clients) it made itself
+        if client.kc is not None:
+            client.kc.stop_channels()
+        manager.shutdown_kernel(now=True)
     [output] = notebook.cells[1].outputs
     assert WIDGET_VIEW not in output.data
     assert output.data["text/plain"] == demo_text("Explain streams.", 60) + (
         "\n[cut at the token limit]"
     )
     assert notebook.cells[2].outputs[0].data["text/plain"] == "2"
+
+
+def test_every_stack_of_the_matrix_acts_on_stop_mid_cell(kernel: Kernel) -> None:
+    said = kernel.ok(
+        "from jupyter_stream._kernel_compat import midcell_notice, supports_midcell_stop\n"
+        "print(supports_midcell_stop(), midcell_notice())"
+    ).stdout()
+    assert said == "True None\n"
+
+
+def test_where_stop_cannot_act_mid_cell_the_widgets_say_so_from_the_start(
+    kernel: Kernel,
+) -> None:
+    """A kernel version nothing measured (here: one that claims to be 7.1.0)."""
+    kernel.ok(
+        "import jupyter_stream._kernel_compat as compat\n"
+        "measured = compat.ipykernel_version\n"
+        "compat.ipykernel_version = lambda: (7, 1, 0)"
+    )
+    try:
+        run = kernel.run("%%chat --max-tokens 30\nHi.")
+    finally:
+        kernel.ok("compat.ipykernel_version = measured")
+    assert run.status == "ok", kernel.error_of(run)
+    notice = "Stop acts when this cell ends on ipykernel 7.1.0 — Kernel → Interrupt stops now"
+    assert run.frames[0].get("s") == notice  # before the first token
+    stop = comm_id_of(run, description="Stop")
+    [state] = [s for comm_id, s in comm_opens(run) if comm_id == stop]
+    assert state["tooltip"] == notice
+    assert run.final["metadata"]["jupyter_stream"]["stop_reason"] == "length"
