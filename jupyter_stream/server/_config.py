@@ -24,7 +24,8 @@ class ServerConfig:
 
     tokens_per_second: float = 30.0  # the built-in models' pace; 0 or inf: as fast as possible
     first_token_delay: float = 0.2  # seconds before the first token
-    upstream: str | None = None  # relay every request to this OpenAI-compatible API root
+    # relay every request to this OpenAI-compatible API root (out of the repr: may hold credentials)
+    upstream: str | None = field(default=None, repr=False)
     upstream_api_key: str | None = field(default=None, repr=False)
     api_key: str | None = field(default=None, repr=False)  # clients must send it as a Bearer token
     max_streams: int = 1024  # concurrent chat completions; beyond it, 429 with Retry-After
