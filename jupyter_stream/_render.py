@@ -240,8 +240,10 @@ class BlockSplitter:
                 self._done = len(self._text)
             return
         line, into, lead = cut
-        if offsets[line] <= at:
-            return
+        if offsets[line] <= at or (
+            into == _CODE and not source[offsets[line - 1] : offsets[line]].strip()
+        ):
+            return  # nothing to cut yet; or a blank line would end the part, and drop from it
         self._finish(source[at : offsets[line]], finished)
         self._done += offsets[line] - at
         if into is not None:

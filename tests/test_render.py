@@ -229,6 +229,11 @@ def _fence(lines: int) -> str:
     return f"Code:\n\n```python\n{code}```\n\nAfter <b>the</b> code.\n"
 
 
+def _indented(lines: int) -> str:
+    code = "".join(f"    y{i} = '<tag>'\n" + ("\n" if i % 10 == 9 else "") for i in range(lines))
+    return f"Indented code:\n\n{code}\nAfter.\n"
+
+
 def _list(items: int) -> str:
     return "".join(f"{i + 1}. item *{i}* <i>\n" for i in range(items)) + "\nAfter.\n"
 
@@ -273,7 +278,7 @@ def assemble(frames: list[Frame]) -> str:
     return "".join(blocks)
 
 
-@pytest.mark.parametrize("make", [_table, _fence], ids=["table", "code block"])
+@pytest.mark.parametrize("make", [_table, _fence, _indented])
 def test_a_long_table_or_code_block_grows_by_rows_into_one_element(make: Any) -> None:
     text = make(1500)
     splitter, frames, sent = stream_through(text, step=10)
