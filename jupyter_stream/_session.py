@@ -35,12 +35,18 @@ class Turn:
         return self.stream.stop_reason
 
     def messages(self) -> list[dict[str, Any]]:
-        """The turn as history. A turn that ended before any answer (failed, or stopped before
-        its first token) leaves nothing: two user messages in a row break some chat templates."""
-        reply = self.stream.reply
-        if not (self.answer or reply.tool_calls):
+        """The turn as history: the question and the answer's text.
+
+        A turn that ended before any text (failed, stopped before its first token, or only
+        calling tools) leaves nothing: two user messages in a row break some chat templates.
+        Tool calls are left out, since a session sends no tool results: an assistant message
+        with ``tool_calls`` and no ``tool`` answers makes the server refuse every later turn."""
+        if not self.answer:
             return []
-        return [{"role": "user", "content": self.prompt}, reply.to_message()]
+        return [
+            {"role": "user", "content": self.prompt},
+            {"role": "assistant", "content": self.answer},
+        ]
 
 
 class ChatSession:

@@ -236,6 +236,36 @@ async def test_a_session_turn_with_a_lone_surrogate_leaves_a_clean_history(
     ]
 
 
+async def test_a_turn_that_calls_tools_does_not_poison_the_next(server: ScriptedServer) -> None:
+    call = {
+        "index": 0,
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "f", "arguments": "{}"},
+    }
+    server.handler = sends(
+        chunk("Checking."), chunk(tool_calls=[call]), chunk(finish_reason="tool_calls")
+    )
+    session = ChatSession(model="m", base_url=server.url, max_retries=0)
+    first = session.astream("look it up")
+    assert [delta async for delta in first] == ["Checking."]
+    assert first.reply.tool_calls  # the reply keeps them
+    server.handler = sends(chunk(tool_calls=[call]), chunk(finish_reason="tool_calls"))
+    only_tools = session.astream("again")
+    assert [delta async for delta in only_tools] == []
+
+    server.handler = sends(chunk("next"), chunk(finish_reason="stop"))
+    third = session.astream("and then?")
+    assert [delta async for delta in third] == ["next"]
+    # No assistant message with tool calls and no tool answers (servers refuse that history),
+    # and no two user messages in a row.
+    assert server.requests[-1].json()["messages"] == [
+        {"role": "user", "content": "look it up"},
+        {"role": "assistant", "content": "Checking."},
+        {"role": "user", "content": "and then?"},
+    ]
+
+
 async def test_the_model_list_replaces_lone_surrogates(server: ScriptedServer) -> None:
     body = json.dumps({"object": "list", "data": [{"id": "b\ud800"}, {"id": "a"}]})
 
