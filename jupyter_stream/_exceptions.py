@@ -174,6 +174,8 @@ class ServerError(HTTPStatusError):
 class ProtocolError(JupyterStreamError):
     """The response is not a well-formed chat completion event stream."""
 
+    field: str | None = None  # the field of the server's data that had a wrong value, if one
+
 
 class EventTooLargeError(ProtocolError):
     """A line or event grew past the SSE decoder's buffer cap."""

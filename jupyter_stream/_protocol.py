@@ -196,19 +196,23 @@ def _checked(obj: dict[str, Any], data: str, event: str) -> Chunk:
     choice = choices[0]
     if type(choice) is not dict:
         raise _wrong("choices[0]", choice, "an object")
-    delta = choice.get("delta") or choice.get("message") or {}  # a few servers send "message"
+    # A few servers send "message", as a non-streamed completion has it.
+    key = "delta" if choice.get("delta") or not choice.get("message") else "message"
+    delta = choice.get(key) or {}
     if type(delta) is not dict:
-        raise _wrong("choices[0].delta", delta, "an object")
-    return _chunk(obj, delta, choice.get("finish_reason"))
+        raise _wrong(f"choices[0].{key}", delta, "an object")
+    return _chunk(obj, delta, choice.get("finish_reason"), f"choices[0].{key}")
 
 
-def _chunk(obj: dict[str, Any], delta: dict[str, Any], finish_reason: Any) -> Chunk:
+def _chunk(
+    obj: dict[str, Any], delta: dict[str, Any], finish_reason: Any, where: str = "choices[0].delta"
+) -> Chunk:
     """A chunk with more than text: every field checked, the bad ones named."""
     notes: list[str] = []
-    reasoning = _text(delta.get("reasoning_content"), "choices[0].delta.reasoning_content")
+    reasoning = _text(delta.get("reasoning_content"), f"{where}.reasoning_content")
     return Chunk(
-        content=_text(delta.get("content"), "choices[0].delta.content"),
-        reasoning=reasoning or _text(delta.get("reasoning"), "choices[0].delta.reasoning"),
+        content=_text(delta.get("content"), f"{where}.content"),
+        reasoning=reasoning or _text(delta.get("reasoning"), f"{where}.reasoning"),
         tool_calls=_tool_calls(delta.get("tool_calls")),
         finish_reason=_name(finish_reason, "choices[0].finish_reason", notes),
         usage=_usage(obj.get("usage"), notes),
@@ -347,10 +351,12 @@ def _described(value: Any) -> str:
 
 
 def _wrong(field: str, value: Any, expected: str) -> ProtocolError:
-    return ProtocolError(
+    error = ProtocolError(
         f"malformed stream: the server sent {field} as {_described(value)}, where the Chat "
         f"Completions format has {expected}; what arrived before it is kept in .reply"
     )
+    error.field = field
+    return error
 
 
 def _too_deep(data: str) -> ProtocolError:

@@ -663,7 +663,9 @@ class _Engine:
         if "json" in content_type:
             try:
                 chunk = parse_chunk(body)
-            except ProtocolError:
+            except ProtocolError as exc:
+                if exc.field is not None:  # a completion, with a bad value: say which
+                    raise
                 chunk = None
         if chunk is None or not (chunk.content or chunk.tool_calls or chunk.finish_reason):
             said = excerpt(self._request.endpoint.redact(body))

@@ -173,6 +173,16 @@ async def test_a_non_streamed_completion_is_accepted(server: ScriptedServer) -> 
     assert stream.stop_reason is StopReason.COMPLETED
 
 
+async def test_a_non_streamed_completion_with_a_bad_value_names_the_field(
+    server: ScriptedServer,
+) -> None:
+    body = {"choices": [{"index": 0, "message": {"content": 123}, "finish_reason": "stop"}]}
+    server.handler = answers(200, json.dumps(body))
+    error = await fails(server)
+    assert isinstance(error, ProtocolError) and error.field == "choices[0].message.content"
+    assert "as a number (123)" in str(error)
+
+
 async def test_a_mid_stream_error_event_keeps_the_partial_answer(server: ScriptedServer) -> None:
     async def overloaded(request: Request, response: Response) -> None:
         await response.event(chunk("half"))
