@@ -530,6 +530,8 @@ def _bundle(
         metadata["error"] = str(stream.error)
     if stream.stop_detail is not None:
         metadata["stop_detail"] = stream.stop_detail
+    if stream.reply.notes:
+        metadata["notes"] = list(stream.reply.notes)
     return reply_bundle(
         text=stream.text,
         reasoning=stream.reply.reasoning,

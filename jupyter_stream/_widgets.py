@@ -315,6 +315,9 @@ def status_text(stream: ChatStream) -> str:
     said = None if reason is None else reason.value
     if said is None and stream.waiting:
         said = "waiting for a free slot (max_concurrent)…"
+    notes = len(stream.reply.notes)
+    if said is not None and notes:  # values the server sent that were ignored (in metadata)
+        said += f" · {notes} ignored value{'' if notes == 1 else 's'}"
     return format_status(
         model=stream.model,
         tokens=stats.tokens,

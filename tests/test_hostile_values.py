@@ -24,6 +24,7 @@ from jupyter_stream import (
     list_models,
     stream_chat,
 )
+from jupyter_stream._magic import _bundle
 
 Handler = Callable[[Request, Response], Awaitable[None]]
 
@@ -112,6 +113,10 @@ async def test_usage_that_is_not_an_object_is_ignored_and_the_answer_kept(
     assert stream.reply.notes == [
         'ignored usage: the server sent a string ("x"), expected an object of token counts'
     ]
+    # The notebook's final output says so: in its status line and its metadata.
+    data, metadata = _bundle(stream)
+    assert metadata["jupyter_stream"]["notes"] == stream.reply.notes
+    assert "completed · 1 ignored value" in data["text/plain"] + data["text/html"]
 
 
 def test_usage_that_is_not_an_object_is_ignored_by_the_sync_api_too(
