@@ -1,4 +1,4 @@
-"""A pure, incremental decoder for ``text/event-stream`` (server-sent events).
+"""A pure, incremental decoder for ``text/event-stream`` (server-sent events), and its encoder.
 
 It follows the WHATWG HTML standard, section 9.2 "Server-sent events", in particular
 "9.2.5 Parsing an event stream" and "9.2.6 Interpreting an event stream":
@@ -9,6 +9,9 @@ same bytes into chunks gives the same events. The decoder works on bytes: it spl
 CR and LF only (bytes never contain U+2028 and friends, and a UTF-8 multi-byte sequence never
 contains the bytes 0x0A or 0x0D), so each complete line can be decoded on its own, and a
 character split across two chunks is simply part of the incomplete line until its line end.
+
+:func:`encode_event` frames one event the way the decoder reads it back (the server writes with
+it), so that both halves of the format live, and are tested, side by side.
 
 It imports nothing beyond the standard library and this package's exceptions: no httpx, no
 asyncio, no I/O.
@@ -21,7 +24,7 @@ from typing import Any, NamedTuple
 
 from ._exceptions import ConfigurationError, EventTooLargeError
 
-__all__ = ["SSEDecoder", "ServerSentEvent"]
+__all__ = ["SSEDecoder", "ServerSentEvent"]  # encode_event is for this package's server
 
 # 9.2.5: "The UTF-8 decode algorithm strips one leading UTF-8 Byte Order Mark (BOM), if any."
 _BOM = b"\xef\xbb\xbf"
@@ -369,3 +372,17 @@ class SSEDecoder:
             f"decoder's cap of {_size(cap)}; the server may not be sending an event stream; "
             "raise SSEDecoder(max_buffer_size=...) if its events really are this large"
         )
+
+
+def encode_event(data: str, *, id: str | None = None, event: str | None = None) -> bytes:
+    """One event, framed as 9.2.5 reads it: each line of ``data`` on a ``data:`` line of its
+    own (a bare line end inside a ``data:`` line would end the field, or the event, early)."""
+    lines = []
+    if event is not None:
+        lines.append(f"event: {event}\n")
+    if id is not None:
+        lines.append(f"id: {id}\n")
+    data = data.replace("\r\n", "\n").replace("\r", "\n")  # 9.2.5's three line ends
+    lines.extend(f"data: {line}\n" for line in data.split("\n"))
+    lines.append("\n")
+    return "".join(lines).encode()

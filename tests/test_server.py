@@ -28,7 +28,7 @@ from jupyter_stream import (
     list_models,
     stream_chat,
 )
-from jupyter_stream.server import BackgroundServer, ServerConfig, _app
+from jupyter_stream.server import BackgroundServer, ServerConfig, _app, _demo
 from jupyter_stream.server._models import answer_tokens, demo_answer, tokenize
 
 WAIT = 10  # seconds: a guard against hangs, never a timing assertion
@@ -267,7 +267,7 @@ def test_a_failure_before_the_answer_is_a_500_and_gives_its_slot_back(
     def broken(*args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(_app._Pace, "__init__", broken)
+    monkeypatch.setattr(_demo._Pace, "__init__", broken)
     body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     for _ in range(2):  # the second would be a 429 if the first kept its slot
         response = httpx.post(f"{server.base_url}/chat/completions", json=body)
@@ -281,15 +281,15 @@ def test_a_failure_mid_answer_is_an_error_event_after_the_text(
     make_server: MakeServer, monkeypatch: pytest.MonkeyPatch, tokens_per_second: float
 ) -> None:
     server = make_server(tokens_per_second=tokens_per_second, first_token_delay=0)
-    content = _app._Chunks.content
+    content = _demo._Chunks.content
 
-    def fails_at_the_third_token(self: _app._Chunks, token: str) -> bytes:
+    def fails_at_the_third_token(self: _demo._Chunks, token: str) -> bytes:
         self.count = getattr(self, "count", 0) + 1
         if self.count == 3:
             raise RuntimeError("boom")
         return content(self, token)
 
-    monkeypatch.setattr(_app._Chunks, "content", fails_at_the_third_token)
+    monkeypatch.setattr(_demo._Chunks, "content", fails_at_the_third_token)
     stream = stream_chat("hi", model="demo", base_url=server.base_url, max_retries=0)
     with pytest.raises(APIError, match=r"the server ended this stream: server error \(Runtime"):
         list(stream)

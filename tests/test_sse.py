@@ -685,3 +685,31 @@ def test_random_data_only_streams_match_the_reference() -> None:
         chunks = random_split(stream, rng) if len(stream) > 1 else [stream]
         decoder = SSEDecoder()
         assert (decode(chunks, decoder), decoder.last_event_id, decoder.retry) == expected
+
+
+# --- the encoder (the server writes with it) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "",
+        "plain",
+        "two\nlines",
+        "crlf\r\nand cr\rends",
+        "ends with a line end\n",
+        "\n\n",
+        "data: inside",
+        ": not a comment",
+        "naïve 日本語 🚀",
+        "[DONE]",
+    ],
+)
+def test_an_encoded_event_decodes_to_its_data_with_lf_line_ends(data: str) -> None:
+    from jupyter_stream.sse import encode_event
+
+    encoded = encode_event(data, id="7", event="token")
+    expected = E("token", data.replace("\r\n", "\n").replace("\r", "\n"), "7")
+    assert decode([encoded]) == [expected]
+    assert decode([encoded[i : i + 1] for i in range(len(encoded))]) == [expected]
+    assert decode([encode_event(data)]) == [E(data=expected.data)]

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._app import Exchange
+    from ._exchange import Exchange
 
 __all__ = ["Clock", "Player"]
 

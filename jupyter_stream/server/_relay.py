@@ -3,7 +3,7 @@
 The upstream's bytes are passed on as they arrive, cut only at event boundaries (an event split
 across two reads goes out when its end arrives, which is when a client could use it anyway), so
 that an error found mid-answer can be sent as an SSE error event of its own. The relay runs inside
-an :class:`~jupyter_stream.server._app.Exchange`: when its client disconnects the relay is
+an :class:`~jupyter_stream.server._exchange.Exchange`: when its client disconnects the relay is
 cancelled, which closes the upstream response at once, so the upstream sees the disconnect too.
 
 Errors before the upstream's first byte are answered with the upstream's own status and body (or,
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import httpx
 from starlette.requests import Request
@@ -28,9 +27,9 @@ from starlette.responses import Response
 
 from .._config import Endpoint, check_base_url
 from .._protocol import excerpt
-
-if TYPE_CHECKING:
-    from ._app import Exchange, ServerConfig, Work
+from ._config import ServerConfig
+from ._errors import error_event, error_response
+from ._exchange import SSE_HEADERS, Exchange, Work
 
 __all__ = ["Relay"]
 
@@ -78,8 +77,6 @@ class Relay:
         return headers
 
     def chat(self, body: bytes, request: Request) -> Work:
-        from ._app import SSE_HEADERS
-
         url = self.upstream.chat_url
         headers = self._headers(request)
 
@@ -154,17 +151,14 @@ class Relay:
                 f"({type(exc).__name__}: {self.upstream.redact(str(exc)) or 'no detail'}); "
                 "what arrived before is complete"
             )
-            error = {"error": {"message": message, "type": "upstream_error", "code": None}}
             exchange.log["end"] = f"upstream failed ({type(exc).__name__})"
-            await exchange.body(b"data: " + json.dumps(error).encode() + b"\n\n", more=False)
+            await exchange.body(error_event(message, "upstream_error", code=None), more=False)
             return
         exchange.log.setdefault("end", "upstream done")
         exchange.log["writes"] = chunks
         await exchange.body(self.upstream.redact_bytes(held), more=False)
 
     def _unreachable(self, exc: httpx.HTTPError) -> Response:
-        from ._app import error_response
-
         where = self.upstream.host_port
         if isinstance(exc, httpx.TimeoutException):
             return error_response(
@@ -199,8 +193,6 @@ class Relay:
     def _error(self, status: int, data: bytes, what: str | None = None) -> Response:
         """An upstream's error answer as ours: its status, and its body without the key, as it
         is when it is JSON, else in OpenAI's error shape with an excerpt (of an HTML page, say)."""
-        from ._app import error_response
-
         data = self.upstream.redact_bytes(data)  # as it is, JSON-escaped or URL-encoded
         if _is_json(data) and what is None:
             return Response(data, status, media_type="application/json")

@@ -1,0 +1,159 @@
+"""Request bodies: read within a size and a time limit, then checked as a chat request.
+
+A body is read whole before anything acts on it, so that a client that sends too much, or too
+slowly, costs the server a bounded buffer and a bounded wait (413, 408); the built-in models
+then check every field they use and answer a bad one with an error that names it, before any
+answer has begun. The relay reads bodies here too, but leaves their checking to its upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from ._config import ServerConfig
+from ._errors import error_response
+from ._logging import printable
+from ._models import MAX_TOKENS_LIMIT, MODELS
+
+__all__ = ["ChatRequest", "parse_chat", "read_body"]
+
+
+async def read_body(request: Request, config: ServerConfig) -> bytes | Response:
+    """The request body, or the error response: 413 when over the cap, 408 when too slow."""
+    limit = config.max_body_bytes
+    too_large = error_response(
+        413, f"request body over {limit} bytes; send a smaller request", code="body_too_large"
+    )
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        return too_large
+
+    async def read() -> bytes | Response:
+        parts, size = [], 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                return too_large
+            parts.append(part)
+        return b"".join(parts)
+
+    try:
+        if sys.version_info >= (3, 11):  # no task of its own, unlike wait_for
+            async with asyncio.timeout(config.body_timeout):
+                return await read()
+        return await asyncio.wait_for(read(), config.body_timeout)
+    except asyncio.TimeoutError:
+        return error_response(
+            408, f"request body not received within {config.body_timeout:g} s", code="timeout"
+        )
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is there to read it
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool
+    max_tokens: int | None
+    include_usage: bool
+
+
+def parse_chat(body: bytes) -> ChatRequest | Response:
+    try:
+        text = body.decode(json.detect_encoding(body))  # strictly: json.loads(bytes) would let
+        request = json.loads(text)  # an encoded lone surrogate in
+    except UnicodeDecodeError as exc:
+        return error_response(
+            400,
+            f"the request body is not UTF-8 text: {exc}; send JSON in UTF-8",
+            code="invalid_json",
+        )
+    except ValueError as exc:
+        return error_response(
+            400, f"the request body is not valid JSON: {exc}", code="invalid_json"
+        )
+    except RecursionError:  # a parser's stack, not the server's failure: one log line, a 400
+        return error_response(
+            400,
+            "the request body nests arrays or objects too deeply to read; send flatter JSON",
+            code="invalid_json",
+        )
+    if not isinstance(request, dict):
+        return error_response(400, "the request body must be a JSON object", code="invalid_json")
+    if _ESCAPED_SURROGATE.search(text):  # is each one half of a pair?
+        field = _lone_surrogate(request)
+        if field is not None:
+            return error_response(
+                400,
+                f"{field} holds a lone surrogate (such as \\ud800), which is not text; send "
+                "valid Unicode",
+                param=field,
+            )
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return error_response(
+            400,
+            'messages is missing or empty: send e.g. [{"role": "user", "content": "Hello"}]',
+            param="messages",
+            code="missing_messages",
+        )
+    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+        return error_response(
+            400, "each message must be an object with a role and content", param="messages"
+        )
+    model = request.get("model")
+    if not isinstance(model, str) or not model:
+        return error_response(400, "model is missing: use demo or echo", param="model")
+    if model not in MODELS:
+        return error_response(
+            404,
+            f"The model `{model}` does not exist on this server; its models are demo and echo "
+            "(GET /v1/models)",
+            param="model",
+            code="model_not_found",
+        )
+    max_tokens = request.get("max_completion_tokens", request.get("max_tokens"))
+    if max_tokens is not None and (
+        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+    ):
+        return error_response(400, "max_tokens must be a positive integer", param="max_tokens")
+    if max_tokens is not None and max_tokens > MAX_TOKENS_LIMIT:
+        return error_response(
+            400, f"max_tokens is too large: at most {MAX_TOKENS_LIMIT}", param="max_tokens"
+        )
+    if request.get("n", 1) != 1:
+        return error_response(400, "n must be 1 on this server", param="n")
+    options = request.get("stream_options")
+    include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+    return ChatRequest(model, messages, bool(request.get("stream")), max_tokens, include_usage)
+
+
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # after json.loads, only lone ones are left
+
+
+def _lone_surrogate(request: dict[str, Any]) -> str | None:
+    """The name of the first field of ``request`` that holds a lone surrogate anywhere (in a
+    string or a key, however deep), which no UTF-8 answer or log line could encode."""
+    for key, value in request.items():
+        todo: list[Any] = [key, value]  # a list, not recursion: the JSON may be deep
+        while todo:
+            item = todo.pop()
+            if isinstance(item, str):
+                if _SURROGATE.search(item):
+                    return printable(key, 40)
+            elif isinstance(item, dict):
+                todo.extend(item)
+                todo.extend(item.values())
+            elif isinstance(item, list):
+                todo.extend(item)
+    return None
