@@ -26,8 +26,8 @@ from ._exceptions import (
 )
 from ._models import alist_models, list_models
 from ._moderation import RuleMatch, StopOn, stop_on
-from ._protocol import Reply, ToolCall
 from ._registry import StreamRegistry, registry
+from ._reply import Reply, ToolCall
 from ._session import ChatSession, Turn
 from ._stream import ChatStream, StopReason, StreamStats, astream_chat, stream_chat
 from .sse import ServerSentEvent, SSEDecoder

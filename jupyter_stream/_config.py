@@ -4,10 +4,11 @@ Highest first: call options, then the environment (``JUPYTER_STREAM_BASE_URL`` o
 ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``, ``JUPYTER_STREAM_MODEL``), then the defaults: OpenAI's
 API when only a key is set; with neither a base URL nor a key, Colab's built-in model proxy when
 its variables are set (``MODEL_PROXY_HOST`` or ``MODEL_PROXY_BASE_URL``, and
-``MODEL_PROXY_API_KEY``), else the embedded demo server (started on first use, model ``demo``).
+``MODEL_PROXY_API_KEY``), else the embedded demo server (model ``demo``): this module only says
+so (``Endpoint.embedded``), and the layer that opens a stream starts it (``_endpoint``).
 The key is held where no repr, message or log line can show it; so are credentials in the base
-URL (see ``_secrets``): its user info is sent as ``Authorization: Basic`` (an API key's
-``Bearer`` wins when both are set), and no message quotes its user info or its query.
+URL (see ``_secrets``): its user info is sent as Basic auth (an API key wins when both are set),
+and no message quotes its user info or its query.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from ._secrets import (
     safe_url,
     split_userinfo,
 )
+from ._wire import chat, request_paths
 
 __all__ = ["Endpoint", "check_base_url", "resolve_endpoint", "resolve_model"]
 
 BASE_URL_VARS = ("JUPYTER_STREAM_BASE_URL", "OPENAI_BASE_URL")
 API_KEY_VAR = "OPENAI_API_KEY"
 MODEL_VAR = "JUPYTER_STREAM_MODEL"
-OPENAI_BASE_URL = "https://api.openai.com/v1"
+OPENAI_BASE_URL = chat.OPENAI_BASE_URL
 EMBEDDED = "the embedded demo server"
 EMBEDDED_MODEL = "demo"
 # Colab's built-in OpenAI-compatible model proxy, found as google.colab.ai finds it (colabtools'
@@ -47,7 +49,8 @@ COLAB_MODEL = "google/gemini-2.5-flash"  # google.colab.ai.generate_text's defau
 
 @dataclass(frozen=True)
 class Endpoint:
-    """An OpenAI-compatible API root such as ``https://api.openai.com/v1``.
+    """An API root such as ``https://api.openai.com/v1``, or the embedded server not yet started
+    (``embedded``: no base URL; ``_endpoint.open_endpoint`` starts it).
 
     User info in ``base_url`` is taken out of it (into ``url_credentials``), so that no request,
     log line or message carries it; the query stays, as the server may need it.
@@ -78,8 +81,14 @@ class Endpoint:
         return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))
 
     @property
+    def embedded(self) -> bool:
+        """True for the embedded demo server before it is started (see ``_endpoint``)."""
+        return not self.base_url and self.base_url_source == EMBEDDED
+
+    @property
     def chat_url(self) -> str:
-        return self.url("/chat/completions")
+        """The Chat Completions URL (for the server's relay; a stream asks its wire format)."""
+        return self.url(chat.PATH)
 
     @property
     def display_url(self) -> str:
@@ -104,12 +113,8 @@ class Endpoint:
         return None
 
     def headers(self) -> dict[str, str]:
-        headers = {"Accept": "text/event-stream"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        elif self.url_credentials:
-            headers["Authorization"] = basic_credentials(self.url_credentials)
-        return headers
+        """Chat Completions headers (for the server's relay; a stream asks its wire format)."""
+        return chat.headers(self)
 
     @cached_property
     def redactor(self) -> Redactor:
@@ -133,7 +138,8 @@ class Endpoint:
 
 
 def resolve_endpoint(base_url: str | None = None, api_key: str | None = None) -> Endpoint:
-    """The endpoint from call options, else from the environment."""
+    """The endpoint from call options, else from the environment; the embedded server is named,
+    not started (see ``_endpoint.resolve_endpoint``)."""
     try:
         return _resolve_endpoint(base_url, api_key)
     except ConfigurationError as exc:
@@ -156,9 +162,7 @@ def _resolve_endpoint(base_url: str | None, api_key: str | None) -> Endpoint:
         if api_key is None:
             proxy = colab_proxy()
             if proxy is None or not os.environ.get(COLAB_KEY_VAR):
-                from .server import embedded_base_url  # the one place the core starts the server
-
-                return Endpoint(embedded_base_url(), EMBEDDED)
+                return Endpoint("", EMBEDDED)  # started by the layer that opens a stream
             # The proxy's key goes to the proxy alone: only here, with nothing else configured.
             base_url, source = proxy
             api_key, key_source = os.environ[COLAB_KEY_VAR], COLAB_KEY_VAR
@@ -207,8 +211,8 @@ def check_base_url(url: str, source: str) -> str:
     """``url`` as an API root, or a ConfigurationError that quotes it without its user info or
     query values."""
     url = url.strip().rstrip("/")
-    if url.endswith("/chat/completions"):
-        url = url[: -len("/chat/completions")]
+    for path in request_paths():  # a request URL pasted as the base URL
+        url = url.removesuffix(path)
     shown = safe_url(url)
     try:
         parts = urlsplit(url)
@@ -220,7 +224,7 @@ def check_base_url(url: str, source: str) -> str:
             "and port"
         ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        hint = f"http://{shown}" if "://" not in url else "http://localhost:8000/v1"
+        hint = f"http://{shown}" if "://" not in url else chat.EXAMPLE_BASE_URL
         raise ConfigurationError(
             f"{source} must be an http:// or https:// URL, got {shown!r}; did you mean {hint!r}?"
             + (" (credentials and query values hidden)" if shown != url else "")

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from ._terminal import for_terminal
 
 if TYPE_CHECKING:
-    from ._protocol import Reply
+    from ._reply import Reply
 
 __all__ = [
     "APIError",

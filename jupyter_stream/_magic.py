@@ -30,7 +30,8 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Float, Int, List, Unicode
 
-from ._config import COLAB, COLAB_KEY_VAR, EMBEDDED, colab_proxy, resolve_endpoint, resolve_model
+from ._config import COLAB, COLAB_KEY_VAR, EMBEDDED, colab_proxy, resolve_model
+from ._endpoint import resolve_endpoint
 from ._exceptions import JupyterStreamError
 from ._moderation import stop_on
 from ._registry import WHEN_FULL, registry

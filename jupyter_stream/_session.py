@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._protocol import clean_text
+from ._reply import clean_text
 from ._stream import ChatStream, StopReason, astream_chat, stream_chat
 
 __all__ = ["ChatSession", "Turn"]

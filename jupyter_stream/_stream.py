@@ -17,43 +17,42 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
-import random
 import socket
 import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
 from typing import Any
 
 import anyio
-import httpx
 
-from ._client import get_client, safe_cause, scrubbed, status_error, translate_error
-from ._config import Endpoint, resolve_endpoint, resolve_model
+from ._config import Endpoint, resolve_model
+from ._endpoint import resolve_endpoint
 from ._exceptions import (
     APIError,
     ConfigurationError,
-    HTTPStatusError,
     JupyterStreamError,
     ProtocolError,
-    RateLimitError,
     TruncatedStreamError,
 )
-from ._loop import private_loop
-from ._moderation import RuleMatch, StopWhen, Watch, make_watch
-from ._protocol import (
-    Chunk,
-    Reply,
-    build_payload,
-    excerpt,
-    normalize_messages,
-    parse_chunk,
-    parse_event,
+from ._http import (
+    IDLE_ERRORS,
+    TRANSPORT_ERRORS,
+    Body,
+    safe_cause,
+    scrubbed,
+    stream_request,
+    translate_error,
 )
+from ._loop import private_loop
+from ._messages import normalize_messages
+from ._moderation import RuleMatch, StopWhen, Watch, make_watch
 from ._registry import registry
+from ._reply import Chunk, Reply, excerpt
+from ._wire import WireFormat, wire_format
 from .sse import ServerSentEvent, SSEDecoder
 
 __all__ = ["ChatStream", "StopReason", "StreamStats", "astream_chat", "stream_chat"]
@@ -61,15 +60,13 @@ __all__ = ["ChatStream", "StopReason", "StreamStats", "astream_chat", "stream_ch
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 120.0
 DEFAULT_MAX_RETRIES = 2
-MAX_RETRY_AFTER = 60.0  # a longer Retry-After is reported, not waited for
-DRAIN_TIMEOUT = 1.0  # after [DONE], how long to wait for the body's end to keep the connection
-ERROR_BODY_LIMIT = 64 * 1024
+DRAIN_TIMEOUT = 1.0  # after the end mark, how long to read on so the connection is kept
 
 
 class StopReason(str, Enum):
     """Why a stream ended."""
 
-    COMPLETED = "completed"  # the model finished (finish_reason "stop", or tool calls)
+    COMPLETED = "completed"  # the model finished (its answer, or tool calls)
     LENGTH = "length"  # the model hit max_tokens
     CONTENT_FILTER = "content_filter"  # the server's filter cut the answer
     STOPPED = "stopped"  # close() by the caller
@@ -83,9 +80,6 @@ class StopReason(str, Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-_FINISH_REASONS = {"length": StopReason.LENGTH, "content_filter": StopReason.CONTENT_FILTER}
 
 
 @dataclass(frozen=True)
@@ -119,6 +113,7 @@ class _Request:
     max_retries: int
     priority: int = 0
     watch: Callable[[], Watch] | None = None
+    wire: WireFormat = field(default_factory=wire_format)
 
 
 _numbers = itertools.count(1)  # next() on it is atomic in CPython: a number per stream
@@ -223,8 +218,8 @@ class _Engine:
             tokens = self._tokens
         now = ended if ended is not None else time.monotonic()
         usage = self._reply.usage
-        if usage and isinstance(usage.get("completion_tokens"), int):
-            tokens = max(tokens, usage["completion_tokens"])
+        if self._reply.output_tokens is not None:
+            tokens = max(tokens, self._reply.output_tokens)
         return StreamStats(
             time_to_first_token=None if first is None or started is None else first - started,
             elapsed=0.0 if started is None else now - started,
@@ -507,13 +502,16 @@ class _Engine:
         except asyncio.CancelledError:
             # Only a native cancel gets here: the loop shutting down is an interruption.
             reason = StopReason.INTERRUPTED
-        except httpx.ReadTimeout:
+        except IDLE_ERRORS:
             reason = StopReason.IDLE_TIMEOUT
         except JupyterStreamError as exc:
             error = scrubbed(exc, self._request.endpoint)
-        except (httpx.HTTPError, OSError) as exc:
-            endpoint = self._request.endpoint
-            error = self._caused_by(translate_error(exc, endpoint, chunks=self._reply.chunks), exc)
+        except TRANSPORT_ERRORS as exc:
+            request = self._request
+            translated = translate_error(
+                exc, request.endpoint, request.wire, chunks=self._reply.chunks
+            )
+            error = self._caused_by(translated, exc)
         except Exception as exc:  # a bug or a shape we did not foresee: end, never hang
             message = f"unexpected {type(exc).__name__} while streaming: {exc}"
             error = self._caused_by(ProtocolError(self._request.endpoint.redact(message)), exc)
@@ -534,7 +532,7 @@ class _Engine:
 
     def _caused_by(self, error: JupyterStreamError, exc: BaseException) -> JupyterStreamError:
         """``error`` raised from ``exc``, or from stand-ins without tracebacks when exc holds an
-        httpx request or shows a secret (h11 quotes "Illegal header value b'Bearer ...'")."""
+        httpx request or shows a secret (h11 quotes an illegal header value, key and all)."""
         error.__cause__ = safe_cause(exc, self._request.endpoint)
         error.__suppress_context__ = True
         return error
@@ -551,71 +549,40 @@ class _Engine:
 
     async def _receive(self) -> StopReason:
         request = self._request
-        endpoint = request.endpoint
         await self._take_slot()
         if self._reason is not None:  # preempted on arrival
             return self._reason
-        client = await get_client()
-        timeout = httpx.Timeout(
-            connect=request.connect_timeout,
-            read=request.idle_timeout,
-            write=request.connect_timeout,
-            pool=None,
+        return await stream_request(
+            lambda fallback: request.wire.request(
+                request.endpoint, request.model, request.messages, request.params, fallback=fallback
+            ),
+            self._read_events,
+            endpoint=request.endpoint,
+            wire=request.wire,
+            model=request.model,
+            connect_timeout=request.connect_timeout,
+            idle_timeout=request.idle_timeout,
+            max_retries=request.max_retries,
+            body_started=lambda: self._body_started,
         )
-        include_usage = True
-        attempt = 0
-        while True:
-            payload = build_payload(
-                request.messages, request.model, include_usage=include_usage, **request.params
-            )
-            delay: float | None = None
-            try:
-                async with client.stream(
-                    "POST",
-                    endpoint.chat_url,
-                    json=payload,
-                    headers=endpoint.headers(),
-                    timeout=timeout,
-                ) as response:
-                    if response.status_code < 300:
-                        return await self._read_events(response)
-                    body = await _read_text(response, ERROR_BODY_LIMIT)
-                    if include_usage and _rejects_stream_options(response.status_code, body):
-                        include_usage = False  # an older server: retry once without it
-                        continue
-                    error = status_error(endpoint, response, body, request.model)
-                    delay = _retry_delay(error, attempt, request.max_retries)
-                    if delay is None:
-                        raise error
-            except (httpx.ConnectTimeout, httpx.NetworkError, httpx.RemoteProtocolError):
-                # Before the first body byte the request may be retried safely (a refused
-                # connection, or a pooled one the server had closed); never after.
-                if attempt >= request.max_retries or self._body_started:
-                    raise
-                delay = _backoff(attempt)
-            attempt += 1
-            await asyncio.sleep(delay)
 
-    async def _read_events(self, response: httpx.Response) -> StopReason:
-        content_type = response.headers.get("content-type", "")
+    async def _read_events(self, body: Body) -> StopReason:
+        content_type = body.content_type
         if "json" in content_type or "html" in content_type:
-            return await self._read_whole_body(response, content_type)
-        stream = response.extensions.get("network_stream")
+            return await self._read_whole_body(body, content_type)
+        sock = body.socket()
         with self._lock:
-            if self._reason is None and stream is not None:
-                self._sock = stream.get_extra_info("socket")
+            if self._reason is None and sock is not None:
+                self._sock = sock
         try:
-            return await self._read_body(response, content_type)
+            chunks = body.chunks()
+            try:
+                return await self._read_chunks(chunks, content_type)
+            finally:
+                await body.close(chunks)
         finally:
             with self._lock:  # the connection may go back to the pool: close() must not touch it
                 self._sock = None
-
-    async def _read_body(self, response: httpx.Response, content_type: str) -> StopReason:
-        chunks = response.aiter_bytes()
-        try:
-            return await self._read_chunks(chunks, content_type)
-        finally:
-            await _end_iteration(response, chunks)
 
     async def _read_chunks(self, chunks: AsyncIterator[bytes], content_type: str) -> StopReason:
         decoder = SSEDecoder()
@@ -638,12 +605,12 @@ class _Engine:
             )
         raise TruncatedStreamError(
             f"the stream from {self._request.endpoint.host_port} ended after "
-            f"{self._reply.chunks} chunks with neither [DONE] nor a finish reason: the answer "
-            "may be cut short; what arrived is kept in .reply"
+            f"{self._reply.chunks} chunks with neither {self._request.wire.end_mark} nor a finish "
+            "reason: the answer may be cut short; what arrived is kept in .reply"
         )
 
     async def _drain(self, chunks: AsyncIterator[bytes]) -> StopReason:
-        """After [DONE]: end the stream for the consumer now, then read to the end of the body
+        """After the end mark: end the stream for the consumer now, then read to the end of the body
         (briefly) so that the connection can go back to the pool."""
         reason = self._end_reason()
         self._finish(reason)
@@ -656,38 +623,33 @@ class _Engine:
             handle.cancel()
         return reason
 
-    async def _read_whole_body(self, response: httpx.Response, content_type: str) -> StopReason:
-        """A server that answered without streaming: accept a chat completion, else explain."""
-        body = await _read_text(response, ERROR_BODY_LIMIT)
-        chunk: Chunk | None = None
-        if "json" in content_type:
-            try:
-                chunk = parse_chunk(body)
-            except ProtocolError as exc:
-                if exc.field is not None:  # a completion, with a bad value: say which
-                    raise
-                chunk = None
-        if chunk is None or not (chunk.content or chunk.tool_calls or chunk.finish_reason):
-            said = excerpt(self._request.endpoint.redact(body))
+    async def _read_whole_body(self, body: Body, content_type: str) -> StopReason:
+        """A server that answered without streaming: accept a whole answer, else explain."""
+        text = await body.text()
+        wire = self._request.wire
+        chunk = wire.parse_whole(text) if "json" in content_type else None
+        if chunk is None:
+            said = excerpt(self._request.endpoint.redact(text))
             raise ProtocolError(
                 f"expected an event stream (text/event-stream) from "
-                f"{self._request.endpoint.display_url}/chat/completions but got {content_type}: "
-                f"{said!r}. Is the base URL an OpenAI-compatible API (most end in /v1)?"
+                f"{self._request.endpoint.display_url}{wire.path} but got {content_type}: "
+                f"{said!r}. {wire.url_hint}"
             )
         self._commit([chunk])
         return self._end_reason()
 
     def _end_reason(self) -> StopReason:
-        return _FINISH_REASONS.get(self._reply.finish_reason or "", StopReason.COMPLETED)
+        return StopReason(self._request.wire.end_kind(self._reply.finish_reason))
 
     def _deliver(self, events: list[ServerSentEvent]) -> bool:
-        """Parse events and hand them over; True once the stream says [DONE]."""
+        """Parse events and hand them over; True once the stream gives its end mark."""
         chunks: list[str | Chunk] = []
         done = False
         failure: JupyterStreamError | None = None
+        parse = self._request.wire.parse
         for event in events:
             try:
-                chunk = parse_event(event.data, event.event)
+                chunk = parse(event.data, event.event)
             except JupyterStreamError as exc:
                 failure = exc
                 break
@@ -1002,52 +964,6 @@ def _api_error(error: Mapping[str, Any], endpoint: Endpoint) -> APIError:
     )
 
 
-async def _read_text(response: httpx.Response, limit: int) -> str:
-    data = bytearray()
-    pieces = response.aiter_bytes()
-    try:
-        async for piece in pieces:
-            data += piece
-            if len(data) >= limit:
-                break
-    finally:
-        await _end_iteration(response, pieces)
-    return data[:limit].decode("utf-8", "replace")
-
-
-async def _end_iteration(response: httpx.Response, pieces: AsyncIterator[bytes]) -> None:
-    """Close the response, then finish its byte iterator, which may have been left mid-body.
-    Its async generators (httpx's and httpcore's, one inside the other) end only when an
-    exception passes through them; dropped, they would be closed one by one by the loop's
-    finalizer tasks, after the stream was released. A read of a closed response fails."""
-    await response.aclose()  # first: the server sees the disconnect now
-    with anyio.CancelScope() as scope:
-        scope.cancel()  # and should a read wait all the same, it is cancelled
-        try:
-            async for _ in pieces:
-                pass
-        except Exception:  # the response broke or was closed: the iterator ended either way
-            pass
-
-
-def _rejects_stream_options(status: int, body: str) -> bool:
-    return status in (400, 422) and ("stream_options" in body or "include_usage" in body)
-
-
-def _backoff(attempt: int) -> float:
-    return min(8.0, 0.5 * 2.0**attempt) * (1 + random.random() / 4)
-
-
-def _retry_delay(error: HTTPStatusError, attempt: int, max_retries: int) -> float | None:
-    """Seconds to wait before retrying after an error status, or None for no retry."""
-    retryable = isinstance(error, RateLimitError) or error.status_code >= 500
-    if not retryable or attempt >= max_retries:
-        return None
-    if error.retry_after is not None:
-        return error.retry_after if error.retry_after <= MAX_RETRY_AFTER else None
-    return _backoff(attempt)
-
-
 def _make_request(
     prompt_or_messages: str | Sequence[Mapping[str, Any]],
     *,
@@ -1063,11 +979,8 @@ def _make_request(
     stop_sequences: str | Sequence[str] | None = None,
     priority: int = 0,
 ) -> _Request:
-    for name in ("stream", "stream_options", "messages", "model"):
-        if name in params:
-            raise ConfigurationError(f"{name}= is set by jupyter_stream itself; leave it out")
-    if params.get("n", 1) != 1:
-        raise ConfigurationError("n= other than 1 is not supported: a stream holds one answer")
+    wire = wire_format()
+    wire.check_params(params)
     for name, value in (
         ("timeout", timeout),
         ("idle_timeout", idle_timeout),
@@ -1092,6 +1005,7 @@ def _make_request(
         max_retries=max_retries,
         priority=priority,
         watch=watch,
+        wire=wire,
     )
 
 

@@ -12,7 +12,8 @@ import pytest
 from scripted_server import ScriptedServer
 
 from jupyter_stream import ConfigurationError, astream_chat, stream_chat
-from jupyter_stream._config import resolve_endpoint, resolve_model
+from jupyter_stream._config import resolve_model
+from jupyter_stream._endpoint import resolve_endpoint
 
 
 def test_call_options_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

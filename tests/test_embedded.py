@@ -8,7 +8,7 @@ import textwrap
 import threading
 
 from jupyter_stream import StopReason, stream_chat
-from jupyter_stream._config import resolve_endpoint
+from jupyter_stream._endpoint import resolve_endpoint
 from jupyter_stream.server import embedded_base_url
 
 WAIT = 30  # seconds: a guard against hangs, never a timing assertion

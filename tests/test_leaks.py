@@ -28,7 +28,7 @@ from jupyter_stream import (
     astream_chat,
     stream_chat,
 )
-from jupyter_stream._client import LIMITS, close_client
+from jupyter_stream._http import LIMITS, close_client
 from jupyter_stream._loop import private_loop
 from jupyter_stream.server import BackgroundServer
 

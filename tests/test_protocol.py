@@ -8,13 +8,9 @@ import re
 import pytest
 
 from jupyter_stream import ProtocolError, Reply
-from jupyter_stream._protocol import (
-    build_payload,
-    clean_text,
-    normalize_messages,
-    parse_chunk,
-    parse_event,
-)
+from jupyter_stream._messages import normalize_messages
+from jupyter_stream._reply import clean_text
+from jupyter_stream._wire.chat import build_payload, parse_chunk, parse_event
 
 
 def data(**delta: object) -> str:

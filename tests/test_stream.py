@@ -492,7 +492,7 @@ def test_streams_starting_together_on_a_new_loop_share_one_client(
 ) -> None:
     import httpx
 
-    import jupyter_stream._client as client_module
+    import jupyter_stream._http as client_module
 
     made = []
 

@@ -1,20 +1,23 @@
-"""The HTTP side: one pooled ``httpx.AsyncClient`` per event loop, and the one place where httpx
-errors and error statuses become jupyter_stream errors.
+"""The HTTP side, and the one module that imports httpx: one pooled ``httpx.AsyncClient`` per
+event loop, a request with its retries (before the first body byte only) and its wire format's
+one plainer retry, and the one place where httpx errors and error statuses become jupyter_stream
+errors. What it hands on is a :class:`Body`: a content type, a socket and the raw bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
-import re
+import random
 import socket
 import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
+import anyio
 import httpx
 
 from ._config import Endpoint
@@ -32,16 +35,30 @@ from ._exceptions import (
     StreamTimeout,
     exception_chain,
 )
-from ._protocol import clean_text, excerpt
+from ._reply import clean_text, excerpt
+from ._wire import WireFormat, WireRequest
 
 __all__ = [
+    "IDLE_ERRORS",
+    "TRANSPORT_ERRORS",
+    "Body",
     "close_client",
+    "fetch_text",
     "get_client",
     "safe_cause",
     "scrubbed",
     "status_error",
+    "stream_request",
     "translate_error",
 ]
+
+MAX_RETRY_AFTER = 60.0  # a longer Retry-After is reported, not waited for
+ERROR_BODY_LIMIT = 64 * 1024
+# What a read of the body may raise: the idle timeout (an end, not an error), and the rest
+# (translated by translate_error). Named here so that no other module needs httpx.
+IDLE_ERRORS: tuple[type[BaseException], ...] = (httpx.ReadTimeout,)
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError)
+T = TypeVar("T")
 
 # Connections are not capped (a notebook holds few streams, and a cap would queue a stream
 # silently); idle ones are kept for reuse so that the next turn skips the TCP and TLS handshakes.
@@ -157,38 +174,13 @@ def retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _body_message(body: str) -> str:
-    """The server's own words from an error body: a JSON ``error.message``, an HTML title, or
-    an excerpt."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):
-        obj = None
-    if isinstance(obj, dict):
-        error = obj.get("error", obj)
-        if isinstance(error, dict):
-            message = error.get("message") or error.get("detail") or error.get("msg")
-            if message:
-                return excerpt(str(message))
-        elif isinstance(error, str):
-            return excerpt(error)
-        if isinstance(obj.get("detail"), str):
-            return excerpt(obj["detail"])
-    title = re.search(r"<title[^>]*>(.*?)</title>", body, re.IGNORECASE | re.DOTALL)
-    if title:
-        return "HTML page: " + excerpt(title.group(1))
-    if "<html" in body[:512].lower():
-        return "HTML page: " + excerpt(re.sub(r"<[^>]+>", " ", body))
-    return excerpt(body)
-
-
 def status_error(
-    endpoint: Endpoint, response: httpx.Response, body: str, model: str
+    endpoint: Endpoint, response: httpx.Response, body: str, model: str, wire: WireFormat
 ) -> HTTPStatusError:
     """The error for a response with a 4xx or 5xx status; names the cause and the fix."""
     status = response.status_code
     body = endpoint.redact(body)  # before and after decoding: JSON may escape a key's letters
-    said = endpoint.redact(clean_text(_body_message(body)))  # JSON may escape a lone surrogate
+    said = endpoint.redact(clean_text(wire.error_said(body)))  # JSON may escape a lone surrogate
     said_part = f": {said}" if said else ""
     where = endpoint.display_url
     wait = retry_after(response)
@@ -217,11 +209,7 @@ def status_error(
                 f"this server has (`%chat models`, or GET {where}/models)."
             )
         else:
-            message = (
-                f"404 from {where}/chat/completions{said_part}. Fix: check the base URL "
-                f"({endpoint.base_url_source}); most servers want it to end in /v1, and check "
-                f"that model {model!r} exists."
-            )
+            message = wire.not_found(where, said_part, model, endpoint.base_url_source)
     elif status == 429:
         cls = RateLimitError
         after = f"; retry after {wait:.0f} s" if wait is not None else ""
@@ -239,11 +227,11 @@ def status_error(
         cls = BadRequestError
         message = f"{status} from {where}: the server rejected the request{said_part}."
     elif 300 <= status < 400:
-        message = _redirect_message(endpoint, response)
+        message = _redirect_message(endpoint, response, wire)
     return cls(message, status_code=status, body=body, retry_after=wait)
 
 
-def _redirect_message(endpoint: Endpoint, response: httpx.Response) -> str:
+def _redirect_message(endpoint: Endpoint, response: httpx.Response, wire: WireFormat) -> str:
     """A redirect is not followed (the request's body and key would go wherever it points):
     say where it points, and which base URL that suggests."""
     status, where = response.status_code, endpoint.display_url
@@ -252,14 +240,16 @@ def _redirect_message(endpoint: Endpoint, response: httpx.Response) -> str:
         return f"{status} from {where}: a redirect without a Location. Fix: check the base URL."
     target = response.request.url.join(location).copy_with(username=None, password=None)
     shown = endpoint.redact(str(target.copy_with(query=None, fragment=None)))
-    suggested = shown.removesuffix("/chat/completions")
+    suggested = wire.redirect_base(shown)
     return (
         f"{status} from {where}: the server redirects to {shown}, and redirects are not "
         f"followed. Fix: set the base URL to {suggested} ({endpoint.base_url_source})."
     )
 
 
-def translate_error(exc: Exception, endpoint: Endpoint, *, chunks: int) -> JupyterStreamError:
+def translate_error(
+    exc: BaseException, endpoint: Endpoint, wire: WireFormat, *, chunks: int
+) -> JupyterStreamError:
     """The jupyter_stream error for an httpx (or OS) error met while streaming."""
     where = endpoint.host_port
     if isinstance(exc, httpx.ConnectTimeout):
@@ -291,7 +281,7 @@ def translate_error(exc: Exception, endpoint: Endpoint, *, chunks: int) -> Jupyt
         return ConnectionLostError(
             f"the connection to {where} closed before any answer arrived "
             f"({_cause(exc, endpoint)}). Is "
-            f"{endpoint.display_url} an OpenAI-compatible API?"
+            f"{endpoint.display_url} {wire.described}?"
         )
     cause = _cause(exc, endpoint)
     return ProtocolError(f"error talking to {where}: {type(exc).__name__}: {cause}")
@@ -355,3 +345,140 @@ def _cause(exc: BaseException, endpoint: Endpoint) -> str:
     if not text and exc.__cause__ is not None:
         text = str(exc.__cause__)
     return excerpt(endpoint.redact(text), 120)
+
+
+class Body:
+    """A response with a 2xx status, as the stream reads it."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    @property
+    def content_type(self) -> str:
+        kind: str = self._response.headers.get("content-type", "")
+        return kind
+
+    def socket(self) -> socket.socket | None:
+        """The connection's socket, to shut down from another thread (None if not known)."""
+        stream = self._response.extensions.get("network_stream")
+        return None if stream is None else stream.get_extra_info("socket")
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive; pass the iterator to :meth:`close` when done."""
+        return self._response.aiter_bytes()
+
+    async def close(self, chunks: AsyncIterator[bytes]) -> None:
+        await _end_iteration(self._response, chunks)
+
+    async def text(self, limit: int = ERROR_BODY_LIMIT) -> str:
+        return await _read_text(self._response, limit)
+
+
+async def stream_request(
+    make: Callable[[bool], WireRequest],
+    read: Callable[[Body], Awaitable[T]],
+    *,
+    endpoint: Endpoint,
+    wire: WireFormat,
+    model: str,
+    connect_timeout: float | None,
+    idle_timeout: float | None,
+    max_retries: int,
+    body_started: Callable[[], bool],
+) -> T:
+    """Send ``make(fallback)`` and hand a 2xx response to ``read``; an error status becomes our
+    error. Retried on connection errors, 429 and 5xx while ``body_started()`` is False, bounded
+    by ``max_retries`` and honouring Retry-After; once, plainer, when the wire format says so."""
+    client = await get_client()
+    timeout = httpx.Timeout(
+        connect=connect_timeout, read=idle_timeout, write=connect_timeout, pool=None
+    )
+    fallback = False
+    attempt = 0
+    while True:
+        request = make(fallback)
+        delay: float | None = None
+        try:
+            async with client.stream(
+                "POST", request.url, json=request.body, headers=request.headers, timeout=timeout
+            ) as response:
+                if response.status_code < 300:
+                    return await read(Body(response))
+                body = await _read_text(response, ERROR_BODY_LIMIT)
+                if not fallback and wire.fallback(response.status_code, body):
+                    fallback = True  # an older server: retry once, plainer
+                    continue
+                error = status_error(endpoint, response, body, model, wire)
+                delay = _retry_delay(error, attempt, max_retries)
+                if delay is None:
+                    raise error
+        except (httpx.ConnectTimeout, httpx.NetworkError, httpx.RemoteProtocolError):
+            # Before the first body byte the request may be retried safely (a refused
+            # connection, or a pooled one the server had closed); never after.
+            if attempt >= max_retries or body_started():
+                raise
+            delay = _backoff(attempt)
+        attempt += 1
+        await asyncio.sleep(delay)
+
+
+async def fetch_text(
+    request: WireRequest,
+    endpoint: Endpoint,
+    wire: WireFormat,
+    *,
+    timeout: float,  # noqa: ASYNC109 - httpx's own per-request timeout
+) -> str:
+    """GET ``request``: the body's text, or our error for a failure or an error status."""
+    client = await get_client()
+    try:  # the headers inline: a verbose traceback prints a frame's variables
+        response = await client.get(request.url, headers=request.headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise translate_error(exc, endpoint, wire, chunks=0) from safe_cause(exc, endpoint)
+    if response.status_code >= 400:
+        raise status_error(endpoint, response, response.text, "", wire)
+    return response.text
+
+
+async def _read_text(response: httpx.Response, limit: int) -> str:
+    data = bytearray()
+    pieces = response.aiter_bytes()
+    try:
+        async for piece in pieces:
+            data += piece
+            if len(data) >= limit:
+                break
+    finally:
+        await _end_iteration(response, pieces)
+    return data[:limit].decode("utf-8", "replace")
+
+
+async def _end_iteration(response: httpx.Response, pieces: AsyncIterator[bytes]) -> None:
+    """Close the response, then finish its byte iterator, which may have been left mid-body.
+    Its async generators (httpx's and httpcore's, one inside the other) end only when an
+    exception passes through them; dropped, they would be closed one by one by the loop's
+    finalizer tasks, after the stream was released. A read of a closed response fails."""
+    await response.aclose()  # first: the server sees the disconnect now
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # and should a read wait all the same, it is cancelled
+        try:
+            async for _ in pieces:
+                pass
+        except Exception:  # the response broke or was closed: the iterator ended either way
+            pass
+
+
+def _backoff(attempt: int) -> float:
+    return min(8.0, 0.5 * 2.0**attempt) * (1 + random.random() / 4)
+
+
+def _retry_delay(error: HTTPStatusError, attempt: int, max_retries: int) -> float | None:
+    """Seconds to wait before retrying after an error status, or None for no retry."""
+    retryable = isinstance(error, RateLimitError) or error.status_code >= 500
+    if not retryable or attempt >= max_retries:
+        return None
+    if error.retry_after is not None:
+        return error.retry_after if error.retry_after <= MAX_RETRY_AFTER else None
+    return _backoff(attempt)

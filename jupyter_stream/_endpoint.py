@@ -1,0 +1,30 @@
+"""Where a stream goes, ready to connect: the configured endpoint, with the embedded demo server
+started when the configuration says "embedded". The one module of the client that imports the
+server package."""
+
+from __future__ import annotations
+
+from ._config import EMBEDDED, Endpoint
+from ._config import resolve_endpoint as configured_endpoint
+from ._exceptions import ConfigurationError
+
+__all__ = ["open_endpoint", "resolve_endpoint"]
+
+
+def open_endpoint(endpoint: Endpoint) -> Endpoint:
+    """``endpoint``, or for the embedded one, the embedded server's (started on first use)."""
+    if not endpoint.embedded:
+        return endpoint
+    from .server import embedded_base_url  # lazy: Starlette and uvicorn load on its thread
+
+    return Endpoint(embedded_base_url(), EMBEDDED)
+
+
+def resolve_endpoint(base_url: str | None = None, api_key: str | None = None) -> Endpoint:
+    """The endpoint from call options, else from the environment, ready to connect."""
+    try:
+        endpoint = configured_endpoint(base_url, api_key)
+    except ConfigurationError as exc:
+        base_url = api_key = None  # a verbose traceback prints this frame's variables
+        raise exc.with_traceback(None) from None
+    return open_endpoint(endpoint)

@@ -1,0 +1,38 @@
+"""Wire formats: one module per API, behind the one small interface :class:`WireFormat`.
+
+A wire format builds the request (URL, headers, body), names the body's framing, turns one
+decoded event into neutral happenings (a :class:`~jupyter_stream._reply.Chunk`), maps finish
+reasons and error bodies, and lists model ids. Pure: no httpx, no asyncio, no IPython; the stream
+engine does the I/O and never learns a provider's field names.
+
+A new format is a module here (``WIRE = YourFormat()``) plus its tests, and one line in
+:data:`FORMATS`.
+"""
+
+from __future__ import annotations
+
+from . import chat
+from ._base import EndKind, Framing, Target, WireFormat, WireRequest
+
+__all__ = [
+    "FORMATS",
+    "EndKind",
+    "Framing",
+    "Target",
+    "WireFormat",
+    "WireRequest",
+    "request_paths",
+    "wire_format",
+]
+
+FORMATS: dict[str, WireFormat] = {chat.WIRE.name: chat.WIRE}  # api= name -> format
+
+
+def wire_format(name: str = "chat") -> WireFormat:
+    """The wire format called ``name``."""
+    return FORMATS[name]
+
+
+def request_paths() -> tuple[str, ...]:
+    """Every format's request path: a base URL pasted with one has it taken off."""
+    return tuple(wire.path for wire in FORMATS.values())

@@ -1,0 +1,89 @@
+"""The interface every wire format implements (see the package docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple, Protocol
+
+from .._reply import Chunk
+from .._secrets import safe_url
+
+__all__ = ["EndKind", "Framing", "Target", "WireFormat", "WireRequest"]
+
+Framing = Literal["sse", "ndjson"]
+EndKind = Literal["completed", "length", "content_filter"]
+
+
+class Target(Protocol):
+    """What a wire format needs of an endpoint (``_config.Endpoint`` is one)."""
+
+    @property
+    def api_key(self) -> str | None: ...
+
+    @property
+    def url_credentials(self) -> str | None: ...
+
+    def url(self, path: str) -> str: ...
+
+
+class WireRequest(NamedTuple):
+    """An HTTP request to send: POST ``body`` as JSON, or GET when ``body`` is None."""
+
+    url: str
+    headers: dict[str, str]
+    body: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:  # a verbose traceback prints it: no headers (the key), no query
+        return f"<WireRequest {'POST' if self.body is not None else 'GET'} {safe_url(self.url)}>"
+
+
+class WireFormat(Protocol):
+    """One API's request and event shapes."""
+
+    name: str  # the api= name
+    framing: Framing  # how the streamed body is cut into events
+    path: str  # the request path below the base URL, for messages
+    end_mark: str  # the stream's own end, for messages: "[DONE]"
+    described: str  # what the base URL should be, for messages: "an OpenAI-compatible API"
+    url_hint: str  # a question to ask when the base URL looks wrong
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Raise ConfigurationError for request options the format sets itself, or refuses."""
+
+    def request(
+        self,
+        target: Target,
+        model: str,
+        messages: list[dict[str, Any]],
+        params: Mapping[str, Any],
+        *,
+        fallback: bool = False,
+    ) -> WireRequest:
+        """The streaming request; ``fallback`` after :meth:`fallback` said to retry plainer."""
+
+    def fallback(self, status: int, body: str) -> bool:
+        """True when an error status says the request should be retried once, plainer."""
+
+    def parse(self, data: str, event: str) -> str | Chunk:
+        """One decoded event: a str for a chunk of text alone (the hot path), else a Chunk."""
+
+    def parse_whole(self, body: str) -> Chunk | None:
+        """A whole, unstreamed JSON answer as one Chunk; None when it is not one."""
+
+    def end_kind(self, finish_reason: str | None) -> EndKind:
+        """How the server's finish reason ends the stream."""
+
+    def error_said(self, body: str) -> str:
+        """The server's own words from an error body (short)."""
+
+    def not_found(self, where: str, said_part: str, model: str, source: str) -> str:
+        """The message for a 404 that does not name the model."""
+
+    def redirect_base(self, target_url: str) -> str:
+        """The base URL a redirect to ``target_url`` suggests."""
+
+    def models_request(self, target: Target) -> WireRequest:
+        """The request that lists the models."""
+
+    def parse_models(self, body: str, where: str) -> list[str]:
+        """The model ids of a models response (ProtocolError naming ``where`` if it is none)."""
