@@ -585,10 +585,13 @@ def fast() -> Iterator[BackgroundServer]:
         yield server
 
 
-def test_stop_acts_mid_reply_of_a_long_table(kernel: Kernel, fast: BackgroundServer) -> None:
+@pytest.mark.parametrize("action", ["stop", "slider", "interrupt"])
+def test_stop_slider_and_interrupt_act_mid_reply_of_a_long_table(
+    kernel: Kernel, fast: BackgroundServer, action: str
+) -> None:
     """A 12,000-row table, one Markdown block, arriving fast: its rows join the table already
-    shown frame by frame, Stop ends the cell (the server sees the disconnect), and the final
-    output is the table as received, rendered whole and escaped."""
+    shown frame by frame; Stop, the slider or an interrupt ends the cell (the server sees the
+    disconnect), and the final output is the table as received, rendered whole and escaped."""
     namespace: dict[str, Any] = {}
     exec(MAKE_TABLE, namespace)  # the same table, here, to compare with
     table: str = namespace["table"]
@@ -599,21 +602,33 @@ def test_stop_acts_mid_reply_of_a_long_table(kernel: Kernel, fast: BackgroundSer
     )
     continued: list[int] = []
 
-    def click_when_rows_flow(message: Message) -> None:
+    def act_when_rows_flow(message: Message) -> None:
         content = message["content"]
         if message["msg_type"] != "comm_msg" or content["data"].get("method") != "custom":
             return
         pieces = content["data"]["content"].get("a") or []
         if any(isinstance(piece, dict) for piece in pieces):  # rows into the table shown
             continued.append(1)
-            if len(continued) == 20:
+            if len(continued) != 20:
+                return
+            if action == "stop":
                 kernel.click(comm_id_of(execution, description="Stop"))
+            elif action == "slider":
+                kernel.set_state(comm_id_of(execution, description="Timeout (s)"), value=1.0)
+            else:
+                kernel.interrupt()
 
-    kernel.wait(execution, click_when_rows_flow)
-    assert len(continued) >= 20 and execution.status == "ok", kernel.error_of(execution)
+    kernel.wait(execution, act_when_rows_flow)
+    assert len(continued) >= 20
+    reason, mark = {
+        "stop": ("stopped", "stopped by the user"),
+        "slider": ("timeout", "stopped: the time limit passed"),
+        "interrupt": ("interrupted", "interrupted"),
+    }[action]
+    assert execution.status == ("error" if action == "interrupt" else "ok")
     final = execution.final
-    assert final["metadata"]["jupyter_stream"]["stop_reason"] == "stopped"
-    text = final["data"]["text/plain"].removesuffix("\n[stopped by the user]")
+    assert final["metadata"]["jupyter_stream"]["stop_reason"] == reason
+    text = final["data"]["text/plain"].removesuffix(f"\n[{mark}]")
     assert text != final["data"]["text/plain"] and table.startswith(text)
     assert 0 < len(text) < len(table)
     html = final["data"]["text/html"]
