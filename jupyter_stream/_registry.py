@@ -21,26 +21,54 @@ import asyncio
 import heapq
 import threading
 from types import EllipsisType
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from ._exceptions import ConfigurationError, StreamLimitError
 
-if TYPE_CHECKING:
-    from ._stream import ChatStream, _Engine
-
-__all__ = ["StreamRegistry", "WhenFull", "registry"]
+__all__ = ["Entry", "Handle", "StreamRegistry", "WhenFull", "registry"]
 
 WhenFull = Literal["preempt", "wait", "refuse"]
 WHEN_FULL = ("preempt", "wait", "refuse")
 
 
-class StreamRegistry:
+class Handle(Protocol):
+    """What the caller holds of a stream (a ChatStream)."""
+
+    @property
+    def number(self) -> int: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    def close(self, reason: str) -> None: ...
+
+
+S = TypeVar("S", bound=Handle)
+S_co = TypeVar("S_co", bound=Handle, covariant=True)
+
+
+class Entry(Protocol[S_co]):
+    """What the registry holds of a stream (its engine, which never refers to its handle but
+    through ``handle()``, so that a handle nobody holds is collected)."""
+
+    number: int
+    priority: int
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None: ...
+
+    def handle(self) -> S_co | None: ...
+
+    def close(self, reason: str, detail: str | None = None) -> None: ...
+
+
+class StreamRegistry(Generic[S]):
     """The live streams of this process (``jupyter_stream.registry``)."""
 
     def __init__(self, *, max_concurrent: int | None = None, when_full: WhenFull = "preempt"):
         self._lock = threading.Lock()
-        self._running: dict[int, _Engine] = {}  # by number, in the order they got their slot
-        self._waiting: list[tuple[int, int, _Engine, asyncio.Future[None]]] = []  # a heap
+        self._running: dict[int, Entry[S]] = {}  # by number, in the order they got their slot
+        self._waiting: list[tuple[int, int, Entry[S], asyncio.Future[None]]] = []  # a heap
         self._max: int | None = None
         self._when_full: WhenFull = "preempt"
         self.configure(max_concurrent=max_concurrent, when_full=when_full)
@@ -91,7 +119,7 @@ class StreamRegistry:
 
     # -- what the caller sees -------------------------------------------------------------------
 
-    def streams(self) -> list[ChatStream]:
+    def streams(self) -> list[S]:
         """The live streams, running and waiting, oldest first."""
         with self._lock:
             engines = [*self._running.values(), *(entry[2] for entry in self._waiting)]
@@ -99,7 +127,7 @@ class StreamRegistry:
         handles = (engine.handle() for engine in engines)
         return [stream for stream in handles if stream is not None and not stream.done]
 
-    def stop(self, stream: ChatStream | int, reason: str = "stopped") -> bool:
+    def stop(self, stream: S | int, reason: str = "stopped") -> bool:
         """Stop one live stream, given as itself or by its ``number``; False if it is not live."""
         for live in self.streams():
             if live is stream or live.number == stream:
@@ -128,11 +156,11 @@ class StreamRegistry:
 
     # -- what the streams call ------------------------------------------------------------------
 
-    def admit(self, engine: _Engine) -> asyncio.Future[None] | None:
+    def admit(self, engine: Entry[S]) -> asyncio.Future[None] | None:
         """Give ``engine`` a slot: None when it may run now (it may have been preempted
         itself: look at its reason), a future to await for a slot when it must wait. Raises
         :class:`StreamLimitError` when it is refused. Called on the stream's loop."""
-        victim: _Engine | None = None
+        victim: Entry[S] | None = None
         with self._lock:
             if engine.number in self._running:
                 return None
@@ -171,7 +199,7 @@ class StreamRegistry:
         victim.close("preempted", detail)
         return None
 
-    def leave(self, engine: _Engine) -> None:
+    def leave(self, engine: Entry[S]) -> None:
         """``engine`` has ended: free its slot or its place in the queue."""
         with self._lock:
             if self._running.pop(engine.number, None) is None:
@@ -208,4 +236,4 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-registry = StreamRegistry()
+registry: StreamRegistry[Any] = StreamRegistry()  # of ChatStreams
