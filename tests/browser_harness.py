@@ -161,12 +161,13 @@ class JupyterApp:
                 return str(session["kernel"]["id"])
         return None
 
-    def write_notebook(self, name: str, cells: Sequence[str]) -> Path:
+    def write_notebook(self, name: str, cells: Sequence[str], kernel: str = "python3") -> Path:
+        """The notebook, its kernel the kernelspec named ``kernel``."""
         notebook = nbformat.v4.new_notebook()
         notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
         notebook.metadata["kernelspec"] = {
-            "name": "python3",
-            "display_name": "Python 3 (ipykernel)",
+            "name": kernel,
+            "display_name": kernel,
             "language": "python",
         }
         path = self.root / name
@@ -201,9 +202,11 @@ def screenshot_path(nodeid: str) -> Path:
 class Notebook:
     """A notebook written into ``app``'s root and opened in ``page``, its kernel connected."""
 
-    def __init__(self, page: Page, app: JupyterApp, name: str, cells: list[str]) -> None:
+    def __init__(
+        self, page: Page, app: JupyterApp, name: str, cells: list[str], kernel: str = "python3"
+    ) -> None:
         self.page = page
-        self.path = app.write_notebook(name, cells)
+        self.path = app.write_notebook(name, cells, kernel)
 
         # A cell run before the page has a kernel connection is dropped (and the execution
         # indicator says "idle" before there is a kernel): wait for this notebook's kernel's

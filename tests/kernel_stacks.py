@@ -44,6 +44,7 @@ class Stack:
     name: str
     pins: tuple[str, ...]
     about: str
+    extras: tuple[str, ...] = ()  # what else the image has that the teaching notebooks use
 
     @property
     def path(self) -> Path:
@@ -56,13 +57,14 @@ class Stack:
     def recipe(self) -> str:
         """What the environment is made from: a change in either remakes it."""
         project = (ROOT / "pyproject.toml").read_text()
-        return hashlib.sha256(json.dumps([self.pins, project, sys.version]).encode()).hexdigest()
+        recipe = [self.pins, self.extras, project, sys.version]
+        return hashlib.sha256(json.dumps(recipe).encode()).hexdigest()
 
 
 STACKS = {
     stack.name: stack
     for stack in (
-        Stack("colab", COLAB, "Google Colab's pins (google-colab 1.0)"),
+        Stack("colab", COLAB, "Google Colab's pins (google-colab 1.0)", ("matplotlib==3.10.0",)),
         Stack(
             "kaggle",
             tuple(p if not p.startswith("ipywidgets") else "ipywidgets==8.1.5" for p in COLAB),
@@ -88,7 +90,7 @@ def ensure(stack: Stack) -> Path:
         venv.EnvBuilder(with_pip=True, clear=True).create(stack.path)
         command = [str(stack.python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
         done = subprocess.run(
-            [*command, *stack.pins, "-e", str(ROOT)], capture_output=True, text=True
+            [*command, *stack.pins, *stack.extras, "-e", str(ROOT)], capture_output=True, text=True
         )
         if done.returncode:
             shutil.rmtree(stack.path, ignore_errors=True)
@@ -113,16 +115,22 @@ def versions(stack: Stack) -> dict[str, str]:
     return found
 
 
-def kernel_spec_manager(stack: Stack) -> KernelSpecManager:
-    """A kernelspec manager that knows one kernel, ``kernel_name(stack)``, run by the stack's
-    Python (jupyter_client 8 has no ``kernel_cmd`` any more)."""
+def jupyter_data(stack: Stack) -> Path:
+    """The stack's Jupyter data directory (for ``JUPYTER_PATH``), holding its kernelspec,
+    ``kernel_name(stack)``, run by the stack's Python, and its packages' front-end extensions."""
     python = ensure(stack)
-    kernels = stack.path / "share" / "jupyter" / "kernels"
-    spec = kernels / kernel_name(stack) / "kernel.json"
+    data = stack.path / "share" / "jupyter"
+    spec = data / "kernels" / kernel_name(stack) / "kernel.json"
     spec.parent.mkdir(parents=True, exist_ok=True)
     argv = [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     spec.write_text(json.dumps({"argv": argv, "display_name": stack.name, "language": "python"}))
-    return KernelSpecManager(kernel_dirs=[str(kernels)])
+    return data
+
+
+def kernel_spec_manager(stack: Stack) -> KernelSpecManager:
+    """A kernelspec manager that knows one kernel, ``kernel_name(stack)`` (jupyter_client 8 has
+    no ``kernel_cmd`` any more)."""
+    return KernelSpecManager(kernel_dirs=[str(jupyter_data(stack) / "kernels")])
 
 
 def kernel_name(stack: Stack) -> str:

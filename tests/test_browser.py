@@ -23,6 +23,7 @@ from browser_harness import (
     screenshot_path,
 )
 from conftest import ended, ended_since, user_env
+from kernel_stacks import STACKS, jupyter_data, kernel_name
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from jupyter_stream.server import BackgroundServer, ServerConfig
@@ -80,6 +81,22 @@ def notebook7(
     app.stop()
 
 
+@pytest.fixture(scope="module")
+def kaggle_lab(
+    browser: Browser, paced: BackgroundServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[JupyterApp]:
+    """JupyterLab with the Kaggle-pinned stack's kernelspec and its front-end extensions (its
+    anywidget 0.9.21 before the Lab's own: the Lab's anywidget 0.11 does not serve a kernel's
+    "~0.9.*"), as where Lab and kernel come from one image."""
+    data = jupyter_data(STACKS["kaggle"])
+    env = user_env(
+        JUPYTER_STREAM_BASE_URL=paced.base_url, JUPYTER_STREAM_MODEL="demo", JUPYTER_PATH=str(data)
+    )
+    app = JupyterApp("jupyterlab", tmp_path_factory.mktemp("kaggle"), env, "kaggle-lab")
+    yield app
+    app.stop()
+
+
 @pytest.fixture
 def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
@@ -94,7 +111,7 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
             page.screenshot(path=str(path), full_page=True)
     finally:
         context.close()
-        for name in ("lab", "notebook7"):
+        for name in ("lab", "notebook7", "kaggle_lab"):
             if name in request.fixturenames:
                 request.getfixturevalue(name).shutdown_kernels()
 
@@ -290,3 +307,63 @@ def test_html_in_a_reply_is_shown_as_text_and_never_runs(page: Page, lab: Jupyte
     expect(reply).to_contain_text("[x](javascript:window.pwned=3)")  # a refused link stays text
     reply.get_by_role("paragraph").click()
     assert page.evaluate("window.pwned") is None
+
+
+def test_on_a_kaggle_pinned_kernel_stop_acts_mid_cell_and_the_reply_survives_reload(
+    page: Page, kaggle_lab: JupyterApp, paced: BackgroundServer
+) -> None:
+    """ipykernel 6.17.1, IPython 7.34, ipywidgets 8.1.5: the kernel holds comm messages until
+    a cell ends, yet a Stop click acts while the %%chat cell is still running."""
+    versions = (
+        "import importlib.metadata as m\n"
+        "print(*(m.version(n) for n in ('ipykernel', 'ipython', 'ipywidgets', 'anywidget')))\n"
+        "%load_ext jupyter_stream"
+    )
+    notebook = Notebook(
+        page,
+        kaggle_lab,
+        "kaggle.ipynb",
+        [versions, f"%%chat {LONG}\nExplain SSE.", "print('after')"],
+        kernel=kernel_name(STACKS["kaggle"]),
+    )
+    first = notebook.run_and_wait(0)
+    expect(first.locator(".jp-OutputArea-output")).to_have_text("6.17.1 7.34.0 8.1.5 0.9.21")
+    cell = notebook.run(1)
+    answer = cell.locator(".jupyter-stream-answer")
+    lengths = watch_growth(page, answer, 3)
+    assert lengths == sorted(set(lengths)), lengths
+    expect(cell.locator(".jp-InputPrompt")).to_have_text("[*]:")  # the cell is still running
+
+    before = len(ended(paced))
+    cell.get_by_role("button", name="Stop").click()
+    # The issue's bound: growth stops and the status says so within one second of the click.
+    expect(cell.locator(".jupyter-stream-status")).to_contain_text(
+        "stopped by the user", timeout=1_000
+    )
+    log = ended_since(paced, before)
+    assert [entry["end"] for entry in log] == ["client disconnected"], log
+    assert 0 < log[0]["tokens"] < 20_000
+    expect(cell.locator(".jp-InputPrompt")).to_have_text(RAN)
+    reply = cell.locator(".jupyter-stream-reply")
+    expect(reply).to_contain_text("Explain SSE")
+    shown = reply.inner_text()
+    notebook.run_and_wait(2)
+    expect(notebook.cell(2).locator(".jp-OutputArea-output")).to_have_text("after")
+
+    with page.expect_response(
+        lambda response: (
+            response.request.method == "PUT" and "/api/contents/kaggle.ipynb" in response.url
+        )
+    ) as saved:
+        page.keyboard.press("Control+s")
+    assert saved.value.ok
+    kaggle_lab.shutdown_kernels()
+    page.reload()
+    expect(notebook.cells).to_have_count(3)
+    reply = notebook.cell(1).locator(".jupyter-stream-reply")
+    expect(reply).to_have_text(shown)
+    expect(notebook.cell(1).locator(".jupyter-stream-status")).to_contain_text(
+        "stopped by the user"
+    )
+    expect(page.get_by_text("Error displaying widget")).to_have_count(0)
+    assert "widget-view" not in notebook.path.read_text()
