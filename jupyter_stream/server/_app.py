@@ -30,7 +30,7 @@ from ._logging import LoggingApp
 from ._models import MODELS
 
 if TYPE_CHECKING:
-    from .._config import Endpoint
+    from .._target import Endpoint
     from ._relay import Relay
 
 __all__ = ["ServerConfig", "create_app"]

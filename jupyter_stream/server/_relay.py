@@ -25,8 +25,8 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .._config import Endpoint, check_base_url
-from .._protocol import excerpt
+from .._reply import excerpt
+from .._target import Endpoint, check_base_url
 from ._config import ServerConfig
 from ._errors import error_event, error_response
 from ._exchange import SSE_HEADERS, Exchange, Work
