@@ -26,9 +26,10 @@ import importlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._exceptions import ConfigurationError
+from ._reply import Chunk
 
 __all__ = ["RuleMatch", "StopOn", "StopWhen", "Watch", "make_watch", "stop_on"]
 
@@ -441,6 +442,71 @@ class Watch:
         ]
         return min(starts, default=None)
 
+    def take(self, chunks: list[str | Chunk], shown: int, content: Callable[[], str]) -> Taken:
+        """One read's chunks through the rules: stop sequences hold back text (:meth:`hold`),
+        then the read's shown text is checked once (:meth:`check`). ``shown`` is how much text
+        the stream has shown, ``content()`` that text. The result says what to show: first
+        ``release`` (text held before, now confirmed), then ``chunks``; and the match."""
+        if self._sequences:
+            # Once per read: the read's text (after what was held before) through hold(),
+            # then cut back along the pieces' boundaries.
+            pieces = [chunk if isinstance(chunk, str) else chunk.content for chunk in chunks]
+            joined = "".join(pieces)
+            if joined:
+                before = self._held
+                visible = self.hold(joined, shown + len(self.unconfirmed))
+                chunks = _recut(chunks, pieces, before[: len(visible)], len(visible))
+        taken = Taken("", chunks, None, None)
+        if self._scanners:
+            taken = self._checked(chunks, shown, content)
+        if taken.match is None and self.sequence is not None:
+            taken = taken._replace(match=self.sequence)
+        return taken
+
+    def _checked(self, chunks: list[str | Chunk], shown: int, content: Callable[[], str]) -> Taken:
+        """Check a read's text against the rules: cut it after the piece that completes a
+        match, and keep from view the text of a match that waits to be confirmed
+        (``unconfirmed``), so that a complete match is never shown."""
+        pieces = [chunk if isinstance(chunk, str) else chunk.content for chunk in chunks]
+        new = "".join(pieces)
+        earlier = self.unconfirmed
+        base = shown + len(earlier)  # where this read's text begins in the answer
+        match = None
+        if new:
+            match = self.check(new, lambda: content() + earlier + new)
+        if match is not None:
+            self.unconfirmed = ""  # shown: the stream's close() keeps it from delivery
+            if match.end is not None:
+                # Keep what arrived up to the piece that completed the match: the rest of
+                # this read comes after the stop.
+                end, kept = base, 0
+                for kept, piece in enumerate(pieces, 1):  # noqa: B007
+                    end += len(piece)
+                    if end >= match.end:
+                        break
+                chunks = chunks[:kept]
+            return Taken(earlier, chunks, match, None)
+        hold_from = self.pending_from
+        if hold_from is None or hold_from >= base:
+            release, self.unconfirmed = earlier, ""
+        else:
+            release, self.unconfirmed = earlier[: hold_from - shown], earlier[hold_from - shown :]
+        if hold_from is None or hold_from >= base + len(new):
+            return Taken(release, chunks, None, len(new))
+        keep = max(0, hold_from - base)  # of this read's text; the rest waits with the match
+        self.unconfirmed += new[keep:]
+        return Taken(release, _recut(chunks, pieces, "", keep), None, keep)
+
+    def finish(self, content: Callable[[], str], *, confirm: bool) -> tuple[str, RuleMatch | None]:
+        """At a natural end: the text held back (to show), and, with ``confirm``, a match of
+        the rules that reached the end, confirmed now."""
+        unconfirmed, held = self.flush()
+        match = None
+        if confirm and self._scanners:
+            whole = content() + unconfirmed + held
+            match = self.check(held, lambda: whole, final=True)
+        return unconfirmed + held, match
+
     def flush(self) -> tuple[str, str]:
         """At the end of the stream (all of it was received): the text kept from view while a
         match was confirmed, and the text held back for a stop sequence, which no rule has
@@ -448,6 +514,34 @@ class Watch:
         unconfirmed, self.unconfirmed = self.unconfirmed, ""
         held, self._held = self._held, ""
         return unconfirmed, held
+
+
+class Taken(NamedTuple):
+    """What :meth:`Watch.take` lets through: ``release`` then ``chunks`` (``added``: how much
+    text they add, when known), and the match that ends the stream, if any."""
+
+    release: str
+    chunks: list[str | Chunk]
+    match: RuleMatch | None
+    added: int | None
+
+
+def _recut(
+    chunks: list[str | Chunk], pieces: list[str], prefix: str, total: int
+) -> list[str | Chunk]:
+    """``chunks`` whose contents (``pieces``), after ``prefix``, are cut to ``total``
+    characters in all; the prefix rides with the first chunk."""
+    out: list[str | Chunk] = []
+    room = total - len(prefix)
+    for index, (chunk, piece) in enumerate(zip(chunks, pieces, strict=True)):
+        content = piece[: max(0, room)]
+        room -= len(piece)
+        if index == 0:
+            content = prefix + content
+        if content is not piece:
+            chunk = content if isinstance(chunk, str) else chunk._replace(content=content)
+        out.append(chunk)
+    return out
 
 
 def _before(one: RuleMatch, other: RuleMatch) -> bool:

@@ -472,14 +472,12 @@ class _Engine:
     def _last_watch(self, watch: Watch, reason: StopReason) -> StopReason:
         """At a natural end: show the text held back for a stop sequence, and let the rules
         confirm a match that reached the end (under the lock)."""
-        unconfirmed, held = watch.flush()
-        # A stop sequence ends the answer as [DONE] does: a match that reached its end stands.
+        # A stop sequence ends the answer as the end mark does: a match that reached its end
+        # stands.
         ended_by_sequence = self._match is not None and self._match is watch.sequence
-        match = None
-        if reason in _NATURAL_ENDS and watch.checks and (self._match is None or ended_by_sequence):
-            shown = self._reply.content + unconfirmed + held
-            match = watch.check(held, lambda: shown, final=True)
-        self._append(unconfirmed + held)
+        confirm = reason in _NATURAL_ENDS and (self._match is None or ended_by_sequence)
+        release, match = watch.finish(lambda: self._reply.content, confirm=confirm)
+        self._append(release)
         if match is not None:
             self._match, self._detail = match, str(match)
             self._cut = True  # the match is never delivered, as when a stream is closed
@@ -696,92 +694,19 @@ class _Engine:
     def _commit_watched(
         self, watch: Watch, chunks: list[str | Chunk]
     ) -> tuple[int, RuleMatch | None]:
-        """``_commit`` through the stream's rules: stop sequences hold back text, and the text
-        shown is checked once for this read. Returns the tokens that arrived and the match."""
-        arrived = chunks
-        if watch.holds:
-            # Once per read: the read's text (after what was held before) through hold(),
-            # then cut back along the pieces' boundaries.
-            pieces = [chunk if isinstance(chunk, str) else chunk.content for chunk in chunks]
-            joined = "".join(pieces)
-            if joined:
-                before = watch.held
-                visible = watch.hold(joined, self._shown + len(watch.unconfirmed))
-                chunks = _recut(chunks, pieces, before[: len(visible)], len(visible))
-        match: RuleMatch | None = None
-        added = None  # how much text the chunks add, when known
-        if watch.checks:
-            chunks, match, added = self._check_watched(watch, chunks)
+        """``_commit`` through the stream's rules (see ``Watch.take``). Returns the tokens that
+        arrived and the match."""
+        taken = watch.take(chunks, self._shown, lambda: self._reply.content)
+        self._append(taken.release)
         before_count = len(self._reply._content)
-        counted = self._reply.extend(chunks)
+        counted = self._reply.extend(taken.chunks)
+        added = taken.added
         if added is None:
             added = sum(len(piece) for piece in self._reply._content[before_count:])
         self._shown += added
-        if chunks is not arrived:  # tokens that arrived before the stop, held ones included
-            counted = sum(1 for chunk in arrived[: len(chunks)] if _has_text(chunk))
-        return counted, match or watch.sequence
-
-    def _check_watched(
-        self, watch: Watch, chunks: list[str | Chunk]
-    ) -> tuple[list[str | Chunk], RuleMatch | None, int | None]:
-        """Check a read's text against the stop_when rules: cut it after the piece that
-        completes a match, and keep from view the text of a match that waits to be confirmed
-        (``watch.unconfirmed``), so that a complete match is never delivered. Returns the
-        chunks to add, the match, and how much text they add when that is known."""
-        pieces = [chunk if isinstance(chunk, str) else chunk.content for chunk in chunks]
-        new = "".join(pieces)
-        earlier = watch.unconfirmed
-        base = self._shown + len(earlier)  # where this read's text begins in the answer
-        match = None
-        if new:
-            match = watch.check(new, lambda: self._reply.content + earlier + new)
-        if match is not None:
-            self._append(earlier)  # it goes into the text; close() keeps it from delivery
-            watch.unconfirmed = ""
-            if match.end is not None:
-                # Keep what arrived up to the piece that completed the match: the rest of
-                # this read comes after the stop.
-                end, kept = base, 0
-                for kept, piece in enumerate(pieces, 1):  # noqa: B007
-                    end += len(piece)
-                    if end >= match.end:
-                        break
-                chunks = chunks[:kept]
-            return chunks, match, None
-        hold_from = watch.pending_from
-        if hold_from is None or hold_from >= base:
-            self._append(earlier)
-            watch.unconfirmed = ""
-        else:
-            self._append(earlier[: hold_from - self._shown])
-            watch.unconfirmed = earlier[hold_from - self._shown :]
-        if hold_from is None or hold_from >= base + len(new):
-            return chunks, None, len(new)
-        keep = max(0, hold_from - base)  # of this read's text; the rest waits with the match
-        watch.unconfirmed += new[keep:]
-        return _recut(chunks, pieces, "", keep), None, keep
-
-
-def _recut(
-    chunks: list[str | Chunk], pieces: list[str], prefix: str, total: int
-) -> list[str | Chunk]:
-    """``chunks`` whose contents (``pieces``), after ``prefix``, are cut to ``total``
-    characters in all; the prefix rides with the first chunk."""
-    out: list[str | Chunk] = []
-    room = total - len(prefix)
-    for index, (chunk, piece) in enumerate(zip(chunks, pieces, strict=True)):
-        content = piece[: max(0, room)]
-        room -= len(piece)
-        if index == 0:
-            content = prefix + content
-        if content is not piece:
-            chunk = content if isinstance(chunk, str) else _with(chunk, content)
-        out.append(chunk)
-    return out
-
-
-def _with(chunk: Chunk, content: str) -> Chunk:
-    return chunk._replace(content=content)
+        if taken.chunks is not chunks:  # tokens that arrived before the stop, held ones included
+            counted = sum(1 for chunk in chunks[: len(taken.chunks)] if _has_text(chunk))
+        return counted, taken.match
 
 
 def _has_text(chunk: str | Chunk) -> bool:
