@@ -116,6 +116,16 @@ class _Request:
     wire: WireFormat = field(default_factory=wire_format)
 
 
+class _State(Enum):
+    """Where a stream is in its life; it only moves forward (WAITING is skipped without a cap)."""
+
+    NEW = "new"  # made, not iterated yet
+    WAITING = "waiting"  # for a slot in the registry (when_full="wait")
+    CONNECTING = "connecting"  # the request is sent (and retried), no answer yet
+    STREAMING = "streaming"  # a 2xx answer is being read
+    ENDED = "ended"  # _reason says why
+
+
 _numbers = itertools.count(1)  # next() on it is atomic in CPython: a number per stream
 _NATURAL_ENDS = (StopReason.COMPLETED, StopReason.LENGTH, StopReason.CONTENT_FILTER)
 
@@ -137,7 +147,8 @@ class _Engine:
         # and close() sets _cut, after which none is delivered.
         self._delivered = 0
         self._cut = False
-        self._reason: StopReason | None = None
+        self._state = _State.NEW
+        self._reason: StopReason | None = None  # set with _state ENDED, under the lock
         self._error: JupyterStreamError | None = None
         self._error_raised = False
         self._timeout = request.timeout
@@ -162,70 +173,35 @@ class _Engine:
         self._match: RuleMatch | None = None
         self._watch = request.watch() if request.watch is not None else None
         self._shown = 0  # characters of content shown (with a watch)
-        self._waiting = False
-
-    # -- what the caller reads ------------------------------------------------------------------
-
-    @property
-    def text(self) -> str:
-        """The answer's text received so far (all of it, including any not yet iterated)."""
-        return self._reply.content
-
-    @property
-    def reply(self) -> Reply:
-        """Everything received: content, reasoning, tool calls, usage, finish reason."""
-        return self._reply
 
     @property
     def stop_reason(self) -> StopReason | None:
-        """Why the stream ended, or None while it runs."""
         return self._reason
-
-    @property
-    def error(self) -> JupyterStreamError | None:
-        """The error when ``stop_reason`` is ``error``, else None."""
-        return self._error
-
-    @property
-    def done(self) -> bool:
-        """True once the stream has ended, for whatever reason."""
-        return self._reason is not None
-
-    @property
-    def model(self) -> str:
-        return self._reply.model or self._request.model
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         return self._loop
 
-    @property
-    def stop_detail(self) -> str | None:
-        return self._detail
+    def _end(self, reason: StopReason) -> None:
+        """Enter ENDED with ``reason`` (under the lock; the caller checked it had not ended)."""
+        self._reason = reason
+        self._state = _State.ENDED
+        self._ended_at = time.monotonic()
 
-    @property
-    def match(self) -> RuleMatch | None:
-        return self._match
-
-    @property
-    def waiting(self) -> bool:
-        return self._waiting
-
-    @property
     def stats(self) -> StreamStats:
         with self._lock:
             started, first, ended = self._started_at, self._first_token_at, self._ended_at
             tokens = self._tokens
         now = ended if ended is not None else time.monotonic()
-        usage = self._reply.usage
-        if self._reply.output_tokens is not None:
-            tokens = max(tokens, self._reply.output_tokens)
+        reply = self._reply
+        if reply.output_tokens is not None:
+            tokens = max(tokens, reply.output_tokens)
         return StreamStats(
             time_to_first_token=None if first is None or started is None else first - started,
             elapsed=0.0 if started is None else now - started,
-            chunks=self._reply.chunks,
+            chunks=reply.chunks,
             tokens=tokens,
-            usage=usage,
+            usage=reply.usage,
         )
 
     # -- control --------------------------------------------------------------------------------
@@ -242,9 +218,8 @@ class _Engine:
         with self._lock:
             if self._reason is not None:
                 return
-            self._reason = reason
+            self._end(reason)
             self._detail = detail
-            self._ended_at = time.monotonic()
             self._cut = True
             if self._watch is not None:  # text held back by the rules was received
                 self._append("".join(self._watch.flush()))
@@ -409,6 +384,7 @@ class _Engine:
                 self._release()
                 return
             self._started_at = time.monotonic()
+            self._state = _State.CONNECTING
             assert self._loop is not None
             self._task = self._loop.create_task(self._pump())
             # A task cancelled before its first step never runs _pump's finally: this does.
@@ -459,8 +435,7 @@ class _Engine:
                 ended = True
                 if self._watch is not None:
                     reason = self._last_watch(self._watch, reason)
-                self._reason = reason
-                self._ended_at = time.monotonic()
+                self._end(reason)
                 if error is not None:
                     error.reply = self._reply
                     self._error = error
@@ -539,11 +514,11 @@ class _Engine:
         """Join the registry, waiting for a slot if it says so."""
         waiter = registry.admit(self)
         if waiter is not None:
-            self._waiting = True
+            self._move(_State.CONNECTING, _State.WAITING)
             try:
                 await waiter
             finally:
-                self._waiting = False
+                self._move(_State.WAITING, _State.CONNECTING)
 
     async def _receive(self) -> StopReason:
         request = self._request
@@ -564,7 +539,14 @@ class _Engine:
             body_started=lambda: self._body_started,
         )
 
+    def _move(self, old: _State, new: _State) -> None:
+        """From ``old`` to ``new``, unless the stream has moved on (ended) meanwhile."""
+        with self._lock:
+            if self._state is old:
+                self._state = new
+
     async def _read_events(self, body: Body) -> StopReason:
+        self._move(_State.CONNECTING, _State.STREAMING)
         content_type = body.content_type
         if "json" in content_type or "html" in content_type:
             return await self._read_whole_body(body, content_type)
@@ -739,37 +721,38 @@ class ChatStream:
     @property
     def text(self) -> str:
         """The answer's text received so far (all of it, including any not yet iterated)."""
-        return self._engine.text
+        return self._engine._reply.content
 
     @property
     def reply(self) -> Reply:
         """Everything received: content, reasoning, tool calls, usage, finish reason."""
-        return self._engine.reply
+        return self._engine._reply
 
     @property
     def stop_reason(self) -> StopReason | None:
         """Why the stream ended, or None while it runs."""
-        return self._engine.stop_reason
+        return self._engine._reason
 
     @property
     def error(self) -> JupyterStreamError | None:
         """The error when ``stop_reason`` is ``error``, else None."""
-        return self._engine.error
+        return self._engine._error
 
     @property
     def done(self) -> bool:
         """True once the stream has ended, for whatever reason."""
-        return self._engine.done
+        return self._engine._reason is not None
 
     @property
     def model(self) -> str:
         """The model that answers (the server's name for it once known)."""
-        return self._engine.model
+        engine = self._engine
+        return engine._reply.model or engine._request.model
 
     @property
     def stats(self) -> StreamStats:
         """Time to first token, elapsed time, chunks, tokens, tokens/s, usage."""
-        return self._engine.stats
+        return self._engine.stats()
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -780,12 +763,12 @@ class ChatStream:
     def match(self) -> RuleMatch | None:
         """What a ``stop_when`` rule matched (reason ``moderated``), or the stop sequence that
         ended the answer; None otherwise."""
-        return self._engine.match
+        return self._engine._match
 
     @property
     def stop_detail(self) -> str | None:
         """Which rule matched (``moderated``), or what took the slot (``preempted``)."""
-        return self._engine.stop_detail
+        return self._engine._detail
 
     @property
     def number(self) -> int:
@@ -800,7 +783,7 @@ class ChatStream:
     @property
     def waiting(self) -> bool:
         """True while the stream waits for a slot (the registry's ``when_full="wait"``)."""
-        return self._engine.waiting
+        return self._engine._state is _State.WAITING
 
     def close(self, reason: StopReason | str = StopReason.STOPPED) -> None:
         """Stop the stream now. Idempotent, thread-safe, never blocks.
@@ -824,13 +807,14 @@ class ChatStream:
 
     def __repr__(self) -> str:
         engine = self._engine
-        reason = engine.stop_reason
-        state = reason.value if reason else "streaming" if engine._task else "new"
-        if engine.waiting:
-            state = "waiting"
+        reason, state = engine._reason, engine._state
+        # "streaming" from the start of the request, as the stream is live from then on.
+        shown = reason.value if reason else "new" if state is _State.NEW else "streaming"
+        if state is _State.WAITING:
+            shown = "waiting"
         return (
-            f"<ChatStream #{engine.number} model={engine.model!r} {state} "
-            f"chars={len(engine.text)} "
+            f"<ChatStream #{engine.number} model={self.model!r} {shown} "
+            f"chars={len(self.text)} "
             f"url={engine._request.endpoint.display_url!r}>"
         )
 
