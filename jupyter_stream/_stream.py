@@ -52,8 +52,7 @@ from ._messages import normalize_messages
 from ._moderation import RuleMatch, StopWhen, Watch, make_watch
 from ._registry import registry
 from ._reply import Chunk, Reply, excerpt
-from ._wire import WireFormat, wire_format
-from .sse import ServerSentEvent, SSEDecoder
+from ._wire import DECODERS, Event, WireFormat, wire_format
 
 __all__ = ["ChatStream", "StopReason", "StreamStats", "astream_chat", "stream_chat"]
 
@@ -565,7 +564,7 @@ class _Engine:
                 self._sock = None
 
     async def _read_chunks(self, chunks: AsyncIterator[bytes], content_type: str) -> StopReason:
-        decoder = SSEDecoder()
+        decoder = DECODERS[self._request.wire.framing]()
         head = b""  # the first bytes, for an error message if this is no event stream
         async for data in chunks:
             if len(head) < 512:
@@ -621,7 +620,7 @@ class _Engine:
     def _end_reason(self) -> StopReason:
         return StopReason(self._request.wire.end_kind(self._reply.finish_reason))
 
-    def _deliver(self, events: list[ServerSentEvent]) -> bool:
+    def _deliver(self, events: Sequence[Event]) -> bool:
         """Parse events and hand them over; True once the stream gives its end mark."""
         chunks: list[str | Chunk] = []
         done = False

@@ -11,12 +11,18 @@ A new format is a module here (``WIRE = YourFormat()``) plus its tests, and one 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from ..sse import SSEDecoder
 from . import chat
-from ._base import EndKind, Framing, Target, WireFormat, WireRequest
+from ._base import Decoder, EndKind, Event, Framing, Target, WireFormat, WireRequest
 
 __all__ = [
+    "DECODERS",
     "FORMATS",
+    "Decoder",
     "EndKind",
+    "Event",
     "Framing",
     "Target",
     "WireFormat",
@@ -26,6 +32,7 @@ __all__ = [
 ]
 
 FORMATS: dict[str, WireFormat] = {chat.WIRE.name: chat.WIRE}  # api= name -> format
+DECODERS: dict[str, Callable[[], Decoder]] = {"sse": SSEDecoder}  # framing -> a new decoder
 
 
 def wire_format(name: str = "chat") -> WireFormat:

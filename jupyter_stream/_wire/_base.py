@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
 from .._reply import Chunk
 from .._secrets import safe_url
 
-__all__ = ["EndKind", "Framing", "Target", "WireFormat", "WireRequest"]
+__all__ = ["Decoder", "EndKind", "Event", "Framing", "Target", "WireFormat", "WireRequest"]
 
 Framing = Literal["sse", "ndjson"]
 EndKind = Literal["completed", "length", "content_filter"]
+
+
+class Event(Protocol):
+    """One decoded event of a body: its data, and its name (``"message"`` where none)."""
+
+    @property
+    def data(self) -> str: ...
+
+    @property
+    def event(self) -> str: ...
+
+
+class Decoder(Protocol):
+    """Bytes in, events out, for one framing (``sse.SSEDecoder`` is one)."""
+
+    def feed(self, data: bytes) -> Sequence[Event]: ...
+
+    def flush(self) -> Sequence[Event]: ...
 
 
 class Target(Protocol):
