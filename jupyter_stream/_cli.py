@@ -22,10 +22,11 @@ from typing import Any
 
 from . import __version__
 from ._exceptions import JupyterStreamError
+from ._follow import TextReply
 from ._models import list_models
 from ._moderation import stop_on
 from ._stream import stream_chat
-from ._terminal import TerminalFilter, for_terminal
+from ._terminal import for_terminal
 from .server._config import is_loopback
 
 __all__ = ["main"]
@@ -185,12 +186,11 @@ def _chat(args: argparse.Namespace) -> int:
     out = sys.stdout
     if isinstance(out, io.TextIOWrapper):
         out.reconfigure(errors="replace")  # a terminal that cannot show 🚀 shows ? instead
-    reply = _Reply(out)
+    reply = TextReply(out)
     code = 0
     try:
         with stream:
-            for delta in stream:
-                reply.write(delta)
+            reply.print(stream)
     except KeyboardInterrupt:  # the with block has closed the stream as interrupted
         code = EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (| head): stop quietly, as yes | head does
@@ -208,30 +208,6 @@ def _chat(args: argparse.Namespace) -> int:
         reason += f": {stream.stop_detail}"
     _say(f"[{reason} · {stream.model} · {stats.tokens} tokens in {stats.elapsed:.1f} s{rate}]")
     return code
-
-
-class _Reply:
-    """The reply on ``out`` as it streams, filtered, then ended on a line of its own."""
-
-    def __init__(self, out: Any) -> None:
-        self.out = out
-        self.terminal = TerminalFilter()
-        self.last = ""  # the last character shown
-
-    def write(self, delta: str) -> None:
-        self._show(self.terminal.feed(delta))
-
-    def end(self) -> None:
-        self._show(self.terminal.flush())
-        if self.last not in ("", "\n"):
-            self.out.write("\n")
-        self.out.flush()
-
-    def _show(self, text: str) -> None:
-        if text:
-            self.out.write(text)
-            self.out.flush()
-            self.last = text[-1]
 
 
 def _say(message: str, file: Any = None) -> None:

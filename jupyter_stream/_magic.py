@@ -33,13 +33,14 @@ from traitlets import Bool, Float, Int, List, Unicode
 from ._config import COLAB, COLAB_KEY_VAR, EMBEDDED, colab_proxy, resolve_model
 from ._endpoint import resolve_endpoint
 from ._exceptions import JupyterStreamError
+from ._follow import TextReply, reply_mark, status_text
 from ._moderation import stop_on
 from ._registry import WHEN_FULL, registry
 from ._render import MARKS, Rendered, end_mark, reply_bundle
 from ._secrets import shown_query
 from ._session import ChatSession
 from ._stream import ChatStream, StopReason
-from ._terminal import TerminalFilter, for_terminal
+from ._terminal import for_terminal
 
 __all__ = [
     "ChatMagics",
@@ -240,18 +241,19 @@ class ChatMagics(Magics):
         args, prompt = self._parse(line, cell)
         session, options = self._turn(args)
         stream = session.stream(prompt, **options)
-        terminal = TerminalFilter()  # text printed, not displayed: a terminal may show it
+        reply = TextReply(sys.stdout)  # text printed, not displayed: a terminal may show it
         try:
             with stream:
-                for delta in stream:
-                    print(terminal.feed(delta), end="", flush=True)
+                reply.print(stream)
         except KeyboardInterrupt:
-            print(f"{terminal.flush()}\n[{MARKS['interrupted']}]")
+            reply.end(MARKS["interrupted"])
+            raise
+        except BaseException:
+            reply.end()
             raise
         finally:
-            print(terminal.flush(), end="", flush=True)
             self._store(args, stream)
-        print()
+        reply.end(reply_mark(stream))
         return None
 
     async def run(self, line: str, body: str) -> Any:
@@ -297,18 +299,18 @@ class ChatMagics(Magics):
         return stream.text if args.background else None  # type: ignore[return-value]
 
     async def _run_as_text(self, args: Any, stream: ChatStream) -> None:
-        terminal = TerminalFilter()  # terminal IPython: escape sequences would act on it
+        reply = TextReply(sys.stdout)  # terminal IPython: escape sequences would act on it
         try:
-            async for delta in stream:
-                print(terminal.feed(delta), end="", flush=True)
+            await reply.aprint(stream)
         except asyncio.CancelledError:
-            print(f"{terminal.flush()}\n[{MARKS['interrupted']}]")
+            reply.end(MARKS["interrupted"])
             raise KeyboardInterrupt from None
+        except BaseException:
+            reply.end()
+            raise
         finally:
-            print(terminal.flush(), end="", flush=True)
             self._store(args, stream)
-        mark = end_mark(stream.stop_reason.value if stream.stop_reason else "", stream.stop_detail)
-        print(for_terminal(f"\n[{mark}]") if mark else "")
+        reply.end(reply_mark(stream))
 
     def _parse(self, line: str, body: str) -> tuple[Any, str]:
         try:
@@ -513,8 +515,6 @@ def _bundle(
     rendered: Rendered | None = None,
     rendered_reasoning: Rendered | None = None,
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    from ._widgets import status_text
-
     stats = stream.stats
     reason = stream.stop_reason.value if stream.stop_reason else "interrupted"
     metadata = {

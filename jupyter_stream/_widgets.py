@@ -4,7 +4,7 @@
 Handlers never print and never block: Stop calls the stream's thread-safe ``close()``, the
 slider its ``set_deadline()``, so they act at once from whatever thread the kernel runs comm
 messages on (a subshell's, on JupyterLab 4.4 and later). Frames are rendered by the task that
-follows the stream, at most 20 a second (see ``_render``).
+follows the stream (``_follow.follow``), at most 20 a second.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import html
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,24 +20,14 @@ import ipywidgets as widgets
 import traitlets
 
 from ._exceptions import JupyterStreamError
+from ._follow import StatusThrottle, follow, reply_mark, status_text
 from ._kernel_compat import midcell_notice, serving
 from ._loop import private_loop
-from ._render import (
-    FRAME_INTERVAL,
-    BlockSplitter,
-    Rendered,
-    end_mark,
-    format_status,
-    status_html,
-)
+from ._render import BlockSplitter, Rendered, status_html
 from ._session import ChatSession
 from ._stream import ChatStream, StopReason
 
 __all__ = ["ChatPanel", "ChatView", "PromptBox", "ReplyView"]
-
-STATUS_INTERVAL = 0.5  # the status line's elapsed time ticks twice a second
-WAKE_INTERVAL = 0.1  # while a reply streams, the loop wakes at least this often (see follow())
-YIELD_INTERVAL = 0.01  # reading buffered deltas, follow() lets other callbacks run this often
 
 
 class ReplyView(anywidget.AnyWidget):
@@ -224,6 +213,38 @@ class _Box(widgets.VBox):  # type: ignore[misc]
             return {"text/plain": repr(self), "application/vnd.jupyter.widget-view+json": view}
 
 
+class _StreamControls:
+    """Stop and the timeout slider, wired to the stream that streams now: Stop closes it, the
+    slider moves its deadline, at once, from whatever thread runs comm messages."""
+
+    def __init__(
+        self,
+        stop_button: widgets.Button,
+        timeout_slider: widgets.FloatSlider,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
+        self.stop_button = stop_button
+        self.timeout_slider = timeout_slider
+        self.stream: ChatStream | None = None
+        stop = on_stop or self.stop
+        stop_button.on_click(lambda _button: stop())
+        timeout_slider.observe(self._on_slider, names="value")
+
+    def attach(self, stream: ChatStream) -> None:
+        self.stream = stream
+        self.stop_button.disabled = False
+
+    def stop(self) -> None:
+        stream = self.stream
+        if stream is not None:
+            stream.close(StopReason.STOPPED)
+
+    def _on_slider(self, change: dict[str, Any]) -> None:
+        stream = self.stream
+        if stream is not None and not stream.done:
+            stream.set_deadline(float(change["new"]))
+
+
 class ChatView:
     """One streaming reply: the answer as it grows, reasoning apart, Stop, the timeout slider
     and a status line."""
@@ -241,29 +262,17 @@ class ChatView:
             or "Stop the reply now (the connection is closed, the text so far is kept)",
         )
         self.timeout_slider = timeout_slider(timeout, max_timeout)
-        controls = widgets.HBox([self.stop_button, self.timeout_slider])
-        self.box = _Box([self.reply, controls])
-        self._controls = controls
-        self._stream: ChatStream | None = None
-        self._status_at = 0.0
+        self._controls = _StreamControls(self.stop_button, self.timeout_slider)
+        self._row = widgets.HBox([self.stop_button, self.timeout_slider])
+        self.box = _Box([self.reply, self._row])
+        self._status = StatusThrottle()
         if self._notice is not None:
             self.reply.show("", status=self._notice)
 
     def attach(self, stream: ChatStream) -> None:
         """Wire Stop and the slider to ``stream``."""
-        self._stream = stream
-        self.stop_button.on_click(self._on_stop)
-        self.timeout_slider.observe(self._on_slider, names="value")
+        self._controls.attach(stream)
         stream.set_deadline(self.timeout_slider.value)
-        self.stop_button.disabled = False
-
-    def _on_stop(self, _button: Any) -> None:
-        if self._stream is not None:
-            self._stream.close(StopReason.STOPPED)
-
-    def _on_slider(self, change: dict[str, Any]) -> None:
-        if self._stream is not None and not self._stream.done:
-            self._stream.set_deadline(float(change["new"]))
 
     async def follow(self, stream: ChatStream) -> None:
         """Read ``stream`` to its end, drawing frames; the last frame is exact.
@@ -275,10 +284,8 @@ class ChatView:
             await follow(stream, self.draw)
 
     def draw(self, stream: ChatStream, final: bool = False) -> None:
-        now = time.monotonic()
         status = None
-        if final or now - self._status_at >= STATUS_INTERVAL:  # rides along with a frame
-            self._status_at = now
+        if self._status.due(final):  # rides along with a frame
             status = status_text(stream)
             if self._notice is not None and not final:
                 status = f"{status} · {self._notice}"
@@ -296,7 +303,7 @@ class ChatView:
             self.reply,
             self.stop_button,
             self.timeout_slider,
-            self._controls,
+            self._row,
             self.box,
         ):
             _close(widget)
@@ -307,100 +314,6 @@ def _awaited(stream: ChatStream) -> bool:
     interrupt, a rule), rather than by the model."""
     reason = stream.stop_reason
     return reason not in (None, StopReason.COMPLETED, StopReason.LENGTH, StopReason.CONTENT_FILTER)
-
-
-def status_text(stream: ChatStream) -> str:
-    stats = stream.stats
-    reason = stream.stop_reason
-    said = None if reason is None else reason.value
-    if said is None and stream.waiting:
-        said = "waiting for a free slot (max_concurrent)…"
-    notes = len(stream.reply.notes)
-    if said is not None and notes:  # values the server sent that were ignored (in metadata)
-        said += f" · {notes} ignored value{'' if notes == 1 else 's'}"
-    return format_status(
-        model=stream.model,
-        tokens=stats.tokens,
-        tokens_per_second=stats.tokens_per_second,
-        time_to_first_token=stats.time_to_first_token,
-        elapsed=stats.elapsed,
-        reason=said,
-    )
-
-
-async def follow(
-    stream: ChatStream,
-    draw: Callable[[ChatStream, bool], None],
-    idle: float | None = STATUS_INTERVAL,
-) -> None:
-    """Read ``stream`` to its end, calling ``draw`` at most once per frame interval, and once
-    more, exactly, at the end (also when it ends by an error or a cancellation).
-
-    When no token has brought a frame for ``idle`` seconds, one is drawn anyway (so that a status
-    line keeps time while the server thinks); it is paced like any other. While the stream runs
-    the loop is also woken every 100 ms: ipykernel 7 turns Kernel -> Interrupt into a
-    cancellation that a sleeping loop notices only when something else wakes it.
-    """
-    loop = asyncio.get_running_loop()
-    last = -FRAME_INTERVAL
-    pending: asyncio.TimerHandle | None = None
-
-    def frame() -> None:
-        nonlocal pending, last
-        pending = None
-        draw(stream, False)
-        last = loop.time()  # from its end: a slow frame never leaves the loop without a turn
-
-    def schedule() -> bool:
-        """Draw now if a frame is due (True), else make sure one will be."""
-        nonlocal pending
-        if pending is None:
-            wait = last + FRAME_INTERVAL - loop.time()
-            if wait <= 0:
-                frame()
-                return True
-            pending = loop.call_later(wait, frame)
-        return False
-
-    async def tick() -> None:
-        while True:
-            await asyncio.sleep(WAKE_INTERVAL)
-            if idle is not None and loop.time() - last >= idle:
-                schedule()
-
-    def stop_drawing() -> None:
-        ticker.cancel()
-        if pending is not None:
-            pending.cancel()
-
-    ticker = loop.create_task(tick())
-    turn = loop.time()
-    try:
-        async for _delta in stream:
-            # Buffered deltas arrive without a pause: give Stop, the slider's deadline and an
-            # interrupt their turn after each frame, and at least every YIELD_INTERVAL.
-            if schedule() or loop.time() - turn >= YIELD_INTERVAL:
-                await asyncio.sleep(0)
-                turn = loop.time()
-    except asyncio.CancelledError:  # an interrupt: draw now, never wait
-        stop_drawing()
-        draw(stream, True)
-        raise
-    except BaseException:
-        stop_drawing()
-        await _paced(loop, last)
-        draw(stream, True)
-        raise
-    stop_drawing()
-    await _paced(loop, last)
-    draw(stream, True)
-
-
-async def _paced(loop: asyncio.AbstractEventLoop, last: float) -> None:
-    """Keep the final frame, too, within the frame rate."""
-    wait = last + FRAME_INTERVAL - loop.time()
-    if wait > 0:
-        await asyncio.sleep(wait)
 
 
 class PromptBox(anywidget.AnyWidget):
@@ -508,13 +421,11 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
             layout=widgets.Layout(flex_flow="row wrap"),
         )
         super().__init__([self.transcript, self.prompt, controls, self.status])
-        self._stream: ChatStream | None = None
+        self._controls = _StreamControls(self.stop_button, self.timeout_slider, self.stop)
         self._task: asyncio.Task[None] | None = None
         self._models_task: asyncio.Task[None] | None = None
         self.send_button.on_click(lambda _button: self.send(self.prompt.value))
         self.prompt.on_submit(self.send)
-        self.stop_button.on_click(lambda _button: self.stop())
-        self.timeout_slider.observe(self._on_slider, names="value")
         self._call(self._load_models)
 
     # -- what the buttons do; callable from any thread ------------------------------------------
@@ -531,9 +442,7 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
     def stop(self) -> None:
         """Stop the reply that streams now, if any (and forget the questions waiting)."""
         self._queue.clear()
-        stream = self._stream
-        if stream is not None:
-            stream.close(StopReason.STOPPED)
+        self._controls.stop()
 
     @property
     def supersede(self) -> bool:
@@ -547,7 +456,7 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
     @property
     def stream(self) -> ChatStream | None:
         """The latest turn's stream."""
-        return self._stream
+        return self._controls.stream
 
     async def wait(self) -> None:
         """Wait until the model picker has the server's models and the current turn's reply
@@ -570,12 +479,13 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
             self._loop.call_soon_threadsafe(callback)
 
     def _start(self, text: str) -> None:
-        if self._stream is not None and not self._stream.done:
+        current = self._controls.stream
+        if current is not None and not current.done:
             if not self.session.supersede:
                 self._queue.append(text)
-                self._set_status(self._stream)
+                self._set_status(current)
                 return
-            self._stream.close(StopReason.SUPERSEDED)
+            current.close(StopReason.SUPERSEDED)
         options = dict(self._options)
         options.setdefault("timeout", self.timeout_slider.value)
         try:
@@ -583,21 +493,17 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         except JupyterStreamError as exc:  # a configuration error: say so where the user looks
             self.status.value = status_html(str(exc))
             return
-        self._stream = stream
+        self._controls.attach(stream)
         turn = _TurnView(text)
         self.transcript.children = (*self.transcript.children, turn.box)
-        self.stop_button.disabled = False
         self._task = self._loop.create_task(self._run(stream, turn))
 
     async def _run(self, stream: ChatStream, turn: _TurnView) -> None:
-        status_at = 0.0
+        status = StatusThrottle()
 
         def draw(stream: ChatStream, final: bool) -> None:
-            nonlocal status_at
             turn.draw(stream, final)
-            now = time.monotonic()
-            if final or now - status_at >= STATUS_INTERVAL:
-                status_at = now
+            if status.due(final):
                 self._set_status(stream)
 
         try:
@@ -607,13 +513,13 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         except JupyterStreamError:  # shown in the status line and under the turn
             pass
         finally:
-            if stream is self._stream:
+            if stream is self._controls.stream:
                 self.stop_button.disabled = True
                 if self._queue:
                     self._start(self._queue.pop(0))
 
     def _set_status(self, stream: ChatStream) -> None:
-        if stream is not self._stream:
+        if stream is not self._controls.stream:
             return
         text = status_text(stream)
         if stream.error is not None:
@@ -621,11 +527,6 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         if self._queue:
             text += f" · {_waiting(len(self._queue))}"
         self.status.value = status_html(text)
-
-    def _on_slider(self, change: dict[str, Any]) -> None:
-        stream = self._stream
-        if stream is not None and not stream.done:
-            stream.set_deadline(float(change["new"]))
 
     def _load_models(self) -> None:
         from ._models import alist_models
@@ -663,8 +564,7 @@ class _TurnView:
         quick = final and _awaited(stream)
         self.reply.show(stream.text, stream.reply.reasoning, final=final, quick=quick)
         if final:
-            reason = stream.stop_reason.value if stream.stop_reason else ""
-            mark = end_mark(reason, stream.stop_detail)
+            mark = reply_mark(stream)
             if mark is not None or stream.error is not None:
                 said = mark or ""
                 if stream.error is not None:

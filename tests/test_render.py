@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 from markdown_it import MarkdownIt
 
+from jupyter_stream._follow import follow
 from jupyter_stream._magic import interpolate, transform_chat_cell
 from jupyter_stream._render import (
     RAW_LIMIT,
@@ -23,7 +24,7 @@ from jupyter_stream._render import (
     reply_bundle,
     safe_markdown_source,
 )
-from jupyter_stream._widgets import _edit, follow
+from jupyter_stream._widgets import _edit
 from jupyter_stream.server._models import demo_answer, tokenize
 
 ANSWER = demo_answer("How do streams work?")
