@@ -2,12 +2,16 @@
 would run it (no endpoint, no key, no network: the embedded demo server), and its key outputs
 are checked. The notebooks run in a temporary directory, two at a time (they spend most of their
 time waiting for the demo model's 30 tokens a second), and are never written back. What is
-checked never depends on how fast the machine is: stop reasons and counts, not durations."""
+checked never depends on how fast the machine is: stop reasons and counts, not durations.
+
+Each runs twice: on this environment's kernel (``python3``), and unchanged on a Colab-pinned kernel
+(ipykernel 6.17.1, IPython 7.34, ipywidgets 7.7.1; tests/kernel_stacks.py) with the same checks."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ from typing import Any
 import nbformat
 import pytest
 from conftest import user_env
+from kernel_stacks import STACKS, kernel_name, kernel_spec_manager
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = [
@@ -62,10 +67,16 @@ def test_a_notebook_is_kept_with_its_outputs_cleared(path: Path) -> None:
 # -- running them -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def executed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Every notebook, executed: the notebook with its outputs, or what went wrong."""
+@pytest.fixture(scope="module", params=["python3", "colab"])
+def executed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """Every notebook, executed on the kernel ``request.param``: the notebook with its outputs,
+    or what went wrong."""
+    from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
+
+    stack = STACKS.get(request.param)
 
     # As a new user: none of the endpoint variables (clean_env is function-scoped, and this
     # fixture is set up before it, so the kernels get their environment from here).
@@ -73,6 +84,11 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     # matplotlib builds its font cache once per machine, and says so on stderr if that is slow:
     # build it here, not in a notebook.
     import matplotlib.font_manager  # noqa: F401
+
+    if stack is not None:
+        spec_manager = kernel_spec_manager(stack)  # makes the stack's environment if need be
+        font_cache = [str(stack.python), "-c", "import matplotlib.font_manager"]
+        subprocess.run(font_cache, env=env, check=True, capture_output=True)
 
     running = asyncio.Semaphore(2)
 
@@ -85,8 +101,22 @@ def executed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             kernel_name="python3",
             resources={"metadata": {"path": str(cwd)}},
         )
+        manager = None
+        if stack is not None:
+            manager = AsyncKernelManager(
+                kernel_name=kernel_name(stack), kernel_spec_manager=spec_manager
+            )
+            client.km = manager
+            # As nbclient does for a kernel named python3: no history file shared between kernels.
+            client.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
         async with running:
-            await client.async_execute(env=env)
+            try:
+                await client.async_execute(env=env)
+            finally:  # nbclient shuts down only the kernels it made itself
+                if manager is not None:
+                    if client.kc is not None:
+                        client.kc.stop_channels()
+                    await manager.shutdown_kernel(now=True)
         return notebook
 
     async def run_all() -> list[Any]:
