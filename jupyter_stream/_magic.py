@@ -30,6 +30,7 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 from traitlets import Bool, Float, Int, List, Unicode
 
+from . import _kernel_compat
 from ._config import COLAB, COLAB_KEY_VAR, EMBEDDED, colab_proxy, resolve_model
 from ._endpoint import resolve_endpoint
 from ._exceptions import JupyterStreamError
@@ -608,3 +609,4 @@ def unload_ipython_extension(shell: Any) -> None:
     if transform_chat_cell in transformers:
         transformers.remove(transform_chat_cell)
     _active = None
+    _kernel_compat.unwrap()  # the kernel's own receive callback again, as before %load_ext

@@ -234,3 +234,22 @@ def test_where_stop_cannot_act_mid_cell_the_widgets_say_so_from_the_start(
     [state] = [s for comm_id, s in comm_opens(run) if comm_id == stop]
     assert state["tooltip"] == notice
     assert run.final["metadata"]["jupyter_stream"]["stop_reason"] == "length"
+
+
+def test_unload_ext_gives_the_kernel_its_own_receive_callback_back(
+    kernel: Kernel, stack: Stack, paced: BackgroundServer
+) -> None:
+    """After ``%unload_ext`` no wrapper of ours sits in the kernel's message path; after
+    ``%load_ext`` again, Stop acts mid-cell again."""
+    kernel.ok("%%chat --max-tokens 5\nWrap.")
+    check = (
+        "import jupyter_stream._kernel_compat as compat\n"
+        "stream = compat._shell_stream(get_ipython().kernel)\n"
+        "print(getattr(stream._recv_callback, '__qualname__', '').startswith('_wrap.'))"
+    )
+    wrapped = kernel.ok(check).stdout()
+    native = stack.name == "newest"  # ipykernel >= 7.4: nothing is wrapped
+    assert wrapped == f"{not native}\n"
+    assert kernel.ok(f"%unload_ext jupyter_stream\n{check}").stdout() == "False\n"
+    kernel.ok("%load_ext jupyter_stream")
+    test_stop_clicked_mid_stream_stops_it_and_the_connection(kernel, paced)
