@@ -36,62 +36,35 @@ Each measurement function returns rows (dicts) so that a combined runner can imp
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
-import os
 import platform
-import queue
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-_HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parent
-if str(_ROOT) not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, str(_ROOT))
+import _harness as h
 
-from jupyter_client.blocking.client import BlockingKernelClient  # noqa: E402
-from jupyter_client.manager import start_new_kernel  # noqa: E402
+from jupyter_stream._render import FRAME_INTERVAL, MARKS
 
-from jupyter_stream._render import FRAME_INTERVAL, MARKS  # noqa: E402
-from jupyter_stream.server import BackgroundServer, ServerConfig  # noqa: E402
+if TYPE_CHECKING:
+    from jupyter_client.blocking.client import BlockingKernelClient
+
+    from jupyter_stream.server import BackgroundServer
 
 RATES = (50.0, 200.0)
 TRAFFIC_TOKENS = 4000
-CLICK_RUNS = 20
-CLICK_TOKENS = 20_000
-CLICK_RATE = 50.0
-CLICK_AFTER = 5  # ReplyView frames the kernel has sent before the click
 FRAMES_PER_SECOND = 20  # the cap the widgets promise
 EARLY = FRAME_INTERVAL - 0.002  # a frame this soon after the last one broke the pacing
 SIGNATURE = 64  # an HMAC-SHA256 signature, in hex
 DELIMITER = len(b"<IDS|MSG>")
 KIB = 1024
-SLACK = 60.0  # seconds a cell may take beyond its schedule
-PROMPT = "Tell me about server-sent events."
-DISCONNECTED = "client disconnected"
-FRAME = "comm_msg: ReplyView frame (custom)"
-STATE_UPDATE = "comm_msg: state update"
+SLACK = h.CLICK_SLACK
+R, L = h.R, h.L
 
-Row = dict[str, Any]
-Message = dict[str, Any]
-
-
-# -- helpers --------------------------------------------------------------------------------------
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+Row = h.Row
+Message = h.Message
 
 
 def _json_bytes(part: Any) -> int:
@@ -109,175 +82,10 @@ def wire_bytes(msg: Message) -> int:
     return size
 
 
-def _date(msg: Message) -> float:
-    """The kernel's send time of ``msg``, in seconds since the epoch."""
-    date = msg["header"]["date"]
-    if isinstance(date, str):
-        date = datetime.fromisoformat(date.replace("Z", "+00:00"))
-    return float(date.timestamp())
-
-
-def _max_in_window(times: list[float], width: float = 1.0) -> int:
-    """The most of ``times`` that fall in any window [t, t + width)."""
-    ordered = sorted(times)
-    best = start = 0
-    for end, t in enumerate(ordered):
-        while ordered[start] <= t - width:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
-def _kernel_env() -> dict[str, str]:
-    drop = ("OPENAI_BASE_URL", "JUPYTER_STREAM_BASE_URL")
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k not in drop}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
-    env["JUPYTER_STREAM_MODEL"] = "demo"
-    return env
-
-
-@contextlib.contextmanager
-def _kernel() -> Iterator[BlockingKernelClient]:
-    """A python3 kernel with ``%load_ext jupyter_stream`` run; shut down on exit."""
-    km, kc = start_new_kernel(kernel_name="python3", env=_kernel_env())
-    try:
-        cell = run_cell(kc, "%load_ext jupyter_stream", timeout=60)
-        if cell.reply.get("status") != "ok":
-            raise RuntimeError(f"%load_ext jupyter_stream failed: {cell.reply}")
-        yield kc
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-
-
-@contextlib.contextmanager
-def _servers() -> Iterator[Callable[[float], BackgroundServer]]:
-    """Demo servers, one a rate, made on first use; all stopped on exit."""
-    made: dict[float, BackgroundServer] = {}
-
-    def get(rate: float) -> BackgroundServer:
-        if rate not in made:
-            server = BackgroundServer(ServerConfig(tokens_per_second=rate, first_token_delay=0))
-            server.__enter__()
-            made[rate] = server
-        return made[rate]
-
-    try:
-        yield get
-    finally:
-        for server in made.values():
-            server.stop()
-
-
-# -- running a cell -------------------------------------------------------------------------------
-
-
-@dataclass
-class Cell:
-    """The iopub messages of one cell, from execute_input to idle, and its execute_reply."""
-
-    msg_id: str
-    messages: list[Message] = field(default_factory=list)
-    reply: dict[str, Any] = field(default_factory=dict)
-    reply_comm: str | None = None  # the ReplyView's comm id
-    stop_comm: str | None = None  # the Stop button's
-    frames: int = 0  # ReplyView custom messages so far
-
-    def kind(self, msg: Message) -> str:
-        """The message's type, comm messages split by what they carry."""
-        kind = str(msg["msg_type"])
-        content = msg["content"]
-        if kind == "comm_msg":
-            method = content.get("data", {}).get("method")
-            if method == "custom" and content.get("comm_id") == self.reply_comm:
-                return FRAME
-            return STATE_UPDATE if method == "update" else f"comm_msg: {method}"
-        if kind == "comm_open":
-            mine = content.get("comm_id") == self.reply_comm
-            return "comm_open: ReplyView (with its _esm)" if mine else "comm_open: other widgets"
-        return kind
-
-    def final_output(self) -> tuple[str, dict[str, Any]]:
-        """The final update_display_data's ``text/plain`` and ``jupyter_stream`` metadata."""
-        for msg in reversed(self.messages):
-            if msg["msg_type"] == "update_display_data":
-                content = msg["content"]
-                meta = content.get("metadata", {}).get("jupyter_stream", {})
-                return str(content["data"].get("text/plain", "")), dict(meta)
-        return "", {}
-
-    def problems(self) -> list[str]:
-        out = []
-        for msg in self.messages:
-            if msg["msg_type"] in ("error", "stream"):
-                content = msg["content"]
-                text = content.get("text") or f"{content.get('ename')}: {content.get('evalue')}"
-                out.append(f"{msg['msg_type']}: {str(text).strip()[:200]}")
-        if self.reply.get("status") != "ok":
-            out.append(f"execute_reply status {self.reply.get('status')}")
-        return out
-
-
-def run_cell(
-    kc: BlockingKernelClient,
-    code: str,
-    *,
-    timeout: float,
-    on_message: Callable[[Cell, Message], None] | None = None,
-) -> Cell:
-    """Execute ``code``; collect its iopub messages to its idle status, calling ``on_message``
-    on each, then its execute_reply."""
-    cell = Cell(kc.execute(code, store_history=False))
-    deadline = time.monotonic() + timeout
-    started = False
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"the cell did not end in {timeout:g} s: {code[:60]!r}")
-        try:
-            msg = kc.get_iopub_msg(timeout=left)
-        except queue.Empty:
-            continue
-        if msg["parent_header"].get("msg_id") != cell.msg_id:
-            continue
-        kind, content = msg["msg_type"], msg["content"]
-        started = started or kind == "execute_input"
-        if not started:
-            continue
-        if kind == "comm_open":
-            state = content.get("data", {}).get("state", {})
-            if str(state.get("_anywidget_id", "")).endswith(".ReplyView"):
-                cell.reply_comm = content["comm_id"]
-            elif state.get("_model_name") == "ButtonModel" and state.get("description") == "Stop":
-                cell.stop_comm = content["comm_id"]
-        cell.messages.append(msg)
-        if cell.kind(msg) == FRAME:
-            cell.frames += 1
-        if on_message is not None:
-            on_message(cell, msg)
-        if kind == "status" and content.get("execution_state") == "idle":
-            break
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("no execute_reply")
-        try:
-            msg = kc.get_shell_msg(timeout=left)
-        except queue.Empty:
-            continue
-        if msg["parent_header"].get("msg_id") == cell.msg_id:
-            cell.reply = msg["content"]
-            return cell
-
-
-def _chat(base_url: str, max_tokens: int, extra: str = "") -> str:
-    return f"%%chat --new --base-url {base_url} --max-tokens {max_tokens}{extra}\n{PROMPT}"
-
-
 # -- (a) the traffic of one cell ------------------------------------------------------------------
 
 
-def measure_traffic(cell: Cell, rate: float, tokens: int) -> Row:
+def measure_traffic(cell: h.Cell, rate: float, tokens: int) -> Row:
     """The figures of one cell's messages (see the module docstring)."""
     by_kind: Counter[str] = Counter()
     bytes_by_kind: Counter[str] = Counter()
@@ -293,14 +101,14 @@ def measure_traffic(cell: Cell, rate: float, tokens: int) -> Row:
         bytes_by_kind[kind] += size
         content_by_kind[kind] += _json_bytes(msg["content"])
         if msg["msg_type"] == "comm_msg":
-            comm_times.append(_date(msg))
-            if kind == FRAME:
-                frame_times.append(_date(msg))
+            comm_times.append(h.date(msg))
+            if kind == h.FRAME:
+                frame_times.append(h.date(msg))
                 frame_status.append("s" in msg["content"]["data"].get("content", {}))
         elif msg["msg_type"] == "display_data" and shown is None:
-            shown = _date(msg)
+            shown = h.date(msg)
         elif msg["msg_type"] == "update_display_data":
-            ended = _date(msg)
+            ended = h.date(msg)
     plain, meta = cell.final_output()
     mark = MARKS.get(str(meta.get("stop_reason", "")))
     if mark is not None and plain.endswith(f"\n[{mark}]"):
@@ -323,13 +131,13 @@ def measure_traffic(cell: Cell, rate: float, tokens: int) -> Row:
         "comm_msgs": len(comm_times),
         "frames": frames,
         "fps": frames / streaming if streaming else None,
-        "max_frames_1s": _max_in_window(frame_times),
-        "max_paced_1s": _max_in_window(frame_times[:-1]),  # without the final, exact frame
+        "max_frames_1s": h.max_in_window(frame_times),
+        "max_paced_1s": h.max_in_window(frame_times[:-1]),  # without the final, exact frame
         "early": len(early),
         "early_status": sum(frame_status[i] or frame_status[i - 1] for i in early),
         "early_final": frames - 1 in early,
         "status_frames": sum(frame_status),
-        "max_comm_1s": _max_in_window(comm_times),
+        "max_comm_1s": h.max_in_window(comm_times),
         "bytes": total,
         "budget": budget,
         "met": total <= budget,
@@ -350,164 +158,87 @@ def traffic(
     rows = []
     for rate in rates:
         server = server_for(rate)
-        cell = run_cell(
+        cell = h.run_cell(
             kc,
-            _chat(server.base_url, tokens, " --timeout 600"),
+            h.chat_cell(server.base_url, tokens, " --timeout 600"),
             timeout=tokens / rate + SLACK,
         )
         rows.append(measure_traffic(cell, rate, tokens))
     return rows
 
 
-# -- (b) Stop click to the server's disconnect ----------------------------------------------------
-
-
-def _click(kc: BlockingKernelClient, comm_id: str) -> None:
-    content = {"comm_id": comm_id, "data": {"method": "custom", "content": {"event": "click"}}}
-    kc.shell_channel.send(kc.session.msg("comm_msg", content))
-
-
-def click_once(kc: BlockingKernelClient, server: BackgroundServer, tokens: int) -> Row:
-    state = server.app.state.server
-    row: Row = {"latency_ms": None, "reply_ms": None}
-    clicked: list[float] = []
-
-    def on_message(cell: Cell, msg: Message) -> None:
-        if clicked or cell.frames < CLICK_AFTER or cell.stop_comm is None:
-            return
-        seen: list[float] = []
-        with state.changed:
-            first = len(state.ended)
-
-            def disconnected() -> bool:
-                new = list(state.ended)[first:]
-                if not seen and any(e.get("end") == DISCONNECTED for e in new):
-                    seen.append(time.perf_counter())
-                return bool(seen)
-
-            t0 = time.perf_counter()
-            clicked.append(t0)
-            _click(kc, cell.stop_comm)
-            state.changed.wait_for(disconnected, SLACK)
-        if seen:
-            row["latency_ms"] = (seen[0] - t0) * 1000
-
-    cell = run_cell(
-        kc,
-        _chat(server.base_url, tokens, " --timeout 600"),
-        timeout=tokens / CLICK_RATE + SLACK,
-        on_message=on_message,
-    )
-    done = time.perf_counter()
-    plain, meta = cell.final_output()
-    row["clicked"] = bool(clicked)
-    row["reply_ms"] = (done - clicked[0]) * 1000 if clicked else None
-    row["stopped"] = meta.get("stop_reason") == "stopped" and plain.endswith(
-        f"[{MARKS['stopped']}]"
-    )
-    row["reply_ok"] = cell.reply.get("status") == "ok"
-    row["problems"] = cell.problems()
-    return row
-
-
-def clicks(
-    kc: BlockingKernelClient,
-    server_for: Callable[[float], BackgroundServer],
-    runs: int = CLICK_RUNS,
-    tokens: int = CLICK_TOKENS,
-) -> list[Row]:
-    server = server_for(CLICK_RATE)
-    return [click_once(kc, server, tokens) for _ in range(runs)]
-
-
 # -- output ---------------------------------------------------------------------------------------
-
-
-def _fmt(value: Any, spec: str = ".1f") -> str:
-    if value is None:
-        return "—"
-    return format(value, spec)
-
-
-def _version(name: str) -> str:
-    try:
-        return f"{name} {version(name)}"
-    except PackageNotFoundError:
-        return f"no {name}"
 
 
 def header(command: str) -> str:
     stack = " · ".join(
-        _version(name) for name in ("ipykernel", "ipywidgets", "anywidget", "jupyter_client")
+        h.package_version(name)
+        for name in ("ipykernel", "ipywidgets", "anywidget", "jupyter_client")
     )
-    return (
-        f"Python {platform.python_version()} · {stack} · os.cpu_count() = {os.cpu_count()} · "
-        f"{platform.system()} {platform.machine()} · `{command}`"
-    )
+    return f"Python {platform.python_version()} · {stack} · {h.machine()} · `{command}`"
 
 
 def traffic_table(rows: list[Row]) -> str:
-    out = [
-        "| tokens/s | reply bytes | streaming s | messages | comm_msg | frames | frames/s "
-        "| max frames in 1 s | max comm_msg in 1 s | total bytes | budget bytes | within budget "
-        "| bytes/frame |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- "
-        "| ---: |",
+    columns = [
+        ("tokens/s", R),
+        ("reply bytes", R),
+        ("streaming s", R),
+        ("messages", R),
+        ("comm_msg", R),
+        ("frames", R),
+        ("frames/s", R),
+        ("max frames in 1 s", R),
+        ("max comm_msg in 1 s", R),
+        ("total bytes", R),
+        ("budget bytes", R),
+        ("within budget", L),
+        ("bytes/frame", R),
     ]
-    for row in rows:
-        verdict = "yes" if row["met"] else f"**no** ({row['bytes'] / row['budget']:.2f}x)"
-        out.append(
-            f"| {row['rate']:g} | {row['reply_bytes']:,} | {_fmt(row['streaming_s'], '.2f')} "
-            f"| {row['messages']:,} | {row['comm_msgs']:,} | {row['frames']:,} "
-            f"| {_fmt(row['fps'])} | {row['max_frames_1s']} | {row['max_comm_1s']} "
-            f"| {row['bytes']:,} | {row['budget']:,} | {verdict} "
-            f"| {_fmt(row['bytes_per_frame'], ',.0f')} |"
-        )
-    return "\n".join(out)
+    return h.table(
+        columns,
+        (
+            [
+                f"{row['rate']:g}",
+                f"{row['reply_bytes']:,}",
+                h.fmt(row["streaming_s"], ".2f"),
+                f"{row['messages']:,}",
+                f"{row['comm_msgs']:,}",
+                f"{row['frames']:,}",
+                h.fmt(row["fps"]),
+                row["max_frames_1s"],
+                row["max_comm_1s"],
+                f"{row['bytes']:,}",
+                f"{row['budget']:,}",
+                "yes" if row["met"] else f"**no** ({row['bytes'] / row['budget']:.2f}x)",
+                h.fmt(row["bytes_per_frame"], ",.0f"),
+            ]
+            for row in rows
+        ),
+    )
 
 
 def breakdown_table(rows: list[Row]) -> str:
-    out = [
-        "| tokens/s | message | count | bytes | % of bytes | bytes/message "
-        "| of which content bytes/message |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    columns = [
+        ("tokens/s", R),
+        ("message", L),
+        ("count", R),
+        ("bytes", R),
+        ("% of bytes", R),
+        ("bytes/message", R),
+        ("of which content bytes/message", R),
     ]
+    body = []
     for row in rows:
         sizes: dict[str, int] = row["bytes_by_kind"]
         for kind, size in sorted(sizes.items(), key=lambda item: -item[1]):
             count = row["by_kind"][kind]
-            out.append(
-                f"| {row['rate']:g} | {kind} | {count:,} | {size:,} "
-                f"| {size / row['bytes'] * 100:.1f} | {size / count:,.0f} "
-                f"| {row['content_by_kind'][kind] / count:,.0f} |"
-            )
-    return "\n".join(out)
-
-
-def clicks_table(rows: list[Row]) -> str:
-    latencies = [r["latency_ms"] for r in rows if r["latency_ms"] is not None]
-    replies = [r["reply_ms"] for r in rows if r["reply_ms"] is not None]
-    notes = sorted({p for r in rows for p in r["problems"]})
-    return "\n".join(
-        [
-            "| runs | clicks sent | disconnects seen | p50 ms | p90 ms | max ms "
-            "| click → execute_reply p50 / max ms | execute_reply ok | output says stopped "
-            "| notes |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-            f"| {len(rows)} | {sum(r['clicked'] for r in rows)} | {len(latencies)} "
-            f"| {_fmt(_percentile(latencies, 0.5), '.2f')} "
-            f"| {_fmt(_percentile(latencies, 0.9), '.2f')} "
-            f"| {_fmt(max(latencies, default=None), '.2f')} "
-            f"| {_fmt(_percentile(replies, 0.5), '.0f')} / "
-            f"{_fmt(max(replies, default=None), '.0f')} "
-            f"| {sum(r['reply_ok'] for r in rows)} / {len(rows)} "
-            f"| {sum(r['stopped'] for r in rows)} / {len(rows)} | {' / '.join(notes)[:300]} |",
-        ]
-    )
-
-
-def _verdict(ok: bool) -> str:
-    return "met" if ok else "**missed**"
+            content = row["content_by_kind"][kind]
+            share = size / row["bytes"] * 100
+            body.append(
+                [f"{row['rate']:g}", kind, f"{count:,}", f"{size:,}", f"{share:.1f}",
+                 f"{size / count:,.0f}", f"{content / count:,.0f}"]
+            )  # fmt: skip
+    return h.table(columns, body)
 
 
 def targets(t_rows: list[Row]) -> str:
@@ -517,7 +248,7 @@ def targets(t_rows: list[Row]) -> str:
         lines.append(
             f"- {row['rate']:g} tokens/s: at most {FRAMES_PER_SECOND} ReplyView frames in any "
             f"1 s: max {most} ({row['max_paced_1s']} without the final, exact frame) — "
-            f"{_verdict(most <= FRAMES_PER_SECOND)}; {row['early']} frames came less than "
+            f"{h.verdict(most <= FRAMES_PER_SECOND)}; {row['early']} frames came less than "
             f"{EARLY * 1000:g} ms after the previous one ({row['early_status']} of them carry "
             f"the status line or follow one that does; the final frame "
             f"{'is' if row['early_final'] else 'is not'} one of them; "
@@ -527,7 +258,7 @@ def targets(t_rows: list[Row]) -> str:
         lines.append(
             f"- {row['rate']:g} tokens/s: bytes <= 3 x reply + 1 KiB x frames: "
             f"{row['bytes']:,} vs {row['budget']:,} "
-            f"({'+' if over > 0 else ''}{over:,} bytes) — {_verdict(row['met'])}"
+            f"({'+' if over > 0 else ''}{over:,} bytes) — {h.verdict(row['met'])}"
         )
     return "\n".join(lines)
 
@@ -537,21 +268,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--only", choices=("traffic", "clicks"), help="run one part")
     parser.add_argument("--tokens", type=int, help=f"the reply's tokens (default {TRAFFIC_TOKENS})")
-    parser.add_argument("--clicks", type=int, help=f"Stop clicks (default {CLICK_RUNS})")
+    parser.add_argument("--clicks", type=int, help=f"Stop clicks (default {h.CLICK_RUNS})")
     args = parser.parse_args(argv)
-    command = (
-        "python benchmarks/bench_frontend.py"
-        + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    )
+    command = h.command_line("bench_frontend.py", argv)
     tokens = args.tokens or (1000 if args.quick else TRAFFIC_TOKENS)
-    runs = args.clicks or (5 if args.quick else CLICK_RUNS)
+    runs = args.clicks or (5 if args.quick else h.CLICK_RUNS)
 
     started = time.monotonic()
     print("## %%chat in a kernel: front-end traffic and Stop latency\n")
     print(header(command) + "\n", flush=True)
     t_rows: list[Row] = []
-    with _servers() as server_for, _kernel() as kc:
-        warm = run_cell(kc, _chat(server_for(RATES[-1]).base_url, 20), timeout=SLACK)
+    with h.demo_servers() as server_for, h.kernel() as kc:
+        warm = h.run_cell(kc, h.chat_cell(server_for(RATES[-1]).base_url, 20), timeout=SLACK)
         if warm.problems():
             print("Warm-up cell: " + " / ".join(warm.problems()) + "\n")
         if args.only in (None, "traffic"):
@@ -577,14 +305,14 @@ def main(argv: list[str] | None = None) -> None:
                     )
             sys.stdout.flush()
         if args.only in (None, "clicks"):
-            c_rows = clicks(kc, server_for, runs)
+            c_rows = h.clicks(kc, server_for, runs)
             print(
                 f"### Stop click → the server sees the disconnect: `%%chat --max-tokens "
-                f"{CLICK_TOKENS}` at {CLICK_RATE:g} tokens/s, clicked after the ReplyView's "
-                f"{CLICK_AFTER}th frame; latency = the server's `ended` gets "
-                f'"{DISCONNECTED}" - the click sent\n'
+                f"{h.CLICK_TOKENS}` at {h.CLICK_RATE:g} tokens/s, clicked after the ReplyView's "
+                f"{h.CLICK_AFTER}th frame; latency = the server's `ended` gets "
+                f'"{h.DISCONNECTED}" - the click sent\n'
             )
-            print(clicks_table(c_rows) + "\n")
+            print(h.clicks_table(c_rows) + "\n")
     if t_rows:
         print(targets(t_rows))
     print(f"\n({time.monotonic() - started:.0f} s)")

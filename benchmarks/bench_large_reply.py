@@ -27,34 +27,26 @@ before/after comparison; the server is always this checkout's.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
-import queue
 import statistics
-import sys
 import time
-from collections.abc import Callable, Iterator
-from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, str(_ROOT))
+import _harness as h
 
-from jupyter_client.blocking.client import BlockingKernelClient  # noqa: E402
-from jupyter_client.manager import start_new_kernel  # noqa: E402
-
-from jupyter_stream._render import (  # noqa: E402
+from jupyter_stream._render import (
     BlockSplitter,
     render_markdown,
     reply_bundle,
     safe_markdown_source,
 )
-from jupyter_stream.server import BackgroundServer, ServerConfig  # noqa: E402
-from jupyter_stream.server._models import tokenize  # noqa: E402
+from jupyter_stream.server import BackgroundServer, ServerConfig
+from jupyter_stream.server._models import tokenize
+
+if TYPE_CHECKING:
+    from jupyter_client.blocking.client import BlockingKernelClient
 
 RATE = 300.0
 TABLE_ROWS = 12_000
@@ -62,7 +54,6 @@ CODE_LINES = 9_000
 CLICK_AFTER = 20.0  # seconds of streaming before the click
 RUNS = 3
 SLACK = 300.0  # seconds to wait for a disconnect or a cell end before giving up
-DISCONNECTED = "client disconnected"
 TOKENS_PER_FRAME = int(RATE / 20)
 
 # The replies, as code that the kernel runs (and this process, for (b)).
@@ -81,8 +72,9 @@ SHAPES = {
     ),
 }
 
-Row = dict[str, Any]
-Message = dict[str, Any]
+Row = h.Row
+Message = h.Message
+R, L = h.R, h.L
 
 
 def reply_text(shape: str) -> str:
@@ -91,129 +83,39 @@ def reply_text(shape: str) -> str:
     return str(namespace["reply"])
 
 
-# -- the kernel -----------------------------------------------------------------------------------
-
-
-def _kernel_env(root: Path) -> dict[str, str]:
-    drop = ("OPENAI_BASE_URL", "JUPYTER_STREAM_BASE_URL")
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and k not in drop}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    env["JUPYTER_STREAM_MODEL"] = "demo"
-    return env
-
-
-@contextlib.contextmanager
-def _kernel(root: Path) -> Iterator[BlockingKernelClient]:
-    km, kc = start_new_kernel(kernel_name="python3", env=_kernel_env(root))
-    try:
-        _run(kc, "%load_ext jupyter_stream")
-        yield kc
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-
-
-def _run(
-    kc: BlockingKernelClient,
-    code: str,
-    on_message: Callable[[Message], None] | None = None,
-    timeout: float = SLACK,
-) -> list[Message]:
-    """Execute ``code``; its iopub messages up to its idle status (``on_message`` sees each)."""
-    msg_id = kc.execute(code, store_history=False)
-    messages: list[Message] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            msg = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
-        except queue.Empty:
-            continue
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        messages.append(msg)
-        if on_message is not None:
-            on_message(msg)
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return messages
-    raise TimeoutError(f"the cell did not end in {timeout:g} s: {code[:60]!r}")
-
-
-def _date(msg: Message) -> float:
-    date = msg["header"]["date"]
-    if isinstance(date, str):
-        date = datetime.fromisoformat(date.replace("Z", "+00:00"))
-    return float(date.timestamp())
-
-
-def _max_in_window(times: list[float], width: float = 1.0) -> int:
-    ordered = sorted(times)
-    best = start = 0
-    for end, t in enumerate(ordered):
-        while ordered[start] <= t - width:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
+# -- (a) in a kernel -----------------------------------------------------------------------------
 
 
 def click_once(kc: BlockingKernelClient, server: BackgroundServer, click_after: float) -> Row:
-    state = server.app.state.server
     row: Row = {"disconnect_ms": None, "end_ms": None}
-    comms: dict[str, str] = {}  # "reply" / "stop" -> comm id
     shown: list[float] = []
     frames: list[float] = []
     t0: list[float] = []
 
-    def on_message(msg: Message) -> None:
-        kind, content = msg["msg_type"], msg["content"]
-        if kind == "comm_open":
-            data = content.get("data", {}).get("state", {})
-            if str(data.get("_anywidget_id", "")).endswith(".ReplyView"):
-                comms["reply"] = content["comm_id"]
-            elif data.get("_model_name") == "ButtonModel" and data.get("description") == "Stop":
-                comms["stop"] = content["comm_id"]
-        elif kind == "display_data" and not shown:
+    def on_message(cell: h.Cell, msg: Message) -> None:
+        kind = cell.kind(msg)
+        if kind == "display_data" and not shown:
             shown.append(time.monotonic())
-        elif (
-            kind == "comm_msg"
-            and content.get("comm_id") == comms.get("reply")
-            and content.get("data", {}).get("method") == "custom"
-        ):
-            frames.append(_date(msg))
-        if t0 or not shown or "stop" not in comms or kind != "comm_msg":
+        elif kind == h.FRAME:
+            frames.append(h.date(msg))
+        if t0 or not shown or cell.stop_comm is None or msg["msg_type"] != "comm_msg":
             return
         if time.monotonic() - shown[0] < click_after:
             return
-        seen: list[float] = []
-        with state.changed:
-            first = len(state.ended)
-
-            def disconnected() -> bool:
-                if not seen and any(
-                    e.get("end") == DISCONNECTED for e in list(state.ended)[first:]
-                ):
-                    seen.append(time.perf_counter())
-                return bool(seen)
-
-            t0.append(time.perf_counter())
-            message = {"method": "custom", "content": {"event": "click"}}
-            kc.shell_channel.send(
-                kc.session.msg("comm_msg", {"comm_id": comms["stop"], "data": message})
-            )
-            state.changed.wait_for(disconnected, SLACK)
-        if seen:
-            row["disconnect_ms"] = (seen[0] - t0[0]) * 1000
+        clicked, seen = h.click_stop(kc, cell.stop_comm, server, SLACK)
+        t0.append(clicked)
+        if seen is not None:
+            row["disconnect_ms"] = (seen - clicked) * 1000
 
     code = f"%%chat --new -m echo --base-url {server.base_url} --timeout 900\n{{reply}}"
-    messages = _run(kc, code, on_message, timeout=SLACK + 3 * click_after)
+    cell = h.run_cell(kc, code, timeout=SLACK + 3 * click_after, on_message=on_message)
     if t0:
         row["end_ms"] = (time.perf_counter() - t0[0]) * 1000
-    final: dict[str, Any] = next(
-        (m["content"] for m in reversed(messages) if m["msg_type"] == "update_display_data"), {}
-    )
+    final = cell.final()
     meta = final.get("metadata", {}).get("jupyter_stream", {})
     row["stop_reason"] = meta.get("stop_reason")
     row["shown_chars"] = len(final.get("data", {}).get("text/plain", ""))
-    row["max_frames_1s"] = _max_in_window(frames)
+    row["max_frames_1s"] = h.max_in_window(frames)
     row["frames"] = len(frames)
     return row
 
@@ -221,9 +123,9 @@ def click_once(kc: BlockingKernelClient, server: BackgroundServer, click_after: 
 def clicks(root: Path, shapes: list[str], runs: int, click_after: float) -> dict[str, list[Row]]:
     out: dict[str, list[Row]] = {}
     config = ServerConfig(tokens_per_second=RATE, first_token_delay=0, log_requests=False)
-    with BackgroundServer(config) as server, _kernel(root) as kc:
+    with BackgroundServer(config) as server, h.kernel(root) as kc:
         for shape in shapes:
-            _run(kc, SHAPES[shape][1])
+            h.run_cell(kc, SHAPES[shape][1], timeout=SLACK)
             out[shape] = [click_once(kc, server, click_after) for _ in range(runs)]
     return out
 
@@ -264,54 +166,57 @@ def final_cost(shape: str) -> Row:
 # -- output ---------------------------------------------------------------------------------------
 
 
-def _fmt(value: Any, spec: str = ".0f") -> str:
-    return "—" if value is None else format(value, spec)
-
-
-def _version(name: str) -> str:
-    try:
-        return f"{name} {version(name)}"
-    except PackageNotFoundError:
-        return f"no {name}"
-
-
-def _spread(values: list[float]) -> str:
-    if not values:
-        return "—"
-    return f"{statistics.median(values):.0f} / {max(values):.0f}"
-
-
 def clicks_table(rows: dict[str, list[Row]]) -> str:
-    out = [
-        "| reply | runs | click → disconnect ms (median / max) | click → cell end ms "
-        "(median / max) | stopped | characters shown (median) | max frames in 1 s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    columns = [
+        ("reply", L),
+        ("runs", R),
+        ("click → disconnect ms (median / max)", R),
+        ("click → cell end ms (median / max)", R),
+        ("stopped", R),
+        ("characters shown (median)", R),
+        ("max frames in 1 s", R),
     ]
+    body = []
     for shape, runs in rows.items():
         gone = [r["disconnect_ms"] for r in runs if r["disconnect_ms"] is not None]
         ends = [r["end_ms"] for r in runs if r["end_ms"] is not None]
-        out.append(
-            f"| {SHAPES[shape][0]} | {len(runs)} | {_spread(gone)} | {_spread(ends)} "
-            f"| {sum(r['stop_reason'] == 'stopped' for r in runs)} / {len(runs)} "
-            f"| {statistics.median(r['shown_chars'] for r in runs):,.0f} "
-            f"| {max(r['max_frames_1s'] for r in runs)} |"
+        body.append(
+            [
+                SHAPES[shape][0],
+                len(runs),
+                h.spread(gone),
+                h.spread(ends),
+                f"{sum(r['stop_reason'] == 'stopped' for r in runs)} / {len(runs)}",
+                f"{statistics.median(r['shown_chars'] for r in runs):,.0f}",
+                max(r["max_frames_1s"] for r in runs),
+            ]
         )
-    return "\n".join(out)
+    return h.table(columns, body)
 
 
 def cost_table(rows: list[Row]) -> str:
-    out = [
-        "| reply | characters | frames | update() median / max ms | stopped final frame + "
-        "reply_bundle ms | the whole text rendered and made safe again ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    columns = [
+        ("reply", L),
+        ("characters", R),
+        ("frames", R),
+        ("update() median / max ms", R),
+        ("stopped final frame + reply_bundle ms", R),
+        ("the whole text rendered and made safe again ms", R),
     ]
-    for row in rows:
-        out.append(
-            f"| {SHAPES[row['shape']][0]} | {row['chars']:,} | {row['frames']:,} "
-            f"| {row['median_ms']:.2f} / {row['max_ms']:.1f} | {row['final_ms']:.1f} "
-            f"| {row['whole_ms']:.0f} |"
-        )
-    return "\n".join(out)
+    return h.table(
+        columns,
+        (
+            [
+                SHAPES[row["shape"]][0],
+                f"{row['chars']:,}",
+                f"{row['frames']:,}",
+                f"{row['median_ms']:.2f} / {row['max_ms']:.1f}",
+                f"{row['final_ms']:.1f}",
+                f"{row['whole_ms']:.0f}",
+            ]
+            for row in rows
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -321,14 +226,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--click-after", type=float, help=f"seconds (default {CLICK_AFTER:g})")
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
     parser.add_argument("--only", choices=("clicks", "cost"), help="run one part")
-    parser.add_argument("--root", type=Path, default=_ROOT, help="where the kernel imports from")
+    parser.add_argument("--root", type=Path, default=h.ROOT, help="where the kernel imports from")
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else RUNS)
     click_after = args.click_after or (5.0 if args.quick else CLICK_AFTER)
-    command = "python benchmarks/bench_large_reply.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    stack = " · ".join(_version(n) for n in ("ipykernel", "ipywidgets", "anywidget"))
+    command = h.command_line("bench_large_reply.py", argv)
+    stack = " · ".join(h.package_version(n) for n in ("ipykernel", "ipywidgets", "anywidget"))
     print("## Stop during a long reply of one Markdown block\n")
     print(
         f"Python {platform.python_version()} · {stack} · os.cpu_count() = {os.cpu_count()} · "

@@ -46,24 +46,16 @@ import asyncio
 import gc
 import re
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-_HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parent
-for _p in (str(_ROOT), str(_HERE)):
-    if _p not in sys.path:  # run from a checkout without installing the package
-        sys.path.insert(0, _p)
+import _harness as h
 
-import bench_stream  # noqa: E402
-
-from jupyter_stream import StopOn, StopReason, astream_chat, registry, stop_on  # noqa: E402
-from jupyter_stream import _stream as _stream_module  # noqa: E402  (the read counter only)
+from jupyter_stream import StopOn, StopReason, astream_chat, registry, stop_on
+from jupyter_stream import _stream as _stream_module  # the read counter only
 
 N_CHUNKS = 20_000
 TOKEN = " tok"  # the content of every firehose chunk (firehose._TOKEN_EVENT)
@@ -77,7 +69,8 @@ INTERVAL = 0.02  # seconds between chunks of the preemption runs' streams
 PACED_MAX_TOKENS = 10_000  # 200 s at 20 ms: never reached, a bound
 STREAM_DEADLINE = 30.0
 
-Row = dict[str, Any]
+Row = h.Row
+R, L = h.R, h.L
 
 # -- the rules ------------------------------------------------------------------------------------
 
@@ -232,27 +225,21 @@ def rules(base_url: str, *, repeats: int = 11, n: int = N_CHUNKS) -> list[Row]:
     keys = [
         (mode, interval, name, options) for mode, interval in MODES for name, options in RULE_CASES
     ]
-    samples: dict[tuple[str, str], list[Row]] = {(m, c): [] for m, _, c, _ in keys}
-    problems: dict[tuple[str, str], str] = {}
-    runner = bench_stream._Runner()
+    settings = {(mode, name): (interval, options) for mode, interval, name, options in keys}
+    runner = h.Runner()
+
+    def measure(case: tuple[str, str]) -> Row:
+        interval, options = settings[case]
+        with counting_reads() as reads:
+            coro = _read_one(base_url, interval, n, options)
+            sample = runner.run(asyncio.wait_for(coro, RUN_DEADLINE))
+        sample["reads"] = reads[0]
+        if sample["problem"]:
+            raise h.Problem(sample["problem"])
+        return sample
+
     try:
-        for rep in range(repeats + 1):  # round 0 is the warm-up
-            for mode, interval, name, options in keys:
-                if (mode, name) in problems:
-                    continue
-                gc.collect()
-                try:
-                    with counting_reads() as reads:
-                        coro = _read_one(base_url, interval, n, options)
-                        sample = runner.run(asyncio.wait_for(coro, RUN_DEADLINE))
-                except Exception as exc:  # report it in the table, keep going
-                    problems[(mode, name)] = f"{type(exc).__name__}: {exc}"[:200]
-                    continue
-                sample["reads"] = reads[0]
-                if sample["problem"]:
-                    problems[(mode, name)] = sample["problem"]
-                elif rep > 0:
-                    samples[(mode, name)].append(sample)
+        samples, problems = h.interleaved(list(settings), measure, repeats=repeats)
     finally:
         runner.close()
 
@@ -408,16 +395,16 @@ def preemption(base_url: str, *, runs: int = 10, n: int = N_STREAMS) -> Row:
     """``runs`` bursts of n over n, each followed by a reference burst with no limit; figures in
     ms from each burst's start, with the checks."""
     tag = uuid.uuid4().hex[:6]
-    bench_stream.reset_disconnects(base_url)
+    h.reset_disconnects(base_url)
     samples: list[Row] = []
     references: list[Row] = []
-    runner = bench_stream._Runner()
+    runner = h.Runner()
     try:
         for r in range(runs + 1):  # run 0 is the warm-up
             prefix = f"{tag}-{r}-"
             registry.configure(max_concurrent=n, when_full="preempt")
             sample = runner.run(_burst(base_url, prefix, n))
-            seen = bench_stream.fetch_disconnects(base_url, f"{prefix}low", n)
+            seen = h.fetch_disconnects(base_url, f"{prefix}low", n)
             sample["server"] = [entry["t"] - sample["t0"] for entry in seen.values()]
             registry.configure(max_concurrent=None)
             reference = runner.run(_burst(base_url, f"{prefix}ref-", n, preempt=False))
@@ -435,25 +422,31 @@ def preemption(base_url: str, *, runs: int = 10, n: int = N_STREAMS) -> Row:
 
 # -- output ---------------------------------------------------------------------------------------
 
-_fmt = bench_stream._fmt
-
 
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:+.1f}%"
 
 
 def rules_table(rows: list[Row], mode: str) -> str:
-    out = [
-        "| rules | best s | median s | overhead (best) | overhead (median) | client CPU s "
-        "(median) | CPU overhead | reads = rule checks (median, range) | chunks per read "
-        "| extra µs per read | runs |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    columns = [
+        ("rules", L),
+        ("best s", R),
+        ("median s", R),
+        ("overhead (best)", R),
+        ("overhead (median)", R),
+        ("client CPU s (median)", R),
+        ("CPU overhead", R),
+        ("reads = rule checks (median, range)", R),
+        ("chunks per read", R),
+        ("extra µs per read", R),
+        ("runs", L),
     ]
+    body = []
     for row in rows:
         if row["mode"] != mode:
             continue
         if "best" not in row:
-            out.append(f"| {row['case']} | — | — | — | — | — | — | — | — | — | {row['problem']} |")
+            body.append([row["case"], *["—"] * 9, row["problem"]])
             continue
         low, high = row["reads_range"]
         reads = "—" if row["reads"] is None else f"{row['reads']:,.0f} ({low:,} to {high:,})"
@@ -461,15 +454,22 @@ def rules_table(rows: list[Row], mode: str) -> str:
         if row["problem"]:
             runs += f"; then: {row['problem']}"
         base = row["case"] == BASELINE
-        out.append(
-            f"| {row['case']} | {row['best']:.3f} | {row['median']:.3f} "
-            f"| {'—' if base else _pct(row['over_best'])} "
-            f"| {'—' if base else _pct(row['over_median'])} | {row['cpu']:.3f} "
-            f"| {'—' if base else _pct(row['over_cpu'])} | {reads} "
-            f"| {_fmt(row.get('chunks_per_read'), '.1f')} "
-            f"| {'—' if base else _fmt(row.get('us_per_read'), '.2f')} | {runs} |"
+        body.append(
+            [
+                row["case"],
+                f"{row['best']:.3f}",
+                f"{row['median']:.3f}",
+                "—" if base else _pct(row["over_best"]),
+                "—" if base else _pct(row["over_median"]),
+                f"{row['cpu']:.3f}",
+                "—" if base else _pct(row["over_cpu"]),
+                reads,
+                h.fmt(row.get("chunks_per_read"), ".1f"),
+                "—" if base else h.fmt(row.get("us_per_read"), ".2f"),
+                runs,
+            ]
         )
-    return "\n".join(out)
+    return h.table(columns, body)
 
 
 def _ms(values: list[float]) -> tuple[str, str]:
@@ -496,7 +496,7 @@ def preemption_table(result: Row) -> str:
         each = [t for s in samples for t in s[key]]
         counted = [len(s[key]) for s in samples]
         median, most = _ms(alls)
-        per = _fmt(statistics.median(each) * 1000 if each else None, ".2f")
+        per = h.fmt(statistics.median(each) * 1000 if each else None, ".2f")
         got = f"all {n} in every run" if set(counted) == {n} else ", ".join(map(str, counted))
         out.append(f"| {label} | {len(alls)} | {median} | {most} | {per} | {got} |")
     refs = result["references"]
@@ -504,7 +504,7 @@ def preemption_table(result: Row) -> str:
     each = [t for s in refs for t in s["first"]]
     counted = [len(s["first"]) for s in refs]
     median, most = _ms(alls)
-    per = _fmt(statistics.median(each) * 1000 if each else None, ".2f")
+    per = h.fmt(statistics.median(each) * 1000 if each else None, ".2f")
     got = f"all {n} in every run" if set(counted) == {n} else ", ".join(map(str, counted))
     out.append(
         f"| reference, no limit (nothing preempted, {2 * n} streams open): all {n} "
@@ -546,7 +546,7 @@ def targets(rows: list[Row]) -> str:
         if row["case"] not in STOP_ON_CASES:
             continue
         over = row.get("over_median")
-        verdict = bench_stream._verdict(None if over is None else over < 10)
+        verdict = h.verdict(None if over is None else over < 10)
         lines.append(
             f"- stop_on overhead < 10% of end-to-end time, {row['mode']}, {row['case']}: "
             f"{_pct(over)} median ({_pct(row.get('over_best'))} best) — {verdict}"
@@ -559,18 +559,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     parser.add_argument("--only", choices=("rules", "preemption"), help="run one of the two parts")
     args = parser.parse_args(argv)
-    command = (
-        "python benchmarks/bench_policies.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
-    )
+    command = h.command_line("bench_policies.py", argv)
     repeats, runs = (2, 3) if args.quick else (11, 10)
 
     print("## jupyter_stream: stream policies (rules, preemption)\n")
-    print(bench_stream.header(command) + "\n")
+    print(h.clients_header(command) + "\n")
     problems = check_rules()
     if problems:
         print("**The rule sets are not what this benchmark needs:** " + "; ".join(problems) + "\n")
     rule_rows: list[Row] = []
-    with bench_stream.firehose_process() as base_url:
+    with h.firehose() as server:
+        base_url = server.base_url
         if args.only in (None, "rules"):
             rule_rows = rules(base_url, repeats=repeats)
             for mode, _interval in MODES:

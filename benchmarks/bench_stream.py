@@ -21,41 +21,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
-import math
-import os
-import platform
-import queue
 import statistics
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-_HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parent
-for _p in (str(_ROOT), str(_HERE)):
-    if _p not in sys.path:  # run from a checkout without installing the package
-        sys.path.insert(0, _p)
+import _harness as h
+import firehose
+import httpx
 
-import firehose  # noqa: E402
-import httpx  # noqa: E402
+from jupyter_stream import astream_chat, stream_chat
 
-from jupyter_stream import astream_chat, stream_chat  # noqa: E402
-
-try:  # the comparison; the benchmark still runs without it
-    import openai
-except Exception as _exc:  # pragma: no cover - depends on the environment
-    openai = None  # type: ignore[assignment]
-    _OPENAI_IMPORT_ERROR: str | None = f"{type(_exc).__name__}: {_exc}"
-else:
-    _OPENAI_IMPORT_ERROR = None
+openai, _OPENAI_IMPORT_ERROR = h.openai_or_error()
 
 N_CHUNKS = 20_000
 STOP_AFTER = 5  # deltas received before close()
@@ -64,87 +44,8 @@ PACED_MAX_TOKENS = 10_000  # 200 s at 20 ms: never reached, a bound
 STREAM_DEADLINE = 30.0  # bound on any one measured stream
 MESSAGES = [{"role": "user", "content": "benchmark"}]
 
-Row = dict[str, Any]
-T = TypeVar("T")
-
-
-class _Runner:
-    """One event loop kept across ``run()`` calls (``asyncio.Runner`` is Python 3.11+), so that
-    pooled connections stay warm; ``close()`` shuts async generators down (which closes
-    jupyter_stream's pooled client) and closes the loop."""
-
-    def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._loop.run_until_complete(coro)
-
-    def close(self) -> None:
-        try:
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-        finally:
-            self._loop.close()
-
-
-# -- the server -----------------------------------------------------------------------------------
-
-
-@contextmanager
-def firehose_process(timeout: float = 30.0) -> Iterator[str]:
-    """Start benchmarks/firehose.py in a subprocess; yields its base URL (``.../v1``)."""
-    proc = subprocess.Popen(
-        [sys.executable, str(_HERE / "firehose.py"), "--port", "0"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def read_stdout() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=read_stdout, name="firehose-stdout", daemon=True).start()
-    try:
-        deadline = time.monotonic() + timeout
-        port = None
-        while port is None:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            if line is None:
-                raise RuntimeError("the firehose exited before printing its port")
-            if line.startswith("PORT "):
-                port = int(line.split()[1])
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        if proc.stdin is not None:
-            proc.stdin.close()  # the firehose ends when its stdin closes
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-def _root_url(base_url: str) -> str:
-    return base_url.rsplit("/v1", 1)[0]
-
-
-def fetch_disconnects(
-    base_url: str, prefix: str, expect: int, wait: float = 10.0
-) -> dict[str, Row]:
-    """The firehose's disconnect log for ids starting with ``prefix`` (waits for ``expect``)."""
-    url = f"{_root_url(base_url)}/disconnects"
-    params = {"prefix": prefix, "expect": str(expect), "timeout": str(wait)}
-    with httpx.Client(timeout=wait + 10) as client:
-        entries = client.get(url, params=params).json()
-    return {entry["id"]: entry for entry in entries}
-
-
-def reset_disconnects(base_url: str) -> None:
-    with httpx.Client(timeout=10) as client:
-        client.post(f"{_root_url(base_url)}/reset")
+Row = h.Row
+R, L = h.R, h.L
 
 
 # -- (a) throughput -------------------------------------------------------------------------------
@@ -258,36 +159,28 @@ def throughput(base_url: str, *, repeats: int = 5, n: int = N_CHUNKS) -> list[Ro
         ("raw httpx aiter_lines + json.loads", "async", _tp_httpx),
         ("jupyter_stream stream_chat (sync for)", "sync", _tp_sync),
     ]
-    times: dict[str, list[float]] = {name: [] for name, _, _ in cases}
-    counts: dict[str, list[int]] = {name: [] for name, _, _ in cases}
-    errors: dict[str, str] = {}
+    skip = {}
     if openai is None:
-        errors[cases[1][0]] = f"openai not importable: {_OPENAI_IMPORT_ERROR}"
-    runner = _Runner()
+        skip[cases[1][0]] = f"openai not importable: {_OPENAI_IMPORT_ERROR}"
+    kinds = {name: (kind, fn) for name, kind, fn in cases}
+    runner = h.Runner()
     clients = _Clients(base_url)
+
+    def measure(name: str) -> tuple[float, int]:
+        kind, fn = kinds[name]
+        if kind == "async":
+            return runner.run(asyncio.wait_for(fn(clients, n), 120))
+        return fn(base_url, n)
+
     try:
-        for rep in range(repeats + 1):  # run 0 is the warm-up
-            for name, kind, fn in cases:
-                if name in errors:
-                    continue
-                gc.collect()
-                try:
-                    if kind == "async":
-                        coro = asyncio.wait_for(fn(clients, n), 120)
-                        dt, count = runner.run(coro)
-                    else:
-                        dt, count = fn(base_url, n)
-                except Exception as exc:  # report it in the table, keep going
-                    errors[name] = f"{type(exc).__name__}: {exc}"[:200]
-                    continue
-                counts[name].append(count)
-                if rep > 0:
-                    times[name].append(dt)
+        samples, errors = h.interleaved(list(kinds), measure, repeats=repeats, skip=skip)
     finally:
         try:
             runner.run(clients.aclose())
         finally:
             runner.close()
+    times = {name: [dt for dt, _ in got] for name, got in samples.items()}
+    counts = {name: [count for _, count in got] for name, got in samples.items()}
     rows: list[Row] = []
     for name, _, _ in cases:
         best = min(times[name]) if times[name] else None
@@ -592,11 +485,6 @@ async def _stop_openai_many(client: Any, prefix: str, n_streams: int) -> list[Ro
     ]
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 def _summarise(case: str, shape: str, samples: list[Row], seen: dict[str, Row]) -> Row:
     latencies = [
         (seen[s["id"]]["t"] - s["t0"]) * 1000
@@ -611,7 +499,7 @@ def _summarise(case: str, shape: str, samples: list[Row], seen: dict[str, Row]) 
         "samples": len(latencies),
         "expected": len(samples),
         "median_ms": statistics.median(latencies) if latencies else None,
-        "p99_ms": _percentile(latencies, 0.99) if latencies else None,
+        "p99_ms": h.percentile(latencies, 0.99),
         "max_ms": max(latencies) if latencies else None,
         "close_call_ms": statistics.median(calls) if calls else None,
         "after": sum(s["after"] for s in samples),
@@ -639,16 +527,16 @@ def stop_latency(
 ) -> list[Row]:
     """Server-observed stop latency for each way of closing; one row per case."""
     run = uuid.uuid4().hex[:6]
-    reset_disconnects(base_url)
+    h.reset_disconnects(base_url)
     rows: list[Row] = []
-    runner = _Runner()
+    runner = h.Runner()
     try:
         # 1 async stream closed from its own task
         prefix = f"{run}-a1-"
         samples = [
             runner.run(_stop_async_single(base_url, f"{prefix}{i}")) for i in range(single_repeats)
         ]
-        seen = fetch_disconnects(base_url, prefix, len(samples))
+        seen = h.fetch_disconnects(base_url, prefix, len(samples))
         rows.append(
             _summarise(
                 "astream_chat: close() in its own task", f"1 x {single_repeats}", samples, seen
@@ -658,7 +546,7 @@ def stop_latency(
         # 1 sync stream closed from another thread
         prefix = f"{run}-s1-"
         samples = [_stop_sync_single(base_url, f"{prefix}{i}") for i in range(single_repeats)]
-        seen = fetch_disconnects(base_url, prefix, len(samples))
+        seen = h.fetch_disconnects(base_url, prefix, len(samples))
         rows.append(
             _summarise(
                 "stream_chat: close() from another thread", f"1 x {single_repeats}", samples, seen
@@ -670,7 +558,7 @@ def stop_latency(
         prefix = f"{run}-aN-"
         for r in range(many_repeats):
             samples += runner.run(_stop_async_many(base_url, f"{prefix}{r}-", n_streams))
-        seen = fetch_disconnects(base_url, prefix, len(samples))
+        seen = h.fetch_disconnects(base_url, prefix, len(samples))
         rows.append(
             _summarise(
                 f"astream_chat: {n_streams} closed in one loop iteration",
@@ -693,7 +581,7 @@ def stop_latency(
 
 def _openai_stop_rows(
     base_url: str,
-    runner: _Runner,
+    runner: h.Runner,
     run: str,
     single_repeats: int,
     many_repeats: int,
@@ -710,7 +598,7 @@ def _openai_stop_rows(
         samples = [
             runner.run(_stop_openai_single(client, f"{prefix}{i}")) for i in range(single_repeats)
         ]
-        seen = fetch_disconnects(base_url, prefix, len(samples))
+        seen = h.fetch_disconnects(base_url, prefix, len(samples))
         rows.append(
             _summarise(
                 "openai SDK: await stream.close() in its own task",
@@ -723,7 +611,7 @@ def _openai_stop_rows(
         prefix = f"{run}-oN-"
         for r in range(many_repeats):
             samples += runner.run(_stop_openai_many(client, f"{prefix}{r}-", n_streams))
-        seen = fetch_disconnects(base_url, prefix, len(samples))
+        seen = h.fetch_disconnects(base_url, prefix, len(samples))
         rows.append(
             _summarise(
                 f"openai SDK: {n_streams} closed with gather(close())",
@@ -742,38 +630,20 @@ def _openai_stop_rows(
 # -- output ---------------------------------------------------------------------------------------
 
 
-def _fmt(value: Any, spec: str = ".1f") -> str:
-    if value is None:
-        return "—"
-    return format(value, spec)
-
-
-def header(command: str) -> str:
-    if openai is not None:
-        try:
-            import httpx2
-
-            oa = f"openai {openai.__version__} (on httpx2 {httpx2.__version__})"
-        except Exception:
-            oa = f"openai {openai.__version__}"
-    else:
-        oa = "openai not installed"
-    return (
-        f"Python {platform.python_version()} · httpx {httpx.__version__} · {oa} · "
-        f"os.cpu_count() = {os.cpu_count()} · {platform.system()} {platform.machine()} · "
-        f"`{command}`"
-    )
-
-
 def throughput_table(rows: list[Row]) -> str:
-    out = [
-        "| client | chunks/s (best) | MB/s | vs openai | vs raw httpx | chunks/s (median) "
-        "| content deltas received |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    columns = [
+        ("client", L),
+        ("chunks/s (best)", R),
+        ("MB/s", R),
+        ("vs openai", R),
+        ("vs raw httpx", R),
+        ("chunks/s (median)", R),
+        ("content deltas received", L),
     ]
+    body = []
     for row in rows:
         if row["error"] and row["chunks_per_s"] is None:
-            out.append(f"| {row['client']} | — | — | — | — | — | not run: {row['error']} |")
+            body.append([row["client"], "—", "—", "—", "—", "—", f"not run: {row['error']}"])
             continue
         counts = set(row["deltas"])
         if counts == {row["expected"]}:
@@ -782,37 +652,52 @@ def throughput_table(rows: list[Row]) -> str:
             got = "**" + ", ".join(f"{c:,}" for c in row["deltas"]) + f" of {row['expected']:,}**"
         if row["error"]:
             got += f" (error: {row['error']})"
-        out.append(
-            f"| {row['client']} | {_fmt(row['chunks_per_s'], ',.0f')} | {_fmt(row['mb_per_s'])} "
-            f"| {_fmt(row['vs_openai'], '.2f')}x | {_fmt(row['vs_httpx'], '.2f')}x "
-            f"| {_fmt(row['median_chunks_per_s'], ',.0f')} | {got} |"
+        body.append(
+            [
+                row["client"],
+                h.fmt(row["chunks_per_s"], ",.0f"),
+                h.fmt(row["mb_per_s"]),
+                f"{h.fmt(row['vs_openai'], '.2f')}x",
+                f"{h.fmt(row['vs_httpx'], '.2f')}x",
+                h.fmt(row["median_chunks_per_s"], ",.0f"),
+                got,
+            ]
         )
-    return "\n".join(out)
+    return h.table(columns, body)
 
 
 def stop_table(rows: list[Row]) -> str:
-    out = [
-        "| case | streams x runs | median ms | p99 ms | max ms | close() call ms (median) "
-        "| deltas after close() returned | notes |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    columns = [
+        ("case", L),
+        ("streams x runs", L),
+        ("median ms", R),
+        ("p99 ms", R),
+        ("max ms", R),
+        ("close() call ms (median)", R),
+        ("deltas after close() returned", R),
+        ("notes", L),
     ]
+    body = []
     for row in rows:
         if "median_ms" not in row:
-            out.append(f"| {row['case']} | | | | | | | {row['notes']} |")
+            body.append([row["case"], "", "", "", "", "", "", row["notes"]])
             continue
         after = f"{row['after']}"
         if row["during"]:
             after += f" (+{row['during']} while close() was awaited)"
-        out.append(
-            f"| {row['case']} | {row['shape']} | {_fmt(row['median_ms'], '.2f')} "
-            f"| {_fmt(row['p99_ms'], '.2f')} | {_fmt(row['max_ms'], '.2f')} "
-            f"| {_fmt(row['close_call_ms'], '.3f')} | {after} | {row['notes']} |"
+        body.append(
+            [
+                row["case"],
+                row["shape"],
+                h.fmt(row["median_ms"], ".2f"),
+                h.fmt(row["p99_ms"], ".2f"),
+                h.fmt(row["max_ms"], ".2f"),
+                h.fmt(row["close_call_ms"], ".3f"),
+                after,
+                row["notes"],
+            ]
         )
-    return "\n".join(out)
-
-
-def _verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("met" if ok else "**missed**")
+    return h.table(columns, body)
 
 
 def targets(tp_rows: list[Row], stop_rows: list[Row]) -> str:
@@ -822,13 +707,13 @@ def targets(tp_rows: list[Row], stop_rows: list[Row]) -> str:
     st = {row["case"]: row for row in stop_rows}
     lines = ["Targets:"]
     lines.append(
-        f"- end-to-end ≥ 5x openai SDK: {_fmt(vs_openai, '.2f')}x — "
-        f"{_verdict(None if vs_openai is None else vs_openai >= 5)}"
+        f"- end-to-end ≥ 5x openai SDK: {h.fmt(vs_openai, '.2f')}x — "
+        f"{h.verdict(None if vs_openai is None else vs_openai >= 5)}"
     )
     lines.append(
-        f"- end-to-end ≥ 1.0x raw httpx lines+json: {_fmt(vs_httpx, '.2f')}x — "
-        f"{_verdict(None if vs_httpx is None else vs_httpx >= 1.0)} "
-        f"(median against median: {_fmt(ours.get('median_vs_httpx'), '.2f')}x)"
+        f"- end-to-end ≥ 1.0x raw httpx lines+json: {h.fmt(vs_httpx, '.2f')}x — "
+        f"{h.verdict(None if vs_httpx is None else vs_httpx >= 1.0)} "
+        f"(median against median: {h.fmt(ours.get('median_vs_httpx'), '.2f')}x)"
     )
     for case in (
         "astream_chat: close() in its own task",
@@ -836,20 +721,20 @@ def targets(tp_rows: list[Row], stop_rows: list[Row]) -> str:
     ):
         m = st.get(case, {}).get("median_ms")
         lines.append(
-            f"- stop latency median < 2 ms, {case}: {_fmt(m, '.2f')} ms — "
-            f"{_verdict(None if m is None else m < 2)}"
+            f"- stop latency median < 2 ms, {case}: {h.fmt(m, '.2f')} ms — "
+            f"{h.verdict(None if m is None else m < 2)}"
         )
     many = [r for c, r in st.items() if c.startswith("astream_chat:") and "closed in one" in c]
     if many:
         p99 = many[0].get("p99_ms")
         lines.append(
             f"- stop latency p99 < 50 ms with {many[0]['shape'].split(' ')[0]} streams: "
-            f"{_fmt(p99, '.2f')} ms — {_verdict(None if p99 is None else p99 < 50)}"
+            f"{h.fmt(p99, '.2f')} ms — {h.verdict(None if p99 is None else p99 < 50)}"
         )
     ours_after = sum(r.get("after", 0) for c, r in st.items() if not c.startswith("openai"))
     lines.append(
         f"- zero deltas after close() (jupyter_stream, all cases): {ours_after} — "
-        f"{_verdict(ours_after == 0)}"
+        f"{h.verdict(ours_after == 0)}"
     )
     return "\n".join(lines)
 
@@ -861,17 +746,18 @@ def main(argv: list[str] | None = None) -> None:
         "--only", choices=("throughput", "stop"), help="run one of the two measurements"
     )
     args = parser.parse_args(argv)
-    command = "python benchmarks/bench_stream.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
+    command = h.command_line("bench_stream.py", argv)
     if args.quick:
         tp_repeats, single, many = 2, 10, 2
     else:
         tp_repeats, single, many = 9, 50, 5
 
     print("## jupyter_stream: end-to-end streaming benchmarks\n")
-    print(header(command) + "\n")
+    print(h.clients_header(command) + "\n")
     tp_rows: list[Row] = []
     stop_rows: list[Row] = []
-    with firehose_process() as base_url:
+    with h.firehose() as server:
+        base_url = server.base_url
         if args.only in (None, "throughput"):
             tp_rows = throughput(base_url, repeats=tp_repeats)
             print(
