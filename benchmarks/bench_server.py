@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import platform
 import re
@@ -43,18 +42,15 @@ import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-_HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parent
+import _harness as h
 
-HOST = "127.0.0.1"
+HOST = h.HOST
 STREAMS = (100, 500, 1000)
 MAX_TOKENS = 150
 TOKENS_PER_SECOND = 30.0
@@ -71,26 +67,18 @@ SLACK = 30.0  # seconds a run may take beyond its schedule before it is cut shor
 MAX_HEAD = 64 * 1024
 MESSAGES = [{"role": "user", "content": "benchmark"}]
 
-Row = dict[str, Any]
+Row = h.Row
+R, L = h.R, h.L
 
 
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 def _stats(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p99": None, "max": None}
-    ordered = sorted(values)
-    n = len(ordered)
     return {
-        "p50": ordered[max(0, math.ceil(0.5 * n) - 1)],
-        "p99": ordered[max(0, math.ceil(0.99 * n) - 1)],
-        "max": ordered[-1],
+        "p50": h.percentile(values, 0.5),
+        "p99": h.percentile(values, 0.99),
+        "max": max(values, default=None),
     }
 
 
@@ -155,83 +143,13 @@ def _head_status(head: bytes) -> int:
 
 # -- subprocesses ---------------------------------------------------------------------------------
 
-
-@dataclass
-class _Process:
-    proc: subprocess.Popen[str]
-    port: int
-    lines: list[str] = field(default_factory=list)  # what it wrote on the watched stream
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def problems(self) -> list[str]:
-        words = ("Traceback", "Error", "error", "WARNING", "exception")
-        return [line for line in self.lines if any(w in line for w in words)]
-
-
-@contextlib.contextmanager
-def _spawn(
-    argv: list[str], port_of: Callable[[str], int | None], *, watch: str
-) -> Iterator[_Process]:
-    """Start a subprocess; yield it once ``port_of`` found its port in a line of ``watch``
-    ("stdout" or "stderr"), which a thread keeps draining. Stopped (stdin closed, SIGTERM, then
-    SIGKILL) on exit."""
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.Popen(
-        argv,
-        cwd=_ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE if watch == "stdout" else subprocess.DEVNULL,
-        stderr=subprocess.PIPE if watch == "stderr" else None,
-        text=True,
-    )
-    lines: list[str] = []
-    found = threading.Event()
-    port: list[int] = []
-
-    def drain() -> None:
-        stream = proc.stdout if watch == "stdout" else proc.stderr
-        assert stream is not None
-        for line in stream:
-            if len(lines) < 100_000:
-                lines.append(line.rstrip("\n"))
-            if not port:
-                p = port_of(line)
-                if p is not None:
-                    port.append(p)
-                    found.set()
-        found.set()
-
-    threading.Thread(target=drain, name=f"drain-{proc.pid}", daemon=True).start()
-    try:
-        if not found.wait(STARTUP_TIMEOUT) or not port:
-            tail = "\n".join(lines[-20:])
-            raise RuntimeError(f"{argv[1:3]} did not print its port:\n{tail}")
-        yield _Process(proc, port[0], lines)
-    finally:
-        if proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()  # the firehose ends when its stdin closes
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 _BANNER = re.compile(r"serving http://127\.0\.0\.1:(\d+)/v1")
 
 
 SERVER_PYTHON = sys.executable  # main() may change it (--server-python)
 
 
-def _server(*options: str) -> contextlib.AbstractContextManager[_Process]:
+def _server(*options: str) -> contextlib.AbstractContextManager[h.Process]:
     """``python -m jupyter_stream serve --port 0 OPTIONS``; its port from the banner line."""
 
     def port_of(line: str) -> int | None:
@@ -239,15 +157,7 @@ def _server(*options: str) -> contextlib.AbstractContextManager[_Process]:
         return int(m.group(1)) if m else None
 
     argv = [SERVER_PYTHON, "-m", "jupyter_stream", "serve", "--port", "0", *options]
-    return _spawn(argv, port_of, watch="stderr")
-
-
-def _firehose() -> contextlib.AbstractContextManager[_Process]:
-    def port_of(line: str) -> int | None:
-        return int(line.split()[1]) if line.startswith("PORT ") else None
-
-    argv = [sys.executable, str(_HERE / "firehose.py"), "--port", "0"]
-    return _spawn(argv, port_of, watch="stdout")
+    return h.spawn(argv, port_of, watch="stderr")
 
 
 # -- (a) concurrent streams: the client process ---------------------------------------------------
@@ -627,7 +537,7 @@ def relay(
     disconnect propagation; two lists of rows."""
     latency_rows: list[Row] = []
     disconnect_rows: list[Row] = []
-    with _firehose() as firehose:
+    with h.firehose() as firehose:
         upstream = f"http://{HOST}:{firehose.port}/v1"
         with _server("--upstream", upstream, "--max-streams", str(MAX_STREAMS)) as server:
             paths = {"direct": firehose.port, "relay": server.port}
@@ -677,7 +587,8 @@ def relay(
                         errors += 1
                     else:
                         closed[bench_id] = protocols[0].closed_at
-                seen = _fetch_disconnects(firehose.port, prefix, len(closed))
+                log = h.fetch_disconnects(firehose.base_url, prefix, len(closed))
+                seen = {bench_id: entry["t"] for bench_id, entry in log.items()}
                 lat = [(seen[i] - t) * 1000 for i, t in closed.items() if i in seen]
                 disconnect_rows.append(
                     {
@@ -695,22 +606,7 @@ def relay(
     return latency_rows, disconnect_rows
 
 
-def _fetch_disconnects(port: int, prefix: str, expect: int, wait: float = 10.0) -> dict[str, float]:
-    import httpx
-
-    params = {"prefix": prefix, "expect": str(expect), "timeout": str(wait)}
-    with httpx.Client(timeout=wait + 10, trust_env=False) as client:
-        entries = client.get(f"http://{HOST}:{port}/disconnects", params=params).json()
-    return {entry["id"]: entry["t"] for entry in entries}
-
-
 # -- output ---------------------------------------------------------------------------------------
-
-
-def _fmt(value: Any, spec: str = ".1f") -> str:
-    if value is None:
-        return "—"
-    return format(value, spec)
 
 
 _STACK = """
@@ -734,83 +630,119 @@ def header(command: str) -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
         stack = f"server stack unknown ({type(exc).__name__})"
-    return (
-        f"Python {platform.python_version()} · server: {stack} · "
-        f"os.cpu_count() = {os.cpu_count()} · {platform.system()} {platform.machine()} · "
-        f"`{command}`"
-    )
+    return f"Python {platform.python_version()} · server: {stack} · {h.machine()} · `{command}`"
 
 
 def concurrency_table(rows: list[Row]) -> str:
-    out = [
-        "| N | held to the end | errors | token delay p50 ms | p99 ms | max ms "
-        f"| tokens > {LATE_MS:.0f} ms late | response head p50 / p99 ms "
-        "| first token delay p50 / p99 ms | later tokens' delay beyond the first's p50 / p99 ms "
-        "| server CPU % | server peak RSS MB (idle) | client CPU % | client loop lag p99 ms "
-        "| connect all / send all ms |",
-        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: |",
+    columns = [
+        ("N", R),
+        ("held to the end", R),
+        ("errors", L),
+        ("token delay p50 ms", R),
+        ("p99 ms", R),
+        ("max ms", R),
+        (f"tokens > {LATE_MS:.0f} ms late", R),
+        ("response head p50 / p99 ms", R),
+        ("first token delay p50 / p99 ms", R),
+        ("later tokens' delay beyond the first's p50 / p99 ms", R),
+        ("server CPU %", R),
+        ("server peak RSS MB (idle)", R),
+        ("client CPU %", R),
+        ("client loop lag p99 ms", R),
+        ("connect all / send all ms", R),
     ]
+    body = []
     for row in rows:
         if "fatal" in row:
-            out.append(f"| {row['n']:,} | — | {row['fatal']} |" + " |" * 12)
+            body.append([f"{row['n']:,}", "—", row["fatal"], *[""] * 12])
             continue
         errors = "; ".join(f"{count} x {why}" for why, count in row["errors"].items()) or "0"
         tokens = row["tokens"]
         late = f"{row['late'] / tokens * 100:.2f}%" if tokens else "—"
         if tokens != row["expected_tokens"]:
             late += f" of {tokens:,} (expected {row['expected_tokens']:,})"
-        d, h, f, j = row["delay"], row["head"], row["first"], row["jitter"]
-        out.append(
-            f"| {row['n']:,} | {row['complete']:,} / {row['n']:,} | {errors} "
-            f"| {_fmt(d['p50'])} | {_fmt(d['p99'])} | {_fmt(d['max'])} | {late} "
-            f"| {_fmt(h['p50'])} / {_fmt(h['p99'])} | {_fmt(f['p50'])} / {_fmt(f['p99'])} "
-            f"| {_fmt(j['p50'])} / {_fmt(j['p99'])} | {_fmt(row['server_cpu_pct'], '.0f')} "
-            f"| {_fmt(row['peak_rss_mb'], '.0f')} ({_fmt(row['idle_rss_mb'], '.0f')}) "
-            f"| {_fmt(row['client_cpu_pct'], '.0f')} | {_fmt(row['client_lag']['p99'])} "
-            f"| {_fmt(row['connect_ms'], '.0f')} / {_fmt(row['send_ms'], '.0f')} |"
+        delay, head, first, jitter = row["delay"], row["head"], row["first"], row["jitter"]
+        body.append(
+            [
+                f"{row['n']:,}",
+                f"{row['complete']:,} / {row['n']:,}",
+                errors,
+                h.fmt(delay["p50"]),
+                h.fmt(delay["p99"]),
+                h.fmt(delay["max"]),
+                late,
+                f"{h.fmt(head['p50'])} / {h.fmt(head['p99'])}",
+                f"{h.fmt(first['p50'])} / {h.fmt(first['p99'])}",
+                f"{h.fmt(jitter['p50'])} / {h.fmt(jitter['p99'])}",
+                h.fmt(row["server_cpu_pct"], ".0f"),
+                f"{h.fmt(row['peak_rss_mb'], '.0f')} ({h.fmt(row['idle_rss_mb'], '.0f')})",
+                h.fmt(row["client_cpu_pct"], ".0f"),
+                h.fmt(row["client_lag"]["p99"]),
+                f"{h.fmt(row['connect_ms'], '.0f')} / {h.fmt(row['send_ms'], '.0f')}",
+            ]
         )
-    return "\n".join(out)
+    return h.table(columns, body)
 
 
 def relay_table(rows: list[Row]) -> str:
-    out = [
-        "| path | streams | chunks read | chunk latency p50 ms | p99 ms | max ms "
-        "| relay adds p50 ms | relay adds p99 ms | relay CPU % |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    columns = [
+        ("path", L),
+        ("streams", R),
+        ("chunks read", R),
+        ("chunk latency p50 ms", R),
+        ("p99 ms", R),
+        ("max ms", R),
+        ("relay adds p50 ms", R),
+        ("relay adds p99 ms", R),
+        ("relay CPU %", R),
     ]
+    body = []
     for row in rows:
         chunks = f"{row['chunks']:,}"
         if row["chunks"] != row["expected"] or row["incomplete"]:
             chunks += f" of {row['expected']:,} ({row['incomplete']} streams incomplete)"
-        out.append(
-            f"| {row['path']} | {row['streams']} | {chunks} | {_fmt(row['p50'], '.3f')} "
-            f"| {_fmt(row['p99'], '.3f')} | {_fmt(row['max'], '.3f')} "
-            f"| {_fmt(row.get('added_p50'), '+.3f')} | {_fmt(row.get('added_p99'), '+.3f')} "
-            f"| {_fmt(row['relay_cpu_pct'], '.0f')} |"
+        body.append(
+            [
+                row["path"],
+                row["streams"],
+                chunks,
+                h.fmt(row["p50"], ".3f"),
+                h.fmt(row["p99"], ".3f"),
+                h.fmt(row["max"], ".3f"),
+                h.fmt(row.get("added_p50"), "+.3f"),
+                h.fmt(row.get("added_p99"), "+.3f"),
+                h.fmt(row["relay_cpu_pct"], ".0f"),
+            ]
         )
-    return "\n".join(out)
+    return h.table(columns, body)
 
 
 def disconnect_table(rows: list[Row]) -> str:
-    out = [
-        "| path | runs | disconnects seen by the upstream | p50 ms | max ms | notes |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
+    columns = [
+        ("path", L),
+        ("runs", R),
+        ("disconnects seen by the upstream", R),
+        ("p50 ms", R),
+        ("max ms", R),
+        ("notes", L),
     ]
+    body = []
     for row in rows:
         if "problems" in row:
-            out.append(f"| {row['path']} | | | | | {' / '.join(row['problems'])[:300]} |")
+            body.append([row["path"], "", "", "", "", " / ".join(row["problems"])[:300]])
             continue
         notes = f"{row['errors']} streams ended before the close" if row["errors"] else ""
-        out.append(
-            f"| {row['path']} | {row['runs']} | {row['seen']} | {_fmt(row['p50'], '.2f')} "
-            f"| {_fmt(row['max'], '.2f')} | {notes} |"
+        body.append(
+            [
+                row["path"],
+                row["runs"],
+                row["seen"],
+                h.fmt(row["p50"], ".2f"),
+                h.fmt(row["max"], ".2f"),
+                notes,
+            ]
         )
-    return "\n".join(out)
-
-
-def _verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("met" if ok else "**missed**")
+    return h.table(columns, body)
 
 
 def targets(c_rows: list[Row], r_rows: list[Row], d_rows: list[Row]) -> str:
@@ -823,19 +755,19 @@ def targets(c_rows: list[Row], r_rows: list[Row], d_rows: list[Row]) -> str:
         lines.append(
             f"- {row['n']:,} concurrent streams held, token delay against the stream's schedule "
             f"(pacing) p99 < {LATE_MS:.0f} ms: {row['complete']:,} / {row['n']:,} held, "
-            f"p99 {_fmt(p99)} ms — {_verdict(None if p99 is None else held and p99 < LATE_MS)}"
+            f"p99 {h.fmt(p99)} ms — {h.verdict(None if p99 is None else held and p99 < LATE_MS)}"
         )
         p99 = row["delay"]["p99"]
         lines.append(
             f"- the same, counted from when each request was written (admission included): "
-            f"p99 {_fmt(p99)} ms — {_verdict(None if p99 is None else held and p99 < LATE_MS)}"
+            f"p99 {h.fmt(p99)} ms — {h.verdict(None if p99 is None else held and p99 < LATE_MS)}"
         )
     for row in r_rows:
         if row["path"] == "relay" and row["streams"] == 1:
             added = row.get("added_p50")
             lines.append(
-                f"- relay adds < 1 ms p50 per chunk: {_fmt(added, '+.3f')} ms — "
-                f"{_verdict(None if added is None else added < 1)}"
+                f"- relay adds < 1 ms p50 per chunk: {h.fmt(added, '+.3f')} ms — "
+                f"{h.verdict(None if added is None else added < 1)}"
             )
     for row in d_rows:
         if row["path"] == "relay":
@@ -843,7 +775,7 @@ def targets(c_rows: list[Row], r_rows: list[Row], d_rows: list[Row]) -> str:
             ok = None if worst is None else worst < 50 and row["seen"] == row["runs"]
             lines.append(
                 f"- the upstream sees a relayed client's disconnect within 50 ms: "
-                f"{row['seen']}/{row['runs']} seen, max {_fmt(worst, '.2f')} ms — {_verdict(ok)}"
+                f"{row['seen']}/{row['runs']} seen, max {h.fmt(worst, '.2f')} ms — {h.verdict(ok)}"
             )
     return "\n".join(lines)
 
@@ -880,7 +812,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     global SERVER_PYTHON
     SERVER_PYTHON = args.server_python
-    command = "python benchmarks/bench_server.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip()
+    command = h.command_line("bench_server.py", argv)
     if args.quick:
         streams, max_tokens, chunks, concurrent, repeats, runs = (20, 30), 15, 30, 10, 1, 5
     else:

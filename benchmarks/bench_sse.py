@@ -14,22 +14,17 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import gc
 import json
 import os
 import platform
 import random
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-_ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, str(_ROOT))
+import _harness as h
 
-from jupyter_stream.sse import SSEDecoder  # noqa: E402
+from jupyter_stream.sse import SSEDecoder
 
 _WORDS = (
     "the", "a", "stream", "token", "model", "notebook", "answer", "of", "and", "to", "is",
@@ -147,13 +142,14 @@ def run(repeat: int = 7, seed: int = 0, n_chunks: int = 20_000) -> list[dict[str
 
     # Rounds over all decoders rather than all runs of one decoder after another, so that a
     # slow spell of the machine does not fall on one decoder only.
-    best = dict.fromkeys(DECODERS, float("inf"))
-    for _ in range(repeat):
-        for name, decode in DECODERS.items():
-            gc.collect()
-            start = time.perf_counter()
-            decode(pieces)
-            best[name] = min(best[name], time.perf_counter() - start)
+    def measure(name: str) -> float:
+        start = time.perf_counter()
+        DECODERS[name](pieces)
+        return time.perf_counter() - start
+
+    times, problems = h.interleaved(list(DECODERS), measure, repeats=repeat, warmup=0)
+    assert not problems, problems
+    best = {name: min(seconds) for name, seconds in times.items()}
 
     ours = best["jupyter_stream.sse"]
     return [

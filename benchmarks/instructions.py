@@ -16,10 +16,8 @@ import re
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import _harness as h
 
 N = 20_000
 MESSAGES = [{"role": "user", "content": "x"}]
@@ -76,11 +74,10 @@ def main() -> None:
         received = asyncio.run(CLIENTS[client](url, n))
         assert received == n, (client, received)
         return
-    import bench_stream
-
-    print("| client | instructions per chunk |\n| --- | ---: |")
-    with bench_stream.firehose_process() as url:
+    print(h.table([("client", h.L), ("instructions per chunk", h.R)], []), flush=True)
+    with h.firehose() as server:
         for client in CLIENTS:
+            url = server.base_url
             per_chunk = (_count(client, url, N) - _count(client, url, 2)) / (N - 2)
             print(f"| {client} | {per_chunk:,.0f} |", flush=True)
 

@@ -6,9 +6,6 @@ Figures, never pass/fail. Install the comparison libraries first: ``pip install 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_policies
 import bench_server
