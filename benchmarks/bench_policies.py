@@ -21,7 +21,7 @@ that it does not share the client's GIL), on 127.0.0.1. Every content chunk it s
 
     Wall time and client CPU time (``time.process_time()``; the server is another process) per
     run; best and median of N after a warm-up, every case interleaved in each round. "Reads" are
-    counted by wrapping the stream's ``_Engine._commit`` (the step that folds one read's events
+    counted by wrapping the stream's ``Engine._commit`` (the step that folds one read's events
     into the reply and runs the rules over them, once per read that carried events) with a
     counter, in every run of every row alike (about 0.1 µs per read).
 (b) ``preemption()``: ``registry.configure(max_concurrent=100, when_full="preempt")``; 100
@@ -55,7 +55,7 @@ from typing import Any
 import _harness as h
 
 from jupyter_stream import StopOn, StopReason, astream_chat, registry, stop_on
-from jupyter_stream import _stream as _stream_module  # the read counter only
+from jupyter_stream import _engine as _engine_module  # the read counter only
 
 N_CHUNKS = 20_000
 TOKEN = " tok"  # the content of every firehose chunk (firehose._TOKEN_EVENT)
@@ -167,9 +167,9 @@ def check_rules(n: int = N_CHUNKS) -> list[str]:
 @contextmanager
 def counting_reads() -> Iterator[list[int]]:
     """Count the stream's commits (one per network read that carried events) while inside;
-    yields a one-element list holding the count. Restores ``_Engine._commit`` on exit."""
+    yields a one-element list holding the count. Restores ``Engine._commit`` on exit."""
     counter = [0]
-    engine = getattr(_stream_module, "_Engine", None)
+    engine = getattr(_engine_module, "Engine", None)
     original = getattr(engine, "_commit", None)
     if engine is None or original is None:  # the engine changed shape: no count
         counter[0] = -1

@@ -38,7 +38,7 @@ Outcome = tuple[str | None, int | None, int | None, str]  # rule, start, end, te
 
 def drive(watch: Watch, reads: Sequence[Sequence[str]]) -> tuple[RuleMatch | None, str]:
     """Feed ``reads`` (each a list of content pieces that arrived together) to ``watch`` the
-    way ``_Engine._commit_watched`` does: each piece through hold(), then the read's shown text
+    way ``Engine._commit_watched`` does: each piece through hold(), then the read's shown text
     through check() once; at the end (natural, or a stop sequence) the held text is released
     and a last check confirms a match that reached the end. Returns the match (a rule's or the
     stop sequence's) and the text shown, through the read that stopped it."""
