@@ -30,7 +30,19 @@ from ._stream import ChatStream, StopReason
 __all__ = ["ChatPanel", "ChatView", "PromptBox", "ReplyView"]
 
 
-class ReplyView(anywidget.AnyWidget):
+# A kernel's anywidget asks its front end for "~<its minor>.*", so a kernel and a JupyterLab from
+# different environments (Kaggle's anywidget 0.9.21 in a Lab with 0.11) fail with "anywidget,
+# version ~0.9.* is not registered". Our widgets use only what every front end since 0.9.21
+# offers (render, model.get/on/send, custom messages): they ask for that range instead.
+_FRONT_ENDS = ">=0.9.21 <1"
+
+
+class _Widget(anywidget.AnyWidget):
+    _model_module_version = traitlets.Unicode(_FRONT_ENDS).tag(sync=True)
+    _view_module_version = traitlets.Unicode(_FRONT_ENDS).tag(sync=True)
+
+
+class ReplyView(_Widget):
     """A reply as it grows: Markdown rendered in the kernel (raw HTML escaped), reasoning apart
     and dimmed in a collapsible box.
 
@@ -316,7 +328,7 @@ def _awaited(stream: ChatStream) -> bool:
     return reason not in (None, StopReason.COMPLETED, StopReason.LENGTH, StopReason.CONTENT_FILTER)
 
 
-class PromptBox(anywidget.AnyWidget):
+class PromptBox(_Widget):
     """A text box where Shift+Enter sends (a few lines of front-end code, via anywidget)."""
 
     _esm = """

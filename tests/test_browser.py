@@ -85,10 +85,11 @@ def notebook7(
 def kaggle_lab(
     browser: Browser, paced: BackgroundServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[JupyterApp]:
-    """JupyterLab with the Kaggle-pinned stack's kernelspec and its front-end extensions (its
-    anywidget 0.9.21 before the Lab's own: the Lab's anywidget 0.11 does not serve a kernel's
-    "~0.9.*"), as where Lab and kernel come from one image."""
-    data = jupyter_data(STACKS["kaggle"])
+    """JupyterLab with the Kaggle-pinned stack's kernelspec alone: the Lab's own front ends
+    (anywidget 0.11) show the widgets of the kernel's anywidget 0.9.21, which ask for a range of
+    front-end versions, not "~0.9.*" (a Lab and a kernel from different environments)."""
+    data = tmp_path_factory.mktemp("kaggle-data")
+    (data / "kernels").symlink_to(jupyter_data(STACKS["kaggle"]) / "kernels")
     env = user_env(
         JUPYTER_STREAM_BASE_URL=paced.base_url, JUPYTER_STREAM_MODEL="demo", JUPYTER_PATH=str(data)
     )
