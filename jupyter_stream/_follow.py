@@ -8,13 +8,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ._render import FRAME_INTERVAL, end_mark, format_status
+from ._stream import ChatStream, StopReason
 from ._terminal import TerminalFilter, for_terminal
-
-if TYPE_CHECKING:
-    from ._stream import ChatStream
 
 __all__ = [
     "STATUS_INTERVAL",
@@ -41,7 +39,8 @@ async def follow(
     idle: float | None = STATUS_INTERVAL,
 ) -> None:
     """Read ``stream`` to its end, calling ``sink`` at most once per frame interval, and once
-    more, exactly, at the end (also when it ends by an error or a cancellation).
+    more, exactly, at the end (also when it ends by an error or a cancellation). An interrupt
+    (a cancellation, or KeyboardInterrupt) closes a ChatStream, as interrupted, before that frame.
 
     When no token has brought a frame for ``idle`` seconds, one is drawn anyway (so that a status
     line keeps time while the server thinks); it is paced like any other. While the stream runs
@@ -97,8 +96,9 @@ async def follow(
             if schedule() or now() - turn >= YIELD_INTERVAL:
                 await asyncio.sleep(0)
                 turn = now()
-    except asyncio.CancelledError:  # an interrupt: draw now, never wait
+    except (asyncio.CancelledError, KeyboardInterrupt):  # an interrupt: draw now, never wait
         stop_drawing()
+        _interrupted(stream)
         sink(stream, True)
         raise
     except BaseException:
@@ -109,6 +109,14 @@ async def follow(
     stop_drawing()
     await paced()
     sink(stream, True)
+
+
+def _interrupted(stream: object) -> None:
+    """Close a ChatStream that an interrupt left open."""
+    # Buffered deltas are read without waiting, so the interrupt often lands on the yield above
+    # rather than in the stream's own wait (which closes it): the connection would stay open.
+    if isinstance(stream, ChatStream):
+        stream.close(StopReason.INTERRUPTED)  # a stream that already ended keeps its reason
 
 
 class StatusThrottle:

@@ -1,12 +1,18 @@
-"""Following a stream, pure: the status throttle on an injected clock, and a reply printed as
-text with its end mark (the magic's text path and the CLI share it)."""
+"""Following a stream: the status throttle on an injected clock, a reply printed as text with its
+end mark (the magic's text path and the CLI share it), and follow() under an interrupt."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 
-from jupyter_stream._follow import StatusThrottle, TextReply
+import pytest
+from scripted_server import Request, Response, ScriptedServer, chunk
+
+from jupyter_stream import StopReason, astream_chat
+from jupyter_stream._follow import StatusThrottle, TextReply, follow
+from jupyter_stream._stream import ChatStream
 
 
 def test_the_status_is_due_at_first_then_once_per_interval_and_always_at_the_end() -> None:
@@ -52,3 +58,36 @@ async def test_aprint_writes_each_delta_as_it_arrives() -> None:
     await reply.aprint(deltas())
     reply.end()
     assert seen == ["a", "ab"] and out.getvalue() == "ab\n"
+
+
+async def test_an_interrupt_between_deltas_closes_the_stream_before_the_last_frame(
+    server: ScriptedServer,
+) -> None:
+    """Kernel -> Interrupt cancels the cell's task wherever it waits: here at follow()'s own yield
+    after a frame, not in the stream's wait for a delta. The stream is closed all the same, so the
+    last frame says interrupted and the server sees the client go."""
+
+    async def stalls(request: Request, response: Response) -> None:
+        for piece in ("Hello", " there"):
+            await response.event(chunk(piece))
+        await response.until_disconnect()  # only a close ends it
+
+    server.handler = stalls
+    stream = astream_chat("hi", model="test-model", base_url=server.url, max_retries=0)
+    finals: list[StopReason | None] = []
+    frames: list[bool] = []
+
+    def draw(drawn: ChatStream, final: bool) -> None:
+        frames.append(final)
+        if final:
+            finals.append(drawn.stop_reason)
+        elif asyncio.current_task() is task and frames.count(False) == 1:
+            task.cancel()  # lands on the yield that follows this frame
+
+    task = asyncio.get_running_loop().create_task(follow(stream, draw))
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 30)
+    assert finals == [StopReason.INTERRUPTED]
+    assert stream.text and stream.stop_reason is StopReason.INTERRUPTED
+    await stream.aclose()
+    assert server.requests[-1].disconnected.wait(30), "the server never saw the client go"
