@@ -51,14 +51,11 @@ from ._http import (
 from ._loop import private_loop
 from ._moderation import RuleMatch, Watch
 from ._registry import Handle, registry
-from ._reply import Chunk, Reply, excerpt
+from ._reply import Chunk, Reply, count_texts, excerpt
 from ._wire import DECODERS, Event, WireFormat, wire_format
 
 __all__ = ["Engine", "State", "StopReason", "StreamRequest", "StreamStats"]
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_IDLE_TIMEOUT = 120.0
-DEFAULT_MAX_RETRIES = 2
 DRAIN_TIMEOUT = 1.0  # after the end mark, how long to read on so the connection is kept
 
 
@@ -171,7 +168,6 @@ class Engine:
         self._detail: str | None = None
         self._match: RuleMatch | None = None
         self._watch = request.watch() if request.watch is not None else None
-        self._shown = 0  # characters of content shown (with a watch)
 
     @property
     def stop_reason(self) -> StopReason | None:
@@ -221,7 +217,7 @@ class Engine:
             self._detail = detail
             self._cut = True
             if self._watch is not None:  # text held back by the rules was received
-                self._append("".join(self._watch.flush()))
+                self._reply.append_content("".join(self._watch.flush()))
             sock, self._sock = self._sock, None
             if sock is not None:
                 try:
@@ -451,17 +447,12 @@ class Engine:
         ended_by_sequence = self._match is not None and self._match is watch.sequence
         confirm = reason in _NATURAL_ENDS and (self._match is None or ended_by_sequence)
         release, match = watch.finish(lambda: self._reply.content, confirm=confirm)
-        self._append(release)
+        self._reply.append_content(release)
         if match is not None:
             self._match, self._detail = match, str(match)
             self._cut = True  # the match is never delivered, as when a stream is closed
             return StopReason.MODERATED
         return reason
-
-    def _append(self, text: str) -> None:
-        if text:
-            self._reply._content.append(text)
-            self._shown += len(text)
 
     async def _pump(self) -> None:
         reason, error = StopReason.INTERRUPTED, None
@@ -677,21 +668,13 @@ class Engine:
     ) -> tuple[int, RuleMatch | None]:
         """``_commit`` through the stream's rules (see ``Watch.take``). Returns the tokens that
         arrived and the match."""
-        taken = watch.take(chunks, self._shown, lambda: self._reply.content)
-        self._append(taken.release)
-        before_count = len(self._reply._content)
-        counted = self._reply.extend(taken.chunks)
-        added = taken.added
-        if added is None:
-            added = sum(len(piece) for piece in self._reply._content[before_count:])
-        self._shown += added
+        reply = self._reply
+        taken = watch.take(chunks, reply.content_length, lambda: reply.content)
+        reply.append_content(taken.release)
+        counted = reply.extend(taken.chunks)
         if taken.chunks is not chunks:  # tokens that arrived before the stop, held ones included
-            counted = sum(1 for chunk in chunks[: len(taken.chunks)] if _has_text(chunk))
+            counted = count_texts(chunks[: len(taken.chunks)])
         return counted, taken.match
-
-
-def _has_text(chunk: str | Chunk) -> bool:
-    return bool(chunk) if isinstance(chunk, str) else bool(chunk.content or chunk.reasoning)
 
 
 def _api_error(error: Mapping[str, Any], endpoint: Endpoint) -> APIError:

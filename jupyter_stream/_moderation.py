@@ -456,7 +456,7 @@ class Watch:
                 before = self._held
                 visible = self.hold(joined, shown + len(self.unconfirmed))
                 chunks = _recut(chunks, pieces, before[: len(visible)], len(visible))
-        taken = Taken("", chunks, None, None)
+        taken = Taken("", chunks, None)
         if self._scanners:
             taken = self._checked(chunks, shown, content)
         if taken.match is None and self.sequence is not None:
@@ -485,17 +485,17 @@ class Watch:
                     if end >= match.end:
                         break
                 chunks = chunks[:kept]
-            return Taken(earlier, chunks, match, None)
+            return Taken(earlier, chunks, match)
         hold_from = self.pending_from
         if hold_from is None or hold_from >= base:
             release, self.unconfirmed = earlier, ""
         else:
             release, self.unconfirmed = earlier[: hold_from - shown], earlier[hold_from - shown :]
         if hold_from is None or hold_from >= base + len(new):
-            return Taken(release, chunks, None, len(new))
+            return Taken(release, chunks, None)
         keep = max(0, hold_from - base)  # of this read's text; the rest waits with the match
         self.unconfirmed += new[keep:]
-        return Taken(release, _recut(chunks, pieces, "", keep), None, keep)
+        return Taken(release, _recut(chunks, pieces, "", keep), None)
 
     def finish(self, content: Callable[[], str], *, confirm: bool) -> tuple[str, RuleMatch | None]:
         """At a natural end: the text held back (to show), and, with ``confirm``, a match of
@@ -517,13 +517,12 @@ class Watch:
 
 
 class Taken(NamedTuple):
-    """What :meth:`Watch.take` lets through: ``release`` then ``chunks`` (``added``: how much
-    text they add, when known), and the match that ends the stream, if any."""
+    """What :meth:`Watch.take` lets through: ``release`` then ``chunks``, and the match that
+    ends the stream, if any."""
 
     release: str
     chunks: list[str | Chunk]
     match: RuleMatch | None
-    added: int | None
 
 
 def _recut(

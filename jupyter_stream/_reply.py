@@ -15,7 +15,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-__all__ = ["Chunk", "Message", "Reply", "ToolCall", "clean_text", "excerpt", "scrub"]
+__all__ = [
+    "Chunk",
+    "Message",
+    "Reply",
+    "ToolCall",
+    "clean_text",
+    "count_texts",
+    "excerpt",
+    "scrub",
+]
 
 Message = dict[str, Any]
 
@@ -101,6 +110,7 @@ class Reply:
     _content: list[str] = field(default_factory=list, init=False, repr=False)
     _reasoning: list[str] = field(default_factory=list, init=False, repr=False)
     _content_cache: tuple[int, str] = field(default=(0, ""), init=False, repr=False)
+    _content_length: int = field(default=0, init=False, repr=False)
     _reasoning_cache: tuple[int, str] = field(default=(0, ""), init=False, repr=False)
 
     @property
@@ -114,6 +124,11 @@ class Reply:
         return text
 
     @property
+    def content_length(self) -> int:
+        """``len(self.content)``, without joining the pieces."""
+        return self._content_length
+
+    @property
     def reasoning(self) -> str:
         """Reasoning ("thinking") text so far, kept apart from the answer."""
         count, text = self._reasoning_cache
@@ -123,25 +138,33 @@ class Reply:
             self._reasoning_cache = (count + len(pieces), text)
         return text
 
+    def append_content(self, text: str) -> None:
+        """Add ``text`` to the answer (text a stream held back and shows now)."""
+        if text:
+            self._content.append(text)
+            self._content_length += len(text)
+
     def add(self, chunk: Chunk) -> None:
         """Fold one chunk into the reply."""
         self.extend((chunk,))
 
     def extend(self, chunks: Iterable[str | Chunk]) -> int:
         """Fold chunks into the reply, a str standing for a chunk with only that text (a wire
-        format's commonest event); return how many carried text (content or reasoning)."""
+        format's commonest event); return how many carried text (as :func:`count_texts`)."""
         texts = 0
         for chunk in chunks:
             self.chunks += 1
             if type(chunk) is str:
                 if chunk:
                     self._content.append(chunk)
+                    self._content_length += len(chunk)
                     texts += 1
                 continue
             assert isinstance(chunk, Chunk)
             content, reasoning = chunk.content, chunk.reasoning
             if content:
                 self._content.append(content)
+                self._content_length += len(content)
             if reasoning:
                 self._reasoning.append(reasoning)
             if content or reasoning:
@@ -196,6 +219,15 @@ class Reply:
 
     def __str__(self) -> str:
         return self.content
+
+
+def count_texts(chunks: Iterable[str | Chunk]) -> int:
+    """How many of ``chunks`` carry text (content or reasoning): what ``Reply.extend`` returns."""
+    return sum(
+        1
+        for chunk in chunks
+        if (chunk if isinstance(chunk, str) else chunk.content or chunk.reasoning)
+    )
 
 
 def excerpt(text: str, limit: int = 200) -> str:

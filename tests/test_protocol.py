@@ -9,7 +9,7 @@ import pytest
 
 from jupyter_stream import ProtocolError, Reply
 from jupyter_stream._messages import normalize_messages
-from jupyter_stream._reply import clean_text
+from jupyter_stream._reply import Chunk, clean_text, count_texts
 from jupyter_stream._wire.chat import build_payload, parse_chunk, parse_event
 
 
@@ -52,6 +52,22 @@ def test_reply_accumulates_and_reads_are_cached() -> None:
         reply.add(parse_chunk(data(content=piece)))
         assert reply.content.endswith(piece)
     assert reply.content == "abc" and reply.chunks == 3 and str(reply) == "abc"
+
+
+def test_content_length_and_the_text_count_follow_every_way_text_is_added() -> None:
+    reply = Reply()
+    reads: list[list[str | Chunk]] = [
+        ["ab", "", "é"],
+        [Chunk(content="xyz", reasoning="r"), Chunk(reasoning="only"), Chunk(usage={"a": 1})],
+        [Chunk(content="\U0001f600")],
+    ]
+    for read in reads:
+        assert reply.extend(read) == count_texts(read)
+        assert reply.content_length == len(reply.content)
+    reply.append_content("held")
+    reply.append_content("")
+    assert reply.content == "abéxyz\U0001f600held" and reply.content_length == len(reply.content)
+    assert [count_texts(read) for read in reads] == [2, 2, 1]
 
 
 def test_tool_call_fragments_are_assembled_by_index() -> None:
