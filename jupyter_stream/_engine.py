@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, get_args
 
 import anyio
 
@@ -52,9 +52,9 @@ from ._loop import private_loop
 from ._moderation import RuleMatch, Watch
 from ._registry import Handle, registry
 from ._reply import Chunk, Reply, count_texts, excerpt
-from ._wire import DECODERS, Event, WireFormat, wire_format
+from ._wire import DECODERS, EndKind, Event, WireFormat, wire_format
 
-__all__ = ["Engine", "State", "StopReason", "StreamRequest", "StreamStats"]
+__all__ = ["NATURAL_ENDS", "Engine", "State", "StopReason", "StreamRequest", "StreamStats"]
 
 DRAIN_TIMEOUT = 1.0  # after the end mark, how long to read on so the connection is kept
 
@@ -76,6 +76,16 @@ class StopReason(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+    @property
+    def natural(self) -> bool:
+        """True when the model ended the answer (completed, length, content_filter), not
+        someone or something on this side."""
+        return self in NATURAL_ENDS
+
+
+# A wire format's end kinds (EndKind) are the natural ends: one list of them, the wire's.
+NATURAL_ENDS = frozenset(StopReason(kind) for kind in get_args(EndKind))
 
 
 @dataclass(frozen=True)
@@ -123,7 +133,6 @@ class State(Enum):
 
 
 _numbers = itertools.count(1)  # next() on it is atomic in CPython: a number per stream
-_NATURAL_ENDS = (StopReason.COMPLETED, StopReason.LENGTH, StopReason.CONTENT_FILTER)
 
 
 class Engine:
@@ -445,7 +454,7 @@ class Engine:
         # A stop sequence ends the answer as the end mark does: a match that reached its end
         # stands.
         ended_by_sequence = self._match is not None and self._match is watch.sequence
-        confirm = reason in _NATURAL_ENDS and (self._match is None or ended_by_sequence)
+        confirm = reason.natural and (self._match is None or ended_by_sequence)
         release, match = watch.finish(lambda: self._reply.content, confirm=confirm)
         self._reply.append_content(release)
         if match is not None:

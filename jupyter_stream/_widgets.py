@@ -325,7 +325,7 @@ def _awaited(stream: ChatStream) -> bool:
     """Whether the stream was ended by someone who waits for it to end (Stop, the deadline, an
     interrupt, a rule), rather than by the model."""
     reason = stream.stop_reason
-    return reason not in (None, StopReason.COMPLETED, StopReason.LENGTH, StopReason.CONTENT_FILTER)
+    return reason is not None and not reason.natural
 
 
 class PromptBox(_Widget):

@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from jupyter_stream import ProtocolError, Reply
+from jupyter_stream import ProtocolError, Reply, StopReason
 from jupyter_stream._messages import normalize_messages
 from jupyter_stream._reply import Chunk, clean_text, count_texts
+from jupyter_stream._wire import wire_format
 from jupyter_stream._wire.chat import build_payload, parse_chunk, parse_event
 
 
@@ -68,6 +69,14 @@ def test_content_length_and_the_text_count_follow_every_way_text_is_added() -> N
     reply.append_content("")
     assert reply.content == "abéxyz\U0001f600held" and reply.content_length == len(reply.content)
     assert [count_texts(read) for read in reads] == [2, 2, 1]
+
+
+def test_the_natural_ends_are_the_wire_formats_end_kinds() -> None:
+    natural = {reason for reason in StopReason if reason.natural}
+    assert natural == {StopReason.COMPLETED, StopReason.LENGTH, StopReason.CONTENT_FILTER}
+    chat = wire_format()  # it maps every finish reason to one of them
+    kinds = {StopReason(chat.end_kind(why)) for why in ("stop", "length", "content_filter", None)}
+    assert kinds == natural
 
 
 def test_tool_call_fragments_are_assembled_by_index() -> None:
