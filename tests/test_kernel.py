@@ -487,7 +487,7 @@ def test_a_refused_connection_shows_its_message_without_the_package_frames(
     # %tb shows the whole traceback: the package's frames and the connection error under it.
     whole = error_text(kernel.run("%tb"))
     assert "Traceback (most recent call last)" in whole
-    assert "jupyter_stream/_magic.py" in whole and "jupyter_stream/_stream.py" in whole
+    assert "jupyter_stream/_magic.py" in whole and "jupyter_stream/_engine.py" in whole
     assert "The above exception was the direct cause" in whole  # httpx's error, chained
     assert whole.rstrip().endswith(shown.strip())
 
