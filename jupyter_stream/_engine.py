@@ -578,9 +578,10 @@ class Engine:
         if self._deliver(decoder.flush()) or self._reply.finish_reason:
             return self._end_reason()
         if not self._reply.chunks:
+            said = excerpt(self._request.endpoint.redact(head.decode("utf-8", "replace")))
             raise ProtocolError(
                 f"expected an event stream from {self._request.endpoint.display_url} but got "
-                f"{content_type or 'no content type'}: {excerpt(head.decode('utf-8', 'replace'))!r}"
+                f"{content_type or 'no content type'}: {said!r}"
             )
         raise TruncatedStreamError(
             f"the stream from {self._request.endpoint.host_port} ended after "
@@ -640,6 +641,9 @@ class Engine:
                 if chunk.error is not None:
                     failure = _api_error(chunk.error, self._request.endpoint)
                     break
+                if chunk.notes:  # they quote the server's values, which may echo the key
+                    redact = self._request.endpoint.redact
+                    chunk = chunk._replace(notes=tuple(redact(note) for note in chunk.notes))
             chunks.append(chunk)
         if chunks and not self._commit(chunks):
             return True  # closed meanwhile: stop reading

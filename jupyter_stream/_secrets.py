@@ -7,10 +7,17 @@ server needs it, but the values of parameters whose names look secret (``key``, 
 ``token``, ``sig``…) are secrets like the key. No message shows a URL's user info or query.
 
 A :class:`Redactor` finds a secret in every form a server may echo it back in: as it is,
-JSON-escaped (``\\u0073k-…``, ``\\/``), URL-encoded (``sk%2D…``), as an HTML character
-reference, and the Basic credentials as the base64 that was sent. A secret shorter than
+JSON-escaped (``\\u0073k-…``, ``\\/``, and the backslash doubled, as a repr() of that shows it),
+URL-encoded (``sk%2D…``), as an HTML character reference, and the Basic credentials as the
+base64 that was sent. A secret shorter than
 :data:`MIN_SUBSTRING` characters is replaced only where it stands as a token of its own, so that
 a one-character key does not turn every such letter of a message into ``***``.
+
+A message often quotes a server's text cut short (``excerpt`` keeps its start and ends it with
+"…"), and the cut may fall inside an echoed secret. So the first :data:`MIN_PREFIX` or more
+characters of a longer secret are replaced too where a cut shows: right before "…", or at the end
+of the text (an escape cut in half included). Nothing cuts a text's start, so a secret's end is
+not looked for after a leading "…".
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ._exceptions import exception_chain
 
 __all__ = [
+    "MIN_PREFIX",
     "MIN_SUBSTRING",
     "Redactor",
     "basic_credentials",
@@ -36,11 +45,22 @@ __all__ = [
 ]
 
 MIN_SUBSTRING = 8
+MIN_PREFIX = 4  # fewer characters of a cut secret say little, and more often a word
+ELLIPSIS = "\u2026"  # what excerpt() and the other cuts append
 MASK = "***"
 SECRET_PARAM = re.compile(r"key|token|secret|passw|pwd|sig|auth|credential|session", re.I)
 _TOKEN_CHARS = r"A-Za-z0-9_+/=\-"  # a short secret is redacted only between other chars
+_Text = TypeVar("_Text", str, bytes)
 _ENTITIES = {"&": "amp", "<": "lt", ">": "gt", '"': "quot", "'": "#39"}
-_JSON_SHORT = {"/": r"\\/", '"': r'\\"', "\\": r"\\\\"}
+_BACKSLASH = r"\\{1,2}"  # a JSON escape's, doubled where a repr() or JSON quotes the escape
+_JSON_SHORT = {"/": _BACKSLASH + "/", '"': _BACKSLASH + '"', "\\": r"\\{2,4}"}
+# An escape cut in half at the end of an excerpt: "\\u00", "%2", "&#x7", "&quo".
+_PARTIAL_ESCAPE = (
+    f"(?:{_BACKSLASH}(?:u[0-9a-fA-F]{{0,3}})?|%[0-9a-fA-F]?"
+    "|&(?:#[xX]?[0-9a-fA-F]{0,7}|[a-z]{0,4}))?"
+)
+_AT_CUT = f"(?={ELLIPSIS}|\\Z)"
+_MAX_NESTED = 256  # optional groups nested in a prefix pattern (the regex parser recurses)
 
 
 def split_userinfo(url: str) -> tuple[str, str | None]:
@@ -102,7 +122,7 @@ def _char_pattern(char: str) -> str:
     code = ord(char)
     forms = [
         re.escape(char),
-        r"\\u" + _hex(f"{code:04x}"),
+        _BACKSLASH + "u" + _hex(f"{code:04x}"),
         "".join("%" + _hex(f"{byte:02x}") for byte in char.encode()),
         f"&#0*{code};",
         "&#[xX]0*" + _hex(f"{code:x}") + ";",
@@ -126,6 +146,30 @@ def _secret_pattern(secret: str) -> str:
     return pattern
 
 
+def _prefix_pattern(secret: str) -> str:
+    """A regex for the first ``MIN_PREFIX`` or more characters of ``secret`` (in any echoed
+    form) where a cut shows: right before an ellipsis, or at the end of the text."""
+    chars = [_char_pattern(char) for char in secret[: _MAX_NESTED + MIN_PREFIX]]
+    rest = ""
+    if len(secret) > len(chars):  # a longer prefix of a very long secret: up to the cut
+        rest = f"[^\\s{ELLIPSIS}]*"
+    for char in reversed(chars[MIN_PREFIX:]):  # each further character only after the one before
+        rest = f"(?:{char}{rest})?"
+    return "".join(chars[:MIN_PREFIX]) + rest + _PARTIAL_ESCAPE + _AT_CUT
+
+
+def _ends_cut(data: _Text, secrets: list[_Text]) -> bool:
+    """Whether ``data`` ends with the first ``MIN_PREFIX`` or more characters of a secret."""
+    for secret in secrets:
+        head, tail = secret[:MIN_PREFIX], data[-len(secret) :]
+        start = tail.find(head)
+        while start >= 0:
+            if secret.startswith(tail[start:]):
+                return True
+            start = tail.find(head, start + 1)
+    return False
+
+
 class Redactor:
     """Replaces each of some secrets, in any of its echoed forms, by ``***``."""
 
@@ -135,7 +179,10 @@ class Redactor:
         self._text: re.Pattern[str] | None = None
         self._bytes: re.Pattern[bytes] | None = None
         if self.secrets:
-            pattern = "|".join(_secret_pattern(secret) for secret in self.secrets)
+            cut = [
+                _prefix_pattern(secret) for secret in self.secrets if len(secret) >= MIN_SUBSTRING
+            ]
+            pattern = "|".join([*(_secret_pattern(secret) for secret in self.secrets), *cut])
             self._text = re.compile(pattern)
             self._bytes = re.compile(pattern.encode())
         self._plain = [secret for secret in self.secrets if len(secret) >= MIN_SUBSTRING]
@@ -163,12 +210,22 @@ class Redactor:
 
     def _may_hold(self, data: str | bytes) -> bool:
         """A cheap test that lets most text skip the regex: no escape that could hide a secret,
-        and no long secret as it is (a short one: only the regex knows where tokens end)."""
+        no cut, and no long secret as it is (a short one: only the regex knows where tokens end)."""
+        if self._short:
+            return True
         if isinstance(data, str):
-            plain, escapes = self._plain, ("\\", "%", "&")
-            return self._short or any(m in data for m in escapes) or any(s in data for s in plain)
-        plain_bytes, marks = self._plain_bytes, (b"\\", b"%", b"&")
-        return self._short or any(m in data for m in marks) or any(s in data for s in plain_bytes)
+            plain, marks = self._plain, ("\\", "%", "&", ELLIPSIS)
+            return (
+                any(m in data for m in marks)
+                or any(s in data for s in plain)
+                or _ends_cut(data, plain)
+            )
+        plain_bytes, byte_marks = self._plain_bytes, (b"\\", b"%", b"&", ELLIPSIS.encode())
+        return (
+            any(m in data for m in byte_marks)
+            or any(s in data for s in plain_bytes)
+            or _ends_cut(data, plain_bytes)
+        )
 
     def exposed_by(self, exc: BaseException) -> bool:
         """Whether a secret shows in ``exc`` or its chain: a message, a repr, or a local

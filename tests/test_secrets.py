@@ -31,10 +31,12 @@ from jupyter_stream import (
     JupyterStreamError,
     ProtocolError,
     ServerError,
+    alist_models,
     astream_chat,
     list_models,
     stream_chat,
 )
+from jupyter_stream._secrets import MIN_PREFIX, Redactor
 from jupyter_stream.server import BackgroundServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -247,6 +249,125 @@ def test_a_verbose_traceback_of_a_stream_error_shows_no_header(
     outputs.add("VerboseTB of a refused connection", shown)
     assert "All connection attempts failed" in shown  # the cause, in words
     assert "ConnectionRefusedError" in shown
+
+
+# -- a key echoed where a message quotes the server's text cut short -----------------------------
+
+CUT_KEY = "sk-Q7vX9zK2wP4jR8mT3nB6yH1cF5gL0dS7aE2uI9oW4xZ6qVt3"  # 51 characters, like OpenAI's
+# What the server sends (the echo in the middle) and which cut its words meet: _shown()'s 80
+# characters for a value quoted as JSON, excerpt()'s 200 for the rest.
+CUTS = {
+    "a mid-stream error event whose message is an object": 80,
+    "a mid-stream error event whose message is text": 200,
+    "a content delta of the wrong type": 80,
+    "a model name of the wrong type (a note)": 80,
+    "an event whose data is not JSON": 200,
+    "an event whose data is nested too deeply": 200,
+    "a body that is no event stream": 200,
+    "a JSON body that is no answer": 200,
+    "a model list that is no list": 200,
+    "a model list with a model without a name": 200,
+}
+WRAPPING = 16  # at most this many characters stand before the echo in the text that is cut
+
+
+async def echoing_cut(request: Request, response: Response) -> None:
+    """A server that echoes ``CUT_KEY`` after ``pad`` characters, and much after it, in the
+    place ``case`` (both from the base URL's query) names."""
+    query = dict(pair.split("=") for pair in request.path.partition("?")[2].split("&"))
+    case, pad = CUTS_BY_ID[query["case"]], int(query["pad"])
+    echo = "x" * pad + (escaped(CUT_KEY) if "escaped" in query else CUT_KEY) + " and more" * 40
+    if case == "a model list that is no list":
+        await response.whole(200, json.dumps({"nope": echo}))
+        return
+    if case == "a model list with a model without a name":
+        await response.whole(200, json.dumps({"data": [{"name": echo}]}))
+        return
+    if case == "a mid-stream error event whose message is an object":
+        await response.event({"error": {"message": {"detail": echo}}})
+    elif case == "a mid-stream error event whose message is text":
+        await response.event({"error": {"message": echo}})
+    elif case == "a content delta of the wrong type":
+        await response.event(chunk(content={"x": echo}))  # type: ignore[arg-type]
+    elif case == "a model name of the wrong type (a note)":
+        await response.event(chunk("kept", "stop") | {"model": {"x": echo}})
+        await response.event("[DONE]")
+    elif case == "an event whose data is not JSON":
+        await response.send(f"data: {echo}\n\n")
+    elif case == "an event whose data is nested too deeply":
+        deep = "[" * 100_000 + "]" * 100_000
+        await response.send('data: {"x": "' + echo + '", "y": ' + deep + "}\n\n")
+    elif case == "a body that is no event stream":
+        await response.start(200, "text/plain")
+        await response.send(echo)
+    else:
+        await response.whole(200, json.dumps({"echo": echo}))
+        return
+    await response.end()
+
+
+CUTS_BY_ID = {f"c{number}": case for number, case in enumerate(CUTS)}
+
+
+def fragments(text: str, escape: bool = False) -> list[str]:
+    """Every run of MIN_PREFIX characters of ``CUT_KEY`` that shows in ``text``."""
+    runs = [CUT_KEY[i : i + MIN_PREFIX] for i in range(len(CUT_KEY) - MIN_PREFIX + 1)]
+    if escape:  # a repr() or a second JSON encoding doubles each backslash
+        text, runs = text.replace("\\\\", "\\"), [escaped(run) for run in runs]
+    return [run for run in runs if run in text]
+
+
+@pytest.mark.parametrize("escape", [False, True], ids=["as it is", "JSON-escaped"])
+async def test_a_key_cut_short_in_a_quote_shows_none_of_its_characters(
+    server: ScriptedServer, escape: bool
+) -> None:
+    """The cut of an excerpt may fall anywhere in an echoed key: at every place, the part of the
+    key before the cut is hidden too (at most MIN_PREFIX - 1 of its characters show)."""
+    server.handler = echoing_cut
+    width = len(escaped(CUT_KEY[:MIN_PREFIX])) if escape else len(CUT_KEY)
+    leaks, masked = [], set()
+    for case_id, case in CUTS_BY_ID.items():
+        limit = CUTS[case]
+        for pad in range(max(0, limit - width - WRAPPING - 2), limit + 1):
+            query = f"case={case_id}&pad={pad}" + ("&escaped=1" if escape else "")
+            base_url = f"{server.url}?{query}"
+            try:
+                if "model list" in case:
+                    await alist_models(base_url=base_url, api_key=CUT_KEY)
+                    pytest.fail(f"{case}: no error")
+                stream = astream_chat("hi", model="m", base_url=base_url, api_key=CUT_KEY)
+                async for _ in stream:
+                    pass
+                assert "(a note)" in case, case  # every other case is an error
+                assert stream.reply.notes, case
+                shown = repr(stream.reply.notes)
+            except JupyterStreamError as exc:
+                shown = "".join(traceback.format_exception(exc)) + repr(exc)
+            if fragments(shown, escape):
+                leaks.append(f"{case}, {pad} characters before the key: {shown[-400:]}")
+            if "***" in shown:
+                masked.add(case)
+    assert not leaks, "\n".join(leaks)
+    assert masked == set(CUTS), set(CUTS) - masked  # each case quoted (a part of) the key
+
+
+def test_a_cut_secret_is_hidden_only_where_the_cut_shows() -> None:
+    redactor = Redactor([CUT_KEY])
+    assert redactor.redact(f"said: {CUT_KEY[:30]}…") == "said: ***…"
+    assert redactor.redact(f"said: '{CUT_KEY[:5]}…', and so on") == "said: '***…', and so on"
+    assert redactor.redact(f"ends with {CUT_KEY[:MIN_PREFIX]}") == "ends with ***"
+    assert redactor.redact(f"'{escaped(CUT_KEY[:6])}\\u00…'") == "'***…'"  # an escape cut in half
+    assert redactor.redact(f"{quote(CUT_KEY[:9])}%2…") == "***…"
+    assert redactor.redact(repr(escaped(CUT_KEY))) == "'***'"  # a repr() doubles backslashes
+    assert redactor.redact(repr(escaped(CUT_KEY[:7]) + "\\u00…")) == "'***…'"
+    assert redactor.redact_bytes(f"{CUT_KEY[:20]}…".encode()) == "***…".encode()
+    assert redactor.found_in(f"x {CUT_KEY[:MIN_PREFIX]}…")
+    # Not cut: a key's first characters followed by more text, or fewer than MIN_PREFIX of them.
+    for kept in (f"{CUT_KEY[:12]} and more…", f"ends with {CUT_KEY[: MIN_PREFIX - 1]}…"):
+        assert redactor.redact(kept) == kept
+    # Nor a word that only begins like a password, unless it stands right before a cut.
+    assert Redactor(["password-1234"]).redact("the password is wrong") == "the password is wrong"
+    assert Redactor(["password-1234"]).redact("the passw…") == "the ***…"
 
 
 # -- the relay ------------------------------------------------------------------------------------
