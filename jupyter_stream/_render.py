@@ -16,6 +16,7 @@ only when it changed.
 from __future__ import annotations
 
 import html
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -155,7 +156,8 @@ class BlockSplitter:
         self._into: str | None = None  # where the tail's rows or lines go, if it continues a cut
         self._raw = False  # the tail is a paragraph too long to parse each frame
         self._scan = 0  # where to look next for the blank line that ends it
-        self._html: list[str] = []
+        self._html: list[str] = []  # the finished blocks' HTML, continuations spliced in
+        self._starts: list[int] = []  # where each finished block begins in _html
         self._final = False
         self._keep = keep_markdown
         self._markdown: list[str] = []
@@ -200,6 +202,12 @@ class BlockSplitter:
             return Frame(finished, None)
         self._tail_html = tail_html
         return Frame(finished, tail_html)
+
+    def blocks(self) -> list[str]:
+        """The finished blocks' HTML, each with its continuations merged in: what a view that
+        starts afresh shows (the pieces sent so far, applied in order, build the same)."""
+        bounds = itertools.pairwise([*self._starts, len(self._html)])
+        return ["".join(self._html[start:end]) for start, end in bounds]
 
     def rendered(self) -> Rendered | None:
         """The whole answer's HTML and safe Markdown, once ``update(final=True)`` has run."""
@@ -256,15 +264,22 @@ class BlockSplitter:
         if into is None:
             block = render_markdown(piece)
             finished.append(block)
-            self._html.append(block)
+            self._add_block(block)
         else:
             inner = _inside(render_markdown(lead + piece), into)
             if inner:
                 finished.append(Continuation(into, inner))
                 last = self._html[-1] if self._html else ""
                 at = last.rfind(_INSIDE[into][1])
-                self._html[-1:] = [last[:at], inner, last[at:]] if at >= 0 else [last, inner]
+                if at >= 0:
+                    self._html[-1:] = [last[:at], inner, last[at:]]
+                else:  # nowhere to go: a block of its own, as a view makes it
+                    self._add_block(inner)
         self._keep_markdown(piece, lead)
+
+    def _add_block(self, block: str) -> None:
+        self._starts.append(len(self._html))
+        self._html.append(block)
 
     def _keep_markdown(self, piece: str, lead: str = "") -> None:
         if not self._keep or not self._exact:
@@ -314,7 +329,7 @@ class BlockSplitter:
         """Finish ``piece`` as preformatted text (later text may go into it: _more_raw)."""
         block = _raw_html(piece)
         finished.append(block)
-        self._html.append(block)
+        self._add_block(block)
         if self._keep and self._exact:  # a paragraph: prose, never code
             self._join_markdown(piece, _escape_prose(piece))
 

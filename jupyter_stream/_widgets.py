@@ -171,7 +171,6 @@ class _Growing:
     def __init__(self, *, blocks: str, keep: str, tail: str, keep_markdown: bool = False) -> None:
         self.splitter = BlockSplitter(keep_markdown=keep_markdown)
         self._keys = (blocks, keep, tail)
-        self.blocks: list[str | dict[str, str]] = []  # the finished pieces, as sent
         self.tail = ""  # the unfinished block's HTML, as the views have it
 
     def advance(self, text: str, final: bool, message: dict[str, Any], quick: bool) -> None:
@@ -183,16 +182,16 @@ class _Growing:
                 piece if isinstance(piece, str) else {"into": piece.into, "html": piece.html}
                 for piece in frame.finished
             ]
-            self.blocks.extend(pieces)
             message[blocks] = pieces
         if frame.tail is not None:
             message[keep], message[tail] = _edit(self.tail, frame.tail)
             self.tail = frame.tail
 
     def snapshot(self, message: dict[str, Any]) -> None:
-        """Put into ``message`` all of it, for a view that starts afresh."""
+        """Put into ``message`` all of it, for a view that starts afresh: the finished blocks
+        with their continuations merged, not the thousands of pieces that sent them."""
         blocks, _keep, tail = self._keys
-        message[blocks] = self.blocks
+        message[blocks] = self.splitter.blocks()
         message[tail] = self.tail
 
 

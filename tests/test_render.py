@@ -266,7 +266,13 @@ CLOSINGS = {
 
 def assemble(frames: list[Frame]) -> str:
     """The HTML a view holds after ``frames``, as ReplyView's front end builds it."""
-    blocks: list[str] = []
+    return "".join(view_blocks(frames))
+
+
+def view_blocks(frames: list[Frame], blocks: list[str] | None = None) -> list[str]:
+    """The blocks a view holds after ``frames`` (applied to ``blocks``, a view's blocks so far),
+    as ReplyView's front end builds them."""
+    blocks = [] if blocks is None else blocks
     for frame in frames:
         for piece in frame.finished:
             if isinstance(piece, Continuation):  # into the block before, before its closing
@@ -276,7 +282,7 @@ def assemble(frames: list[Frame]) -> str:
                 blocks[-1] = blocks[-1][:at] + piece.html + blocks[-1][at:]
             else:
                 blocks.append(piece)
-    return "".join(blocks)
+    return blocks
 
 
 @pytest.mark.parametrize("make", [_table, _fence, _indented])
@@ -290,6 +296,31 @@ def test_a_long_table_or_code_block_grows_by_rows_into_one_element(make: Any) ->
     rendered = splitter.rendered()
     assert rendered is not None and rendered.html == render_markdown(text)
     assert rendered.markdown == safe_markdown_source(text)
+
+
+@pytest.mark.parametrize("make", [_table, _fence, _indented, _list, _paragraph])
+@pytest.mark.parametrize("stop_at", [None, 2000])
+def test_a_view_that_starts_afresh_gets_the_blocks_the_pieces_built(
+    make: Any, stop_at: int | None
+) -> None:
+    splitter = BlockSplitter()
+    tokens = tokenize(make(800))[:stop_at]
+    frames: list[Frame] = []
+    sent, view = "", list[str]()  # view: the blocks of a view there from the start
+    for number, at in enumerate(range(0, len(tokens), 20)):
+        sent += "".join(tokens[at : at + 20])
+        frames.append(splitter.update(sent))
+        view_blocks(frames[-1:], view)
+        if number % 10 == 0:  # mid-reply, as a late view asks
+            assert splitter.blocks() == view
+    frames.append(splitter.update(sent, final=True, quick=stop_at is not None))
+    blocks = splitter.blocks()
+    assert blocks == view_blocks(frames[-1:], view)
+    rendered = splitter.rendered()
+    assert rendered is not None and "".join(blocks) == rendered.html
+    pieces = [piece for frame in frames for piece in frame.finished]
+    if make in (_table, _fence, _indented):  # one block however many rows or lines it got
+        assert len(pieces) > 20 + len(blocks)
 
 
 @pytest.mark.parametrize("make", [_table, _fence, _list, _paragraph])
