@@ -36,6 +36,7 @@ from ._exceptions import (
     exception_chain,
 )
 from ._reply import clean_text, excerpt
+from ._secrets import register_for_logs
 from ._wire import WireFormat, WireRequest
 
 __all__ = [
@@ -391,6 +392,7 @@ async def stream_request(
     """Send ``make(fallback)`` and hand a 2xx response to ``read``; an error status becomes our
     error. Retried on connection errors, 429 and 5xx while ``body_started()`` is False, bounded
     by ``max_retries`` and honouring Retry-After; once, plainer, when the wire format says so."""
+    register_for_logs(endpoint.redactor.secrets)  # httpx's log lines show the URL and its query
     client = await get_client()
     timeout = httpx.Timeout(
         connect=connect_timeout, read=idle_timeout, write=connect_timeout, pool=None
@@ -432,6 +434,7 @@ async def fetch_text(
     timeout: float,  # noqa: ASYNC109 - httpx's own per-request timeout
 ) -> str:
     """GET ``request``: the body's text, or our error for a failure or an error status."""
+    register_for_logs(endpoint.redactor.secrets)  # httpx's log lines show the URL and its query
     client = await get_client()
     try:  # the headers inline: a verbose traceback prints a frame's variables
         response = await client.get(request.url, headers=request.headers, timeout=timeout)

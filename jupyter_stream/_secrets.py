@@ -261,7 +261,7 @@ def _safe_str(value: object) -> str:
 # -- log lines --------------------------------------------------------------------------------
 
 # httpx's INFO line prints a request's URL with its query: these loggers redact every secret
-# an endpoint has carried in this process.
+# a request of this process was sent with (the layers that send register them: _http, the relay).
 LOGGERS = (
     "httpx",
     "httpcore.connection",

@@ -17,7 +17,6 @@ from ._secrets import (
     Redactor,
     basic_credentials,
     query_secrets,
-    register_for_logs,
     safe_url,
     split_userinfo,
 )
@@ -47,8 +46,6 @@ class Endpoint:
         url, userinfo = split_userinfo(self.base_url)
         object.__setattr__(self, "base_url", url)  # frozen: set once, here
         object.__setattr__(self, "url_credentials", userinfo)
-        if self.redactor:
-            register_for_logs(self.redactor.secrets)
 
     def __repr__(self) -> str:
         return (

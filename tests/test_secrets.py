@@ -31,12 +31,14 @@ from jupyter_stream import (
     JupyterStreamError,
     ProtocolError,
     ServerError,
+    _secrets,
     alist_models,
     astream_chat,
     list_models,
     stream_chat,
 )
 from jupyter_stream._secrets import MIN_PREFIX, Redactor
+from jupyter_stream._target import Endpoint
 from jupyter_stream.server import BackgroundServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -249,6 +251,18 @@ def test_a_verbose_traceback_of_a_stream_error_shows_no_header(
     outputs.add("VerboseTB of a refused connection", shown)
     assert "All connection attempts failed" in shown  # the cause, in words
     assert "ConnectionRefusedError" in shown
+
+
+def test_an_endpoint_is_a_value_the_layer_that_sends_registers_its_secrets_for_logs(
+    server: ScriptedServer,
+) -> None:
+    never_sent = "sk-never-sent-7d41c09b"
+    before = set(_secrets._logged)
+    Endpoint(f"{server.url}?key=qk-never-sent-5e2a", "a test", never_sent, "a test")
+    assert set(_secrets._logged) == before  # building one has no effect on the process
+    sent = "sk-sent-once-93be17a2"
+    assert "".join(stream_chat("hi", model="m", base_url=server.url, api_key=sent)) != ""
+    assert sent in _secrets._logged and never_sent not in _secrets._logged
 
 
 # -- a key echoed where a message quotes the server's text cut short -----------------------------

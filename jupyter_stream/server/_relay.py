@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .._reply import excerpt
+from .._secrets import register_for_logs
 from .._target import Endpoint, check_base_url
 from ._config import ServerConfig
 from ._errors import error_event, error_response
@@ -50,6 +51,7 @@ class Relay:
             config.upstream_api_key,
             "the upstream key variable",
         )
+        register_for_logs(self.upstream.redactor.secrets)  # httpx's log lines show its query
         connect = config.upstream_connect_timeout
         self._timeout = httpx.Timeout(config.upstream_idle_timeout, connect=connect, pool=connect)
         # As many upstream connections as the server has streams (httpx's default is 100).
