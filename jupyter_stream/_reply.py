@@ -22,13 +22,15 @@ __all__ = [
     "ToolCall",
     "clean_text",
     "count_texts",
+    "escapes_surrogate",
     "excerpt",
+    "has_lone_surrogate",
     "scrub",
 ]
 
 Message = dict[str, Any]
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str from json.loads, only lone ones are left
 _MAX_NOTES = 20
 
 
@@ -66,13 +68,25 @@ class Chunk(NamedTuple):
     output_tokens: int | None = None  # tokens of the answer, when the server counted them
 
 
+def escapes_surrogate(json_text: str) -> bool:
+    """Whether JSON text may decode to a lone surrogate: a quick test before looking for one.
+    Only an escape makes one (``"\\ud800"``): decoding to text replaced or refused bad UTF-8."""
+    return "\\ud" in json_text or "\\uD" in json_text
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` (as ``json.loads`` made it) holds a lone surrogate, which no UTF-8
+    message can carry."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
 def clean_text(text: str) -> str:
     """``text`` with each lone surrogate replaced by U+FFFD.
 
     ``json.loads`` turns an escaped lone surrogate (``"\\ud800"``) into a str that UTF-8 cannot
     encode: kept, it would fail every Jupyter message and every later request that carries it.
     """
-    if text.isascii() or not _SURROGATE.search(text):
+    if not has_lone_surrogate(text):
         return text
     return _SURROGATE.sub("\ufffd", text)
 

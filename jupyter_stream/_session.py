@@ -87,6 +87,7 @@ class ChatSession:
         """The history as Chat Completions messages, ending with ``prompt`` when given."""
         said: list[dict[str, Any]] = []
         if self.system:
+            # Cleaned here too, not only when sent: messages() is history users print as it is.
             said.append({"role": "system", "content": clean_text(self.system)})
         for turn in self._turns:
             if turn.stream.done:
@@ -120,7 +121,7 @@ class ChatSession:
         messages: Sequence[Mapping[str, Any]] = self.messages(prompt)
         merged = {**self.defaults, **options}
         stream = (stream_chat if sync else astream_chat)(messages, **merged)
-        # The history keeps only what UTF-8 can carry (the reply's text is cleaned as it arrives).
+        # Cleaned for the history that %chat history and messages() show (sending cleans a copy).
         self._turns.append(Turn(clean_text(prompt), stream))
         return stream
 

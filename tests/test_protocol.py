@@ -9,7 +9,13 @@ import pytest
 
 from jupyter_stream import ProtocolError, Reply, StopReason
 from jupyter_stream._messages import normalize_messages
-from jupyter_stream._reply import Chunk, clean_text, count_texts
+from jupyter_stream._reply import (
+    Chunk,
+    clean_text,
+    count_texts,
+    escapes_surrogate,
+    has_lone_surrogate,
+)
 from jupyter_stream._wire import wire_format
 from jupyter_stream._wire.chat import build_payload, parse_chunk, parse_event
 
@@ -77,6 +83,22 @@ def test_the_natural_ends_are_the_wire_formats_end_kinds() -> None:
     chat = wire_format()  # it maps every finish reason to one of them
     kinds = {StopReason(chat.end_kind(why)) for why in ("stop", "length", "content_filter", None)}
     assert kinds == natural
+
+
+@pytest.mark.parametrize(
+    ("raw", "lone"),
+    [
+        (r'"\ud800"', True),
+        (r'"x\uDFFF"', True),
+        (r'"\ud83d\ude00"', False),  # a pair: one character
+        (r'"\ud55c"', False),  # not a surrogate, though the quick test looks twice
+        ('"é😀"', False),
+    ],
+)
+def test_a_lone_surrogate_is_told_from_a_pair(raw: str, lone: bool) -> None:
+    text = json.loads(raw)
+    assert has_lone_surrogate(text) is lone and has_lone_surrogate(clean_text(text)) is False
+    assert escapes_surrogate(raw) is ("\\u" in raw)  # every lone one, a few more looked at
 
 
 def test_tool_call_fragments_are_assembled_by_index() -> None:

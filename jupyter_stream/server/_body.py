@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from .._reply import escapes_surrogate, has_lone_surrogate
 from ._config import ServerConfig
 from ._errors import error_response
 from ._logging import printable
@@ -89,7 +89,7 @@ def parse_chat(body: bytes) -> ChatRequest | Response:
         )
     if not isinstance(request, dict):
         return error_response(400, "the request body must be a JSON object", code="invalid_json")
-    if _ESCAPED_SURROGATE.search(text):  # is each one half of a pair?
+    if escapes_surrogate(text):  # is each one half of a pair?
         field = _lone_surrogate(request)
         if field is not None:
             return error_response(
@@ -137,10 +137,6 @@ def parse_chat(body: bytes) -> ChatRequest | Response:
     return ChatRequest(model, messages, bool(request.get("stream")), max_tokens, include_usage)
 
 
-_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")  # after json.loads, only lone ones are left
-
-
 def _lone_surrogate(request: dict[str, Any]) -> str | None:
     """The name of the first field of ``request`` that holds a lone surrogate anywhere (in a
     string or a key, however deep), which no UTF-8 answer or log line could encode."""
@@ -149,7 +145,7 @@ def _lone_surrogate(request: dict[str, Any]) -> str | None:
         while todo:
             item = todo.pop()
             if isinstance(item, str):
-                if _SURROGATE.search(item):
+                if has_lone_surrogate(item):
                     return printable(key, 40)
             elif isinstance(item, dict):
                 todo.extend(item)
