@@ -16,11 +16,10 @@ from __future__ import annotations
 import os
 
 from ._exceptions import ConfigurationError
-from ._target import EMBEDDED as EMBEDDED
-from ._target import Endpoint, check_base_url
+from ._target import EMBEDDED, Endpoint, check_base_url
 from ._wire import chat
 
-__all__ = ["Endpoint", "check_base_url", "resolve_endpoint", "resolve_model"]
+__all__ = ["configured_endpoint", "resolve_model"]
 
 BASE_URL_VARS = ("JUPYTER_STREAM_BASE_URL", "OPENAI_BASE_URL")
 API_KEY_VAR = "OPENAI_API_KEY"
@@ -37,17 +36,17 @@ COLAB = "Colab's model proxy"
 COLAB_MODEL = "google/gemini-2.5-flash"  # google.colab.ai.generate_text's default model
 
 
-def resolve_endpoint(base_url: str | None = None, api_key: str | None = None) -> Endpoint:
+def configured_endpoint(base_url: str | None = None, api_key: str | None = None) -> Endpoint:
     """The endpoint from call options, else from the environment; the embedded server is named,
-    not started (see ``_endpoint.resolve_endpoint``)."""
+    not started (``_endpoint.resolve_endpoint`` starts it)."""
     try:
-        return _resolve_endpoint(base_url, api_key)
+        return _configured_endpoint(base_url, api_key)
     except ConfigurationError as exc:
         base_url = api_key = None  # a verbose traceback prints this frame's variables
         raise exc.with_traceback(None) from None  # and the frames below hold the same values
 
 
-def _resolve_endpoint(base_url: str | None, api_key: str | None) -> Endpoint:
+def _configured_endpoint(base_url: str | None, api_key: str | None) -> Endpoint:
     source = "base_url argument"
     if base_url is None:
         for name in BASE_URL_VARS:

@@ -4,9 +4,9 @@ server package."""
 
 from __future__ import annotations
 
-from ._config import EMBEDDED, Endpoint
-from ._config import resolve_endpoint as configured_endpoint
+from ._config import configured_endpoint
 from ._exceptions import ConfigurationError
+from ._target import EMBEDDED, Endpoint
 
 __all__ = ["open_endpoint", "resolve_endpoint"]
 

@@ -31,7 +31,6 @@ from typing import Any, get_args
 
 import anyio
 
-from ._config import Endpoint
 from ._exceptions import (
     APIError,
     ConfigurationError,
@@ -52,6 +51,7 @@ from ._loop import private_loop
 from ._moderation import RuleMatch, Watch
 from ._registry import Handle, registry
 from ._reply import Chunk, Reply, count_texts, excerpt
+from ._target import Endpoint
 from ._wire import DECODERS, EndKind, Event, WireFormat, wire_format
 
 __all__ = ["NATURAL_ENDS", "Engine", "State", "StopReason", "StreamRequest", "StreamStats"]

@@ -20,7 +20,6 @@ from typing import TypeVar
 import anyio
 import httpx
 
-from ._config import Endpoint
 from ._exceptions import (
     AuthenticationError,
     BadRequestError,
@@ -37,6 +36,7 @@ from ._exceptions import (
 )
 from ._reply import clean_text, excerpt
 from ._secrets import register_for_logs
+from ._target import Endpoint
 from ._wire import WireFormat, WireRequest
 
 __all__ = [

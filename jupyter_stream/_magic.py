@@ -31,7 +31,7 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, List, Unicode
 
 from . import _kernel_compat
-from ._config import COLAB, COLAB_KEY_VAR, EMBEDDED, colab_proxy, resolve_model
+from ._config import COLAB, COLAB_KEY_VAR, colab_proxy, resolve_model
 from ._endpoint import resolve_endpoint
 from ._exceptions import JupyterStreamError
 from ._follow import TextReply, reply_mark, status_text
@@ -41,6 +41,7 @@ from ._render import MARKS, Rendered, end_mark, reply_bundle
 from ._secrets import shown_query
 from ._session import ChatSession
 from ._stream import ChatStream, StopReason
+from ._target import EMBEDDED
 from ._terminal import for_terminal
 
 __all__ = [

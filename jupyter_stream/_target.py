@@ -64,16 +64,10 @@ class Endpoint:
         return not self.base_url and self.base_url_source == EMBEDDED
 
     @property
-    def chat_url(self) -> str:
-        """The Chat Completions URL (for the server's relay; a stream asks its wire format)."""
-        return self.url(chat.PATH)
-
-    @property
     def display_url(self) -> str:
         """The base URL without user info or query, safe to show."""
-        parts = urlsplit(self.base_url)
-        netloc = parts.netloc.rpartition("@")[2]
-        return f"{parts.scheme}://{netloc}{parts.path}"
+        parts = urlsplit(self.base_url)  # no user info: __post_init__ took it out
+        return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
     @property
     def host_port(self) -> str:
@@ -90,10 +84,6 @@ class Endpoint:
             return f"the user info in the base URL ({self.base_url_source})"
         return None
 
-    def headers(self) -> dict[str, str]:
-        """Chat Completions headers (for the server's relay; a stream asks its wire format)."""
-        return chat.headers(self)
-
     @cached_property
     def redactor(self) -> Redactor:
         """Finds the key and the URL's credentials in any form (see ``_secrets``)."""
@@ -109,10 +99,6 @@ class Endpoint:
 
     def redact_bytes(self, data: bytes) -> bytes:
         return self.redactor.redact_bytes(data)
-
-    def appears_in(self, exc: BaseException) -> bool:
-        """Whether a secret shows in ``exc``, its chain, or its traceback's local variables."""
-        return self.redactor.exposed_by(exc)
 
 
 def check_base_url(url: str, source: str) -> str:

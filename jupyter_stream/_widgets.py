@@ -403,7 +403,7 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         supersede: bool = True,
         **options: Any,
     ) -> None:
-        from ._config import resolve_endpoint, resolve_model
+        from ._config import configured_endpoint, resolve_model
 
         self._loop_thread: int | None = None  # None: always hop with call_soon_threadsafe
         try:
@@ -412,7 +412,7 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         except RuntimeError:
             self._loop = private_loop()
         self._options = options
-        endpoint = resolve_endpoint(options.get("base_url"), options.get("api_key"))
+        endpoint = configured_endpoint(options.get("base_url"), options.get("api_key"))
         model = resolve_model(model, endpoint)
         self.session = ChatSession(system=system, supersede=supersede)
         self._queue: list[str] = []  # questions waiting for the reply to end (no supersede)

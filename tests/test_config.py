@@ -14,6 +14,7 @@ from scripted_server import ScriptedServer
 from jupyter_stream import ConfigurationError, astream_chat, stream_chat
 from jupyter_stream._config import resolve_model
 from jupyter_stream._endpoint import resolve_endpoint
+from jupyter_stream._wire import chat
 
 
 def test_call_options_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,7 +40,7 @@ def test_environment_order(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_full_chat_completions_url_is_accepted() -> None:
     endpoint = resolve_endpoint("http://localhost:8000/v1/chat/completions")
-    assert endpoint.chat_url == "http://localhost:8000/v1/chat/completions"
+    assert endpoint.url(chat.PATH) == "http://localhost:8000/v1/chat/completions"
 
 
 @pytest.mark.parametrize(
@@ -108,18 +109,21 @@ async def test_sync_and_async_iteration_are_not_mixed() -> None:
 
 def test_a_query_string_stays_at_the_end_and_out_of_reprs() -> None:
     endpoint = resolve_endpoint("https://user:pw@x.example/openai/v1?api-version=2024-10")
-    assert endpoint.chat_url == "https://x.example/openai/v1/chat/completions?api-version=2024-10"
+    assert (
+        endpoint.url(chat.PATH)
+        == "https://x.example/openai/v1/chat/completions?api-version=2024-10"
+    )
     assert "pw" not in repr(endpoint) and "api-version" not in repr(endpoint)
 
 
 def test_user_info_is_sent_as_basic_auth_unless_a_key_is_set() -> None:
     endpoint = resolve_endpoint("https://us%40er:p%2Fw@x.example/v1")
-    assert "@" not in endpoint.base_url and "p%2Fw" not in endpoint.chat_url
+    assert "@" not in endpoint.base_url and "p%2Fw" not in endpoint.url(chat.PATH)
     expected = "Basic " + base64.b64encode(b"us@er:p/w").decode()
-    assert endpoint.headers()["Authorization"] == expected
+    assert chat.headers(endpoint)["Authorization"] == expected
     assert endpoint.credentials_source == "the user info in the base URL (base_url argument)"
     keyed = resolve_endpoint("https://user:pw@x.example/v1", "sk-key")
-    assert keyed.headers()["Authorization"] == "Bearer sk-key"
+    assert chat.headers(keyed)["Authorization"] == "Bearer sk-key"
     assert keyed.credentials_source == "api_key argument"
 
 
@@ -247,7 +251,7 @@ def test_anything_configured_wins_over_colabs_proxy_and_never_gets_its_key(
     endpoint = resolve_endpoint(**explicit)
     assert "colab" not in endpoint.display_url and "Colab" not in endpoint.base_url_source
     assert endpoint.api_key != COLAB_KEY
-    assert COLAB_KEY not in str(endpoint.headers())
+    assert COLAB_KEY not in str(chat.headers(endpoint))
 
 
 def test_colab_proxy_without_its_key_leaves_the_embedded_demo(

@@ -33,7 +33,7 @@ class Decoder(Protocol):
 
 
 class Target(Protocol):
-    """What a wire format needs of an endpoint (``_config.Endpoint`` is one)."""
+    """What a wire format needs of an endpoint (``_target.Endpoint`` is one)."""
 
     @property
     def api_key(self) -> str | None: ...

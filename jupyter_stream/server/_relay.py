@@ -28,6 +28,7 @@ from starlette.responses import Response
 from .._reply import excerpt
 from .._secrets import register_for_logs
 from .._target import Endpoint, check_base_url
+from .._wire import chat
 from ._config import ServerConfig
 from ._errors import error_event, error_response
 from ._exchange import SSE_HEADERS, Exchange, Work
@@ -71,7 +72,7 @@ class Relay:
             await self._client.aclose()
 
     def _headers(self, request: Request | None = None) -> dict[str, str]:
-        headers = self.upstream.headers()  # the upstream's key
+        headers = chat.headers(self.upstream)  # the upstream's key
         headers["Accept-Encoding"] = "identity"  # bytes pass through as they are
         if request is not None:
             headers["Accept"] = request.headers.get("accept", "*/*")
@@ -79,7 +80,7 @@ class Relay:
         return headers
 
     def chat(self, body: bytes, request: Request) -> Work:
-        url = self.upstream.chat_url
+        url = self.upstream.url(chat.PATH)
         headers = self._headers(request)
 
         async def work(exchange: Exchange) -> None:
