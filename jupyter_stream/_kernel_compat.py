@@ -29,20 +29,34 @@ from typing import Any
 __all__ = ["midcell_notice", "serving", "supports_midcell_stop", "unwrap"]
 
 NATIVE = (7, 4)  # ipykernel runs comm messages beside an awaiting cell from here on
-# Where the wrapped receive callback is measured to work (the kernel matrix's stacks).
-MEASURED = (((6, 17), (7, 0)), ((7, 3), (7, 4)))
+# Where the wrapped receive callback is measured to work (the kernel matrix's stacks: 6.17.1,
+# 6.29.5, 7.3.0), as [low, high) ranges of (major, minor); an unmeasured release gets the notice.
+MEASURED = (((6, 17), (6, 30)), ((7, 3), (7, 4)))
 
 _live: set[str] = set()  # comm ids whose messages are handled at once
 _tasks: set[asyncio.Future[Any]] = set()
 _wrapped: dict[int, tuple[Any, Callable[..., Any]]] = {}  # id(stream) -> (stream, original)
 
 
-@cache
 def ipykernel_version() -> tuple[int, ...] | None:
+    """The version of the ipykernel this kernel imported (the installed distribution's when it
+    does not say): another one may be installed where the metadata is found first."""
+    text = getattr(sys.modules.get("ipykernel"), "__version__", None)
+    if not isinstance(text, str):
+        text = _installed_version()
+    return None if text is None else _parse_version(text)
+
+
+@cache
+def _installed_version() -> str | None:
     try:
-        text = version("ipykernel")
+        return version("ipykernel")
     except PackageNotFoundError:
         return None
+
+
+@cache
+def _parse_version(text: str) -> tuple[int, ...]:
     parts: list[int] = []
     for piece in text.split(".")[:3]:
         digits = "".join(c for c in piece if c.isdigit())
