@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +45,8 @@ async def read_body(request: Request, config: ServerConfig) -> bytes | Response:
         return b"".join(parts)
 
     try:
-        if sys.version_info >= (3, 11):  # no task of its own, unlike wait_for
-            async with asyncio.timeout(config.body_timeout):
-                return await read()
-        return await asyncio.wait_for(read(), config.body_timeout)
+        async with asyncio.timeout(config.body_timeout):  # no task of its own, unlike wait_for
+            return await read()
     except asyncio.TimeoutError:
         return error_response(
             408, f"request body not received within {config.body_timeout:g} s", code="timeout"
