@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -57,13 +58,9 @@ def _installed_version() -> str | None:
 
 @cache
 def _parse_version(text: str) -> tuple[int, ...]:
-    parts: list[int] = []
-    for piece in text.split(".")[:3]:
-        digits = "".join(c for c in piece if c.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
+    """The release numbers that lead ``text``: "7.4.0rc1" is (7, 4, 0), never (7, 4, 1)."""
+    match = re.match(r"\d+(?:\.\d+){0,2}", text)
+    return () if match is None else tuple(int(part) for part in match.group().split("."))
 
 
 def _kernel() -> Any:

@@ -45,3 +45,19 @@ def test_the_version_is_the_imported_modules_else_the_installed_ones(
         installed = None
     found = compat.ipykernel_version()
     assert (found is None) if installed is None else found == compat._parse_version(installed)
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("7.4.0rc1", (7, 4, 0)),
+        ("6.29.5", (6, 29, 5)),
+        ("7.3", (7, 3)),
+        ("6.17.1.post1", (6, 17, 1)),
+        ("dev", ()),
+    ],
+)
+def test_a_version_is_read_by_its_leading_release_numbers(
+    text: str, parsed: tuple[int, ...]
+) -> None:
+    assert compat._parse_version(text) == parsed
