@@ -140,22 +140,19 @@ def _hex(digits: str) -> str:
 
 
 def _secret_pattern(secret: str) -> str:
-    pattern = "".join(_char_pattern(char) for char in secret)
+    """A regex for ``secret`` in any echoed form, and for a long one, also for its first
+    ``MIN_PREFIX`` or more characters where a cut shows: right before an ellipsis, or at the end
+    of the text."""
+    chars = [_char_pattern(char) for char in secret]
     if len(secret) < MIN_SUBSTRING:
-        pattern = f"(?<![{_TOKEN_CHARS}]){pattern}(?![{_TOKEN_CHARS}])"
-    return pattern
-
-
-def _prefix_pattern(secret: str) -> str:
-    """A regex for the first ``MIN_PREFIX`` or more characters of ``secret`` (in any echoed
-    form) where a cut shows: right before an ellipsis, or at the end of the text."""
-    chars = [_char_pattern(char) for char in secret[: _MAX_NESTED + MIN_PREFIX]]
+        return f"(?<![{_TOKEN_CHARS}]){''.join(chars)}(?![{_TOKEN_CHARS}])"
     rest = ""
-    if len(secret) > len(chars):  # a longer prefix of a very long secret: up to the cut
+    if len(chars) > _MAX_NESTED + MIN_PREFIX:  # a longer prefix of a very long one: to the cut
         rest = f"[^\\s{ELLIPSIS}]*"
-    for char in reversed(chars[MIN_PREFIX:]):  # each further character only after the one before
+    for char in reversed(chars[MIN_PREFIX : _MAX_NESTED + MIN_PREFIX]):  # each after the last
         rest = f"(?:{char}{rest})?"
-    return "".join(chars[:MIN_PREFIX]) + rest + _PARTIAL_ESCAPE + _AT_CUT
+    whole, cut = "".join(chars[MIN_PREFIX:]), rest + _PARTIAL_ESCAPE + _AT_CUT
+    return "".join(chars[:MIN_PREFIX]) + f"(?:{whole}|{cut})"
 
 
 def _ends_cut(data: _Text, secrets: list[_Text]) -> bool:
@@ -179,15 +176,19 @@ class Redactor:
         self._text: re.Pattern[str] | None = None
         self._bytes: re.Pattern[bytes] | None = None
         if self.secrets:
-            cut = [
-                _prefix_pattern(secret) for secret in self.secrets if len(secret) >= MIN_SUBSTRING
-            ]
-            pattern = "|".join([*(_secret_pattern(secret) for secret in self.secrets), *cut])
+            # Each form begins with the secret's first character or an escape's: the search
+            # skips every other position at the cost of one look.
+            starts = {"\\", "%", "&", *(secret[0] for secret in unique)}
+            first = "".join(sorted(re.escape(char) for char in starts))
+            alternatives = "|".join(_secret_pattern(secret) for secret in self.secrets)
+            pattern = f"(?=[{first}])(?:{alternatives})"
             self._text = re.compile(pattern)
             self._bytes = re.compile(pattern.encode())
         self._plain = [secret for secret in self.secrets if len(secret) >= MIN_SUBSTRING]
         self._plain_bytes = [secret.encode() for secret in self._plain]
         self._short = len(self._plain) < len(self.secrets)
+        self._last = {char for secret in self._plain for char in secret}  # a cut one ends in one
+        self._last_bytes = {bytes([byte]) for secret in self._plain_bytes for byte in secret}
 
     def __bool__(self) -> bool:
         return bool(self.secrets)
@@ -218,13 +219,13 @@ class Redactor:
             return (
                 any(m in data for m in marks)
                 or any(s in data for s in plain)
-                or _ends_cut(data, plain)
+                or (data[-1:] in self._last and _ends_cut(data, plain))
             )
         plain_bytes, byte_marks = self._plain_bytes, (b"\\", b"%", b"&", ELLIPSIS.encode())
         return (
             any(m in data for m in byte_marks)
             or any(s in data for s in plain_bytes)
-            or _ends_cut(data, plain_bytes)
+            or (data[-1:] in self._last_bytes and _ends_cut(data, plain_bytes))
         )
 
     def exposed_by(self, exc: BaseException) -> bool:
