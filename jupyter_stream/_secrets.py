@@ -9,9 +9,9 @@ server needs it, but the values of parameters whose names look secret (``key``, 
 A :class:`Redactor` finds a secret in every form a server may echo it back in: as it is,
 JSON-escaped (``\\u0073k-…``, ``\\/``, and the backslash doubled, as a repr() of that shows it),
 URL-encoded (``sk%2D…``), as an HTML character reference, and the Basic credentials as the
-base64 that was sent. A secret shorter than
-:data:`MIN_SUBSTRING` characters is replaced only where it stands as a token of its own, so that
-a one-character key does not turn every such letter of a message into ``***``.
+base64 that was sent. A secret shorter than :data:`MIN_SUBSTRING` characters is replaced only
+where it stands as a token of its own, so that a one-character key does not turn every such
+letter of a message into ``***``.
 
 A message often quotes a server's text cut short (``excerpt`` keeps its start and ends it with
 "…"), and the cut may fall inside an echoed secret. So the first :data:`MIN_PREFIX` or more
@@ -60,7 +60,7 @@ _PARTIAL_ESCAPE = (
     "|&(?:#[xX]?[0-9a-fA-F]{0,7}|[a-z]{0,4}))?"
 )
 _AT_CUT = f"(?={ELLIPSIS}|\\Z)"
-_MAX_NESTED = 256  # optional groups nested in a prefix pattern (the regex parser recurses)
+_MAX_NESTED = 256  # optional groups nested for a cut secret (the regex parser recurses)
 
 
 def split_userinfo(url: str) -> tuple[str, str | None]:
