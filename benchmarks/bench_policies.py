@@ -365,7 +365,7 @@ async def _burst(base_url: str, prefix: str, n: int, *, preempt: bool = True) ->
     # Let every high-priority stream get its first delta, then stop them all.
     try:
         await asyncio.wait_for(all_first.wait(), STREAM_DEADLINE)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass  # reported: fewer than n first deltas
     stopped = registry.stop_all()
     tasks = [*low_tasks, *high_tasks]

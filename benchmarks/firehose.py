@@ -216,9 +216,9 @@ class FirehoseServer:
                 try:
                     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
                 except (
+                    TimeoutError,
                     asyncio.IncompleteReadError,
                     asyncio.LimitOverrunError,
-                    asyncio.TimeoutError,
                     ConnectionError,
                 ):
                     return
@@ -374,7 +374,7 @@ class FirehoseServer:
                     await asyncio.wait_for(
                         self._logged.wait_for(lambda: len(matching()) >= expect), wait
                     )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return matching()
 

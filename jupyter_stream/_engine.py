@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, get_args
 
 import anyio
@@ -59,7 +59,7 @@ __all__ = ["NATURAL_ENDS", "Engine", "State", "StopReason", "StreamRequest", "St
 DRAIN_TIMEOUT = 1.0  # after the end mark, how long to read on so the connection is kept
 
 
-class StopReason(str, Enum):
+class StopReason(StrEnum):
     """Why a stream ended."""
 
     COMPLETED = "completed"  # the model finished (its answer, or tool calls)
@@ -73,9 +73,6 @@ class StopReason(str, Enum):
     MODERATED = "moderated"  # a stop_when rule matched
     PREEMPTED = "preempted"  # closed to make room for a stream of higher priority
     ERROR = "error"  # see .error
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def natural(self) -> bool:

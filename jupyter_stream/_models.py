@@ -14,7 +14,10 @@ __all__ = ["alist_models", "list_models"]
 
 
 async def alist_models(
-    *, base_url: str | None = None, api_key: str | None = None, timeout: float = 10.0
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float = 10.0,  # noqa: ASYNC109 (as list_models has it)
 ) -> list[str]:
     """The ids of the endpoint's models, sorted (configured as for :func:`astream_chat`)."""
     endpoint = resolve_endpoint(base_url, api_key)

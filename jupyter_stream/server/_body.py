@@ -47,7 +47,7 @@ async def read_body(request: Request, config: ServerConfig) -> bytes | Response:
     try:
         async with asyncio.timeout(config.body_timeout):  # no task of its own, unlike wait_for
             return await read()
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return error_response(
             408, f"request body not received within {config.body_timeout:g} s", code="timeout"
         )
