@@ -101,77 +101,8 @@ def test_a_chat_cell_streams_in_frames_then_leaves_an_ordinary_output(
     assert not run.of_type("execute_result")
 
 
-def test_stop_clicked_mid_stream_ends_the_cell_with_the_partial_reply(
-    kernel: Kernel, paced: BackgroundServer
-) -> None:
-    before = len(ended(paced))
-    execution = kernel.submit(f"%%chat {LONG}\nTell me everything.")
-    clicked: list[str] = []
-
-    def click(_message: Message) -> None:
-        stop = comm_id_of(execution, description="Stop")
-        kernel.click(stop)
-        clicked.append(stop)
-
-    kernel.wait(execution, after_frames(3, click))
-    assert clicked and execution.status == "ok", kernel.error_of(execution)
-    final = execution.final
-    facts = final["metadata"]["jupyter_stream"]
-    assert facts["stop_reason"] == "stopped"
-    assert 0 < facts["tokens"] < 20000
-    plain = final["data"]["text/plain"]
-    assert plain.endswith("\n[stopped by the user]")
-    assert plain.removesuffix("\n[stopped by the user]") == demo_text(
-        "Tell me everything.", facts["tokens"]
-    )
-    assert "*[stopped by the user]*" in final["data"]["text/markdown"]
-    assert ended_since(paced, before)[-1]["end"] == "client disconnected"
-
-
-def test_moving_the_slider_below_the_elapsed_time_ends_with_timeout(
-    kernel: Kernel, paced: BackgroundServer
-) -> None:
-    before = len(ended(paced))
-    execution = kernel.submit(f"%%chat {LONG} --timeout 300\nTake your time.")
-
-    def slide(_message: Message) -> None:
-        slider = comm_id_of(execution, description="Timeout (s)")
-        kernel.set_state(slider, value=1.0)
-
-    kernel.wait(execution, after_frames(2, slide))
-    assert execution.status == "ok", kernel.error_of(execution)
-    facts = execution.final["metadata"]["jupyter_stream"]
-    assert facts["stop_reason"] == "timeout"
-    assert facts["tokens"] < 20000
-    assert execution.final["data"]["text/plain"].endswith("[stopped: the time limit passed]")
-    assert ended_since(paced, before)[-1]["end"] == "client disconnected"
-
-
-def test_interrupt_keeps_the_partial_reply_and_raises_keyboard_interrupt(
-    kernel: Kernel, paced: BackgroundServer
-) -> None:
-    before = len(ended(paced))
-    execution = kernel.submit(f"%%chat {LONG}\nKeep going.")
-    kernel.wait(execution, after_frames(3, lambda _message: kernel.interrupt()))
-    assert execution.status == "error"
-    [error] = execution.of_type("error")
-    assert error["content"]["ename"] == "KeyboardInterrupt"
-    final = execution.final
-    assert final["metadata"]["jupyter_stream"]["stop_reason"] == "interrupted"
-    assert final["data"]["text/plain"].endswith("\n[interrupted]")
-    assert len(final["data"]["text/plain"]) > len("\n[interrupted]")
-    assert ended_since(paced, before)[-1]["end"] == "client disconnected"
-    assert kernel.ok("print('still alive')").stdout() == "still alive\n"
-
-
-def test_run_all_keeps_the_order_of_cells(kernel: Kernel) -> None:
-    first = kernel.submit("%%chat --max-tokens 40 -o first_reply\nOne.")
-    second = kernel.submit("%%chat --max-tokens 30 -o second_reply\nTwo.")
-    third = kernel.submit("print(len(first_reply), len(second_reply))")
-    kernel.wait(third)
-    assert first.status == second.status == third.status == "ok"
-    one, two = demo_text("One.", 40), demo_text("Two.", 30)
-    assert third.stdout() == f"{len(one)} {len(two)}\n"
+# Stop, the slider, an interrupt and Run All's order are tested on every kernel stack, this
+# environment's newest among them, in test_kernel_matrix.py.
 
 
 def test_the_conversation_goes_on_and_keeps_a_stopped_turn_marked(kernel: Kernel) -> None:

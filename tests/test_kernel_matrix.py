@@ -92,9 +92,11 @@ def test_stop_clicked_mid_stream_stops_it_and_the_connection(
     assert facts["stop_reason"] == "stopped"
     assert 0 < facts["tokens"] < 20000
     plain = execution.final["data"]["text/plain"]
+    assert plain.endswith("\n[stopped by the user]")
     assert plain.removesuffix("\n[stopped by the user]") == demo_text(
         "Tell me everything.", facts["tokens"]
     )
+    assert "*[stopped by the user]*" in execution.final["data"]["text/markdown"]
     assert ended_since(paced, before)[-1]["end"] == "client disconnected"
 
 
@@ -111,6 +113,7 @@ def test_the_slider_below_the_elapsed_time_ends_it_with_timeout(
     assert execution.status == "ok", kernel.error_of(execution)
     facts = execution.final["metadata"]["jupyter_stream"]
     assert facts["stop_reason"] == "timeout" and facts["tokens"] < 20000
+    assert execution.final["data"]["text/plain"].endswith("[stopped: the time limit passed]")
     assert ended_since(paced, before)[-1]["end"] == "client disconnected"
 
 
@@ -124,6 +127,7 @@ def test_interrupt_keeps_the_partial_reply(kernel: Kernel, paced: BackgroundServ
     final = execution.final
     assert final["metadata"]["jupyter_stream"]["stop_reason"] == "interrupted"
     assert final["data"]["text/plain"].endswith("\n[interrupted]")
+    assert len(final["data"]["text/plain"]) > len("\n[interrupted]")
     assert ended_since(paced, before)[-1]["end"] == "client disconnected"
     alive = kernel.run("print('still alive')")
     if alive.status == "aborted":  # ipykernel 6 aborts a request that comes just after an error
