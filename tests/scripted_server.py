@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -249,3 +250,25 @@ class ScriptedServer:
             rest += data
         buffer[:] = rest[length:]
         return Request(method, path, headers, rest[:length])
+
+
+# A server that tries to act on the terminal: a clipboard write (OSC 52), a screen clear, hidden
+# text, an 8-bit CSI, a carriage return and a bidi override. ACTED_ON is what a terminal acts on
+# (spelled here, apart from jupyter_stream._terminal, so that the tests check it).
+HOSTILE = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\x1b[8mhidden\x1b[0m\x9b2J\r\u202e"
+ACTED_ON = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+async def hostile(request: Request, response: Response) -> None:
+    """A reply, model name and model list (GET .../models) that hold HOSTILE; the reply's
+    sequence split between two chunks."""
+    if request.path.endswith("/models"):
+        ids = [f"evil{HOSTILE}", "fine"]
+        await response.whole(200, json.dumps({"data": [{"id": i} for i in ids]}))
+        return
+    evil = {"model": f"evil{HOSTILE}"}
+    for token in ["Hi ", HOSTILE[:9], HOSTILE[9:], " there"]:
+        await response.event(chunk(token) | evil)
+    await response.event(chunk(finish_reason="stop") | evil)
+    await response.event("[DONE]")
+    await response.end()

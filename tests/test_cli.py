@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-from scripted_server import Request, Response, ScriptedServer, chunk
+from scripted_server import ACTED_ON, HOSTILE, Request, Response, ScriptedServer, chunk, hostile
 
 from jupyter_stream import stream_chat
 from jupyter_stream.server._models import demo_answer
@@ -121,22 +121,11 @@ def test_serve_never_shows_credentials_from_the_upstream_url() -> None:
 
 # --- a hostile server: nothing it sends may reach the terminal as a control sequence
 
-HOSTILE = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\x1b[8mhidden\x1b[0m\x9b2J\r\u202e"
-ACTED_ON = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
 
 def test_a_hostile_reply_and_model_name_reach_the_terminal_without_escapes(
     server: ScriptedServer,
 ) -> None:
-    async def handler(request: Request, response: Response) -> None:
-        evil = {"model": f"evil{HOSTILE}"}
-        for token in ["Hi ", HOSTILE[:9], HOSTILE[9:], " there"]:  # a sequence split in two
-            await response.event(chunk(token) | evil)
-        await response.event(chunk(finish_reason="stop") | evil)
-        await response.event("[DONE]")
-        await response.end()
-
-    server.handler = handler
+    server.handler = hostile
     done = run("chat", "hi", "--base-url", server.url, "-m", "x")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "Hi hidden there\n"  # hidden text shown, nothing else

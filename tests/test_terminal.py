@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from conftest import user_env
-from scripted_server import Request, Response, ScriptedServer, chunk
+from scripted_server import ACTED_ON, HOSTILE, Request, Response, ScriptedServer, hostile
 
 from jupyter_stream._terminal import MAX_HELD, TerminalFilter, for_terminal
-
-ACTED_ON = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 CASES = [
     # (what a hostile reply holds, what is shown)
@@ -85,25 +82,10 @@ def test_plain_text_comes_back_as_it_is() -> None:
     assert for_terminal(text) is text
 
 
-HOSTILE = "\x1b]52;c;cm0gLXJmIH4=\x07\x1b[2J\x1b[8mhidden\x1b[0m\x9b2J\r\u202e"
-
-
 def test_terminal_ipython_prints_a_hostile_reply_history_and_models_without_escapes(
     server: ScriptedServer, tmp_path: Path
 ) -> None:
-    async def handler(request: Request, response: Response) -> None:
-        if request.path.endswith("/models"):
-            ids = [f"evil{HOSTILE}", "fine"]
-            await response.whole(200, json.dumps({"data": [{"id": i} for i in ids]}))
-            return
-        evil = {"model": f"evil{HOSTILE}"}
-        for token in ["Hi ", HOSTILE[:9], HOSTILE[9:], " there"]:  # a sequence split in two
-            await response.event(chunk(token) | evil)
-        await response.event(chunk(finish_reason="stop") | evil)
-        await response.event("[DONE]")
-        await response.end()
-
-    server.handler = handler
+    server.handler = hostile
     typed = "\n".join(
         [
             f'%config ChatMagics.base_url = "{server.url}"',
