@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,13 +138,20 @@ class JupyterApp:
         return f"http://127.0.0.1:{self.port}/{path}?token={self.token}"
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = httpx.request(
-            method,
-            f"http://127.0.0.1:{self.port}/api/{path}",
-            headers={"Authorization": f"token {self.token}"},
-            timeout=30,
-            **kwargs,
-        )
+        """A REST call. A kernel still starting (a reloaded page starts one) has no last activity
+        yet, and jupyter_server answers a list of kernels or sessions with a 500 until it has:
+        a GET polls for a while."""
+        for _ in range(40 if method == "GET" else 1):
+            response = httpx.request(
+                method,
+                f"http://127.0.0.1:{self.port}/api/{path}",
+                headers={"Authorization": f"token {self.token}"},
+                timeout=30,
+                **kwargs,
+            )
+            if response.status_code != 500:
+                break
+            time.sleep(0.25)
         response.raise_for_status()
         return response
 
