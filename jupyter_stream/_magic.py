@@ -288,6 +288,7 @@ class ChatMagics(Magics):
         except JupyterStreamError:
             pass  # stream.error holds it; raised below, after the reply is shown
         finally:
+            stream.close(StopReason.INTERRUPTED)  # whatever left follow(), nothing streams on
             try:
                 data, metadata = _bundle(stream, *view.reply.rendered())  # not rendered again
                 handle.update(data, metadata=metadata, raw=True)  # the widgets' place, taken
