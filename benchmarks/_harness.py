@@ -110,11 +110,13 @@ def command_line(script: str, argv: Sequence[str] | None) -> str:
 R, L = "---:", "---"  # a column of numbers (right-aligned), of text
 
 
-def table(columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[Any]]) -> str:
-    """A Markdown table: ``columns`` are (title, R or L); each row's cells are shown as str."""
+def table(columns: str, rows: Iterable[Sequence[Any]]) -> str:
+    """A Markdown table: ``columns`` are titles joined by " | ", a text column's starting with
+    "<" (the others are numbers, right-aligned); each row's cells are shown as str."""
+    spec = [(t[1:], L) if t.startswith("<") else (t, R) for t in columns.split(" | ")]
     lines = [
-        "| " + " | ".join(title for title, _ in columns) + " |",
-        "| " + " | ".join(align for _, align in columns) + " |",
+        "| " + " | ".join(title for title, _ in spec) + " |",
+        "| " + " | ".join(align for _, align in spec) + " |",
     ]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -545,18 +547,10 @@ def clicks_table(rows: list[Row]) -> str:
     latencies = [r["latency_ms"] for r in rows if r["latency_ms"] is not None]
     replies = [r["reply_ms"] for r in rows if r["reply_ms"] is not None]
     notes = sorted({p for r in rows for p in r["problems"]})
-    columns = [
-        ("runs", R),
-        ("clicks sent", R),
-        ("disconnects seen", R),
-        ("p50 ms", R),
-        ("p90 ms", R),
-        ("max ms", R),
-        ("click → execute_reply p50 / max ms", R),
-        ("execute_reply ok", R),
-        ("output says stopped", R),
-        ("notes", L),
-    ]
+    columns = (
+        "runs | clicks sent | disconnects seen | p50 ms | p90 ms | max ms | "
+        "click → execute_reply p50 / max ms | execute_reply ok | output says stopped | <notes"
+    )
     row = [
         len(rows),
         sum(r["clicked"] for r in rows),

@@ -1,36 +1,15 @@
-"""What a ``%%chat`` cell costs the notebook front end, and how fast its Stop button acts, with a
-real kernel (``jupyter_client.start_new_kernel``, the ``python3`` kernel, ``%load_ext
-jupyter_stream`` run once) and the demo model of an in-process ``BackgroundServer`` (one a rate,
-``first_token_delay=0``), on loopback.
+"""What a ``%%chat`` cell costs the notebook front end, and how fast its Stop button acts: a real
+``python3`` kernel and an in-process demo server; figures, not pass/fail. No front end renders
+the widgets (a real one adds a full-state ``sync`` frame per view).
 
-Run it as a script (``python benchmarks/bench_frontend.py [--quick]``); it prints Markdown tables
-and never asserts pass/fail. A full run takes about 2.5 minutes (the 4,000-token reply at
-50 tokens/s alone streams for 80 s); ``--quick`` (1,000 tokens, 5 clicks) about 40 s. There is
-no front end: nothing renders the widgets, so no view asks the ReplyView for a ``sync`` (a real
-front end adds one full-state frame per view it renders).
-
-(a) ``traffic()``: one ``%%chat --new --max-tokens 4000 --timeout 600`` cell a rate (default 50
-    and 200 tokens/s), after one warm-up cell. Every iopub message whose parent is the cell, from
-    ``execute_input`` to the ``idle`` status, is counted, whatever its type. A message's wire size
-    is the UTF-8 length of its header, parent_header, metadata and content, each serialized alone
-    as compact JSON (dates as ``str``), plus 64 bytes of HMAC signature, 9 for the ``<IDS|MSG>``
-    delimiter and its buffers (the ZMQ topic frame is left out; jupyter_client's own packer
-    writes ``", "`` and ``": "``, a few % more). A *frame* is a custom ``comm_msg`` of the cell's
-    ReplyView; the last one is the exact final frame, which follows the paced ones at once, so
-    the targets give the most frames in any 1 s window with it and without it. Streaming time
-    runs from the widgets' ``display_data`` to the final ``update_display_data`` (the kernel's
-    header dates, as are the 1-second windows). The reply's bytes are the UTF-8 of the final
-    ``text/plain`` without its trailing ``[mark]`` line. Budget: ``3 x reply bytes + 1 KiB x
-    frames`` for everything the cell sends.
-(b) ``clicks()``: a ``%%chat --new --max-tokens 20000`` cell at 50 tokens/s, N times (default 20)
-    in the same kernel; once the kernel has sent the ReplyView's 5th frame, the benchmark holds
-    the server's ``changed`` condition, notes ``t0 = time.perf_counter()``, sends the Stop
-    button's click (a shell ``comm_msg``) and waits on the condition; the latency is when its
-    predicate (a new entry in ``ended`` with ``end == "client disconnected"``) first holds, timed
-    in the waiting thread, minus ``t0``. Then the cell's ``execute_reply`` must arrive and its
-    final output must say it was stopped.
-
-Each measurement function returns rows (dicts) so that a combined runner can import it.
+(a) ``traffic()``: one ``%%chat --new --max-tokens 4000`` cell a rate after a warm-up; every
+    iopub message of the cell counted. Wire size: header, parent_header, metadata and content as
+    compact JSON, + 64 bytes of HMAC and 9 of delimiter, + buffers. A frame is a custom
+    ``comm_msg`` of the cell's ReplyView (the last, exact one follows at once, so targets count
+    1 s windows with and without it; kernel header dates). Budget: ``3 x reply bytes + 1 KiB x
+    frames``.
+(b) ``clicks()``: the harness's Stop click after the ReplyView's 5th frame, timed to the server's
+    "client disconnected"; the cell's execute_reply must follow, saying stopped.
 """
 
 from __future__ import annotations
@@ -61,7 +40,6 @@ SIGNATURE = 64  # an HMAC-SHA256 signature, in hex
 DELIMITER = len(b"<IDS|MSG>")
 KIB = 1024
 SLACK = h.CLICK_SLACK
-R, L = h.R, h.L
 
 Row = h.Row
 Message = h.Message
@@ -179,21 +157,11 @@ def header(command: str) -> str:
 
 
 def traffic_table(rows: list[Row]) -> str:
-    columns = [
-        ("tokens/s", R),
-        ("reply bytes", R),
-        ("streaming s", R),
-        ("messages", R),
-        ("comm_msg", R),
-        ("frames", R),
-        ("frames/s", R),
-        ("max frames in 1 s", R),
-        ("max comm_msg in 1 s", R),
-        ("total bytes", R),
-        ("budget bytes", R),
-        ("within budget", L),
-        ("bytes/frame", R),
-    ]
+    columns = (
+        "tokens/s | reply bytes | streaming s | messages | comm_msg | frames | frames/s | "
+        "max frames in 1 s | max comm_msg in 1 s | total bytes | budget bytes | <within budget | "
+        "bytes/frame"
+    )
     return h.table(
         columns,
         (
@@ -218,15 +186,10 @@ def traffic_table(rows: list[Row]) -> str:
 
 
 def breakdown_table(rows: list[Row]) -> str:
-    columns = [
-        ("tokens/s", R),
-        ("message", L),
-        ("count", R),
-        ("bytes", R),
-        ("% of bytes", R),
-        ("bytes/message", R),
-        ("of which content bytes/message", R),
-    ]
+    columns = (
+        "tokens/s | <message | count | bytes | % of bytes | bytes/message | "
+        "of which content bytes/message"
+    )
     body = []
     for row in rows:
         sizes: dict[str, int] = row["bytes_by_kind"]

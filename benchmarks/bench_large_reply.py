@@ -1,27 +1,14 @@
-"""Stop during a long reply of one Markdown block: a 12,000-row table and a 9,000-line code
-block, streamed by the built-in ``echo`` model of an in-process ``BackgroundServer`` at 300
-tokens/s (``first_token_delay=0``) into a ``%%chat`` cell of a real kernel
-(``jupyter_client.start_new_kernel``, the ``python3`` kernel, ``%load_ext jupyter_stream``).
+"""Stop during a long reply of one Markdown block (a 12,000-row table, a 9,000-line code block),
+streamed by an in-process ``echo`` model at 300 tokens/s into a real kernel's ``%%chat`` cell;
+figures, not pass/fail. ``--root DIR`` makes the kernel import another checkout's package
+(``git archive <commit> jupyter_stream | tar -x -C DIR``) for a before/after comparison.
 
-Run it as a script (``python benchmarks/bench_large_reply.py [--quick]``); it prints Markdown
-tables and never asserts pass/fail. ``--root DIR`` makes the kernel import ``jupyter_stream``
-from another checkout (``git archive <commit> jupyter_stream | tar -x -C DIR``), for a
-before/after comparison; the server is always this checkout's.
-
-(a) ``clicks()``: the reply is defined in the kernel (``reply = ...``) and asked for with
-    ``%%chat --new -m echo --timeout 900`` and ``{reply}`` as the cell's body. When the first
-    ReplyView frame sent ``--click-after`` seconds (default 20) after the widgets' display
-    arrives, the benchmark holds the server's ``changed`` condition, notes
-    ``t0 = time.perf_counter()``, sends the Stop button's click (a shell ``comm_msg``) and
-    waits until the server's ``ended`` log gets ``"client disconnected"``: click → disconnect.
-    It then reads iopub to the cell's ``idle`` status: click → cell end (the final frame and
-    the final output included). Frames: the most ReplyView frames in any 1 s (kernel header
-    dates), and the reply's characters shown when it ended.
-(b) ``final_cost()``, in this process, no kernel: the same replies fed to a ``BlockSplitter``
-    15 tokens at a time (300 tokens/s at 20 frames/s), whole: the slowest and the median
-    ``update()``; then the stopped final frame (``final=True, quick=True``) and ``reply_bundle``
-    reusing what the splitter rendered, against rendering the whole text again as the final
-    output did before (``render_markdown`` + ``safe_markdown_source`` of the whole text).
+(a) ``clicks()``: Stop clicked at the first frame ``--click-after`` s after the display: click →
+    disconnect (the server's ``ended`` log), click → the cell's idle; the most frames in any 1 s
+    and the characters shown.
+(b) ``final_cost()``, no kernel: the replies fed to a ``BlockSplitter`` 15 tokens at a time (slowest
+    and median ``update()``), then the stopped final frame and ``reply_bundle``, against
+    rendering the whole text again.
 """
 
 from __future__ import annotations
@@ -74,7 +61,6 @@ SHAPES = {
 
 Row = h.Row
 Message = h.Message
-R, L = h.R, h.L
 
 
 def reply_text(shape: str) -> str:
@@ -167,15 +153,11 @@ def final_cost(shape: str) -> Row:
 
 
 def clicks_table(rows: dict[str, list[Row]]) -> str:
-    columns = [
-        ("reply", L),
-        ("runs", R),
-        ("click → disconnect ms (median / max)", R),
-        ("click → cell end ms (median / max)", R),
-        ("stopped", R),
-        ("characters shown (median)", R),
-        ("max frames in 1 s", R),
-    ]
+    columns = (
+        "<reply | runs | click → disconnect ms (median / max) | "
+        "click → cell end ms (median / max) | stopped | characters shown (median) | "
+        "max frames in 1 s"
+    )
     body = []
     for shape, runs in rows.items():
         gone = [r["disconnect_ms"] for r in runs if r["disconnect_ms"] is not None]
@@ -195,14 +177,10 @@ def clicks_table(rows: dict[str, list[Row]]) -> str:
 
 
 def cost_table(rows: list[Row]) -> str:
-    columns = [
-        ("reply", L),
-        ("characters", R),
-        ("frames", R),
-        ("update() median / max ms", R),
-        ("stopped final frame + reply_bundle ms", R),
-        ("the whole text rendered and made safe again ms", R),
-    ]
+    columns = (
+        "<reply | characters | frames | update() median / max ms | "
+        "stopped final frame + reply_bundle ms | the whole text rendered and made safe again ms"
+    )
     return h.table(
         columns,
         (

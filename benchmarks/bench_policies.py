@@ -1,42 +1,16 @@
-"""What jupyter_stream's stream policies cost end to end: ``stop_when`` / ``stop_sequences``
-rules, and the registry's preemption, on loopback.
+"""What the stream policies cost end to end (``stop_when`` / ``stop_sequences`` rules, the
+registry's preemption), with benchmarks/firehose.py in its own process; figures, not pass/fail.
 
-Run it as a script (``python benchmarks/bench_policies.py [--quick]``); it prints Markdown
-tables and never asserts pass/fail. The server is ``benchmarks/firehose.py`` in a subprocess (so
-that it does not share the client's GIL), on 127.0.0.1. Every content chunk it sends is ``" tok"``.
-
-(a) ``rules()``: a 20,000-chunk answer read with ``astream_chat`` (``async for``) with no rules,
-    with 10 ``stop_on`` patterns (8 words + 2 regexes) that never match the text, with 10 that
-    never match but look like it (the regex engine gets partway into a match at every " tok"),
-    with a plain predicate ``lambda text: "forbidden" in text`` (the whole text, once per read),
-    and with 3 ``stop_sequences`` never present. The patterns are checked to be live (each set
-    stops on a text that holds one of its words) and to never match the firehose's text, before
-    anything is timed. Two ways of sending:
-
-    - *bulk*: as fast as the firehose can, in ~16 KiB writes, so a network read carries ~80
-      chunks; the rules, which run once per read, run ~250 times in all;
-    - *one chunk per read*: the firehose's paced mode with an interval of 1 ns, i.e. one write per
-      chunk with a loop turn in between; the client, whose CPU is the bottleneck, reads each chunk
-      on its own, so the rules run ~20,000 times. This is the unflattering case.
-
-    Wall time and client CPU time (``time.process_time()``; the server is another process) per
-    run; best and median of N after a warm-up, every case interleaved in each round. "Reads" are
-    counted by wrapping the stream's ``Engine._commit`` (the step that folds one read's events
-    into the reply and runs the rules over them, once per read that carried events) with a
-    counter, in every run of every row alike (about 0.1 µs per read).
-(b) ``preemption()``: ``registry.configure(max_concurrent=100, when_full="preempt")``; 100
-    streams of priority 0 read a paced firehose answer (a chunk every 20 ms) until each has
-    iterated 3 deltas; then, from ``t0 = time.monotonic()``, 100 streams of priority 1 start at
-    once, which preempts all 100 (each a new stream's admission closes the lowest-priority,
-    oldest running one). Measured from t0 until all 100 consumers saw their ``async for`` end with
-    ``stop_reason`` preempted, until all 100 ``await stream.aclose()`` calls returned (the
-    connection released), and until the firehose saw all 100 disconnects (its log: the same
-    CLOCK_MONOTONIC). Every preempted stream's ``.text`` must start with all that its consumer
-    iterated. Median and max over the runs. Each run is followed by a reference burst with no
-    limit (nothing preempted, 200 streams open), for what starting 100 streams on one loop costs
-    by itself. The registry is reset afterwards.
-
-Each measurement function returns rows (dicts) so that a combined runner can import it.
+(a) ``rules()``: a 20,000-chunk answer of " tok" read with ``astream_chat`` under each rule set
+    (none; 10 patterns that never match; 10 that never match but get partway every chunk; a
+    plain predicate; 3 stop sequences), each set checked live and never matching first. *bulk*:
+    ~80 chunks a read; *one chunk per read*: paced at 1 ns, so the rules run ~20,000 times.
+    Wall and client CPU time, best and median after a warm-up, cases interleaved; reads counted
+    by wrapping ``Engine._commit`` in every run alike.
+(b) ``preemption()``: ``max_concurrent=100, when_full="preempt"``; 100 streams of priority 0
+    read a paced answer, then from ``t0`` 100 of priority 1 start and preempt them all: time to
+    all ``async for`` ends, all ``aclose()`` returns, all disconnects the firehose saw (same
+    clock). Each run is followed by a reference burst with no limit.
 """
 
 from __future__ import annotations
@@ -70,7 +44,6 @@ PACED_MAX_TOKENS = 10_000  # 200 s at 20 ms: never reached, a bound
 STREAM_DEADLINE = 30.0
 
 Row = h.Row
-R, L = h.R, h.L
 
 # -- the rules ------------------------------------------------------------------------------------
 
@@ -428,19 +401,11 @@ def _pct(value: float | None) -> str:
 
 
 def rules_table(rows: list[Row], mode: str) -> str:
-    columns = [
-        ("rules", L),
-        ("best s", R),
-        ("median s", R),
-        ("overhead (best)", R),
-        ("overhead (median)", R),
-        ("client CPU s (median)", R),
-        ("CPU overhead", R),
-        ("reads = rule checks (median, range)", R),
-        ("chunks per read", R),
-        ("extra µs per read", R),
-        ("runs", L),
-    ]
+    columns = (
+        "<rules | best s | median s | overhead (best) | overhead (median) | "
+        "client CPU s (median) | CPU overhead | reads = rule checks (median, range) | "
+        "chunks per read | extra µs per read | <runs"
+    )
     body = []
     for row in rows:
         if row["mode"] != mode:

@@ -1,32 +1,14 @@
-"""Load and relay benchmarks of ``jupyter-stream serve`` (jupyter_stream's OpenAI-compatible
-server), on loopback.
+"""Load and relay benchmarks of ``jupyter-stream serve``, on loopback; figures, not pass/fail.
 
-Run it as a script (``python benchmarks/bench_server.py [--quick] [--only concurrency|relay]``);
-it prints Markdown tables and never asserts pass/fail. Every process is on 127.0.0.1.
-
-(a) ``concurrency()``: N streaming clients of the ``demo`` model at once (default N = 100, 500,
-    1,000; 30 tokens/s, first token after 0.2 s, ``max_tokens`` 150, so ~5 s a stream). The server
-    (``python -m jupyter_stream serve --port 0``, a fresh one for each N) and the clients run in
-    two subprocesses, so that they share no GIL. The clients are raw asyncio protocols (a
-    hand-written HTTP/1.1 POST, events counted by their ``\\n\\n`` boundaries as they arrive): all
-    N connections are opened first, then all N requests written in one loop iteration (or, with
-    ``--ramp S``, evenly over S seconds). Content token k of a stream is due at
-    ``sent + first_token_delay + k / tokens_per_second`` (``sent``: when its request was written;
-    the server starts its own clock when it begins handling the request, so time spent queued in
-    the server counts as delay); its delay is when the client read it minus that. CPU is
-    user+system time over the run's wall time, as % of one core (the server's from
-    ``/proc/PID/stat``); peak RSS is the server's ``VmHWM``. The client's loop lag (how late a
-    5 ms sleeper wakes) says whether the client itself kept up. ``--server-python`` runs the
-    servers with another interpreter, e.g. a venv where uvicorn finds uvloop and httptools.
-(b) ``relay()``: ``benchmarks/firehose.py`` (paced, ``bench_stamp``: each chunk carries the
-    ``time.monotonic()`` at which the firehose wrote it; CLOCK_MONOTONIC is system-wide on Linux)
-    read directly and through ``jupyter-stream serve --upstream``; a chunk's latency is when the
-    client read it minus its stamp.
-(c) also in ``relay()``, disconnect propagation: a client reads 5 chunks, notes
-    ``t0 = time.monotonic()`` and closes its connection; the latency is when the firehose saw its
-    side of the stream end (its disconnect log) minus ``t0``, directly and through the relay.
-
-Each measurement function returns rows (dicts) so that a combined runner can import it.
+(a) ``concurrency()``: N raw-asyncio streaming clients of the ``demo`` model at once, in a
+    process apart from the server's (a fresh server a row). Token k is due at ``sent +
+    first_token_delay + k / tokens_per_second`` (``sent``: when its request was written, so
+    queueing counts); its delay is when it was read minus that. CPU: user+system over wall, % of
+    one core (the server's from /proc); peak RSS: the server's VmHWM; the client's loop lag (a
+    5 ms sleeper) says whether the client kept up.
+(b) ``relay()``: the firehose's stamped chunks (``bench_stamp``, CLOCK_MONOTONIC) read directly
+    and through ``serve --upstream``: latency = read time - stamp. Then disconnect propagation:
+    the client closes after 5 chunks; latency = the firehose sees the end - the client's close.
 """
 
 from __future__ import annotations
@@ -68,7 +50,6 @@ MAX_HEAD = 64 * 1024
 MESSAGES = [{"role": "user", "content": "benchmark"}]
 
 Row = h.Row
-R, L = h.R, h.L
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -634,23 +615,13 @@ def header(command: str) -> str:
 
 
 def concurrency_table(rows: list[Row]) -> str:
-    columns = [
-        ("N", R),
-        ("held to the end", R),
-        ("errors", L),
-        ("token delay p50 ms", R),
-        ("p99 ms", R),
-        ("max ms", R),
-        (f"tokens > {LATE_MS:.0f} ms late", R),
-        ("response head p50 / p99 ms", R),
-        ("first token delay p50 / p99 ms", R),
-        ("later tokens' delay beyond the first's p50 / p99 ms", R),
-        ("server CPU %", R),
-        ("server peak RSS MB (idle)", R),
-        ("client CPU %", R),
-        ("client loop lag p99 ms", R),
-        ("connect all / send all ms", R),
-    ]
+    columns = (
+        "N | held to the end | <errors | token delay p50 ms | p99 ms | max ms | "
+        f"tokens > {LATE_MS:.0f} ms late | response head p50 / p99 ms | "
+        "first token delay p50 / p99 ms | later tokens' delay beyond the first's p50 / p99 ms | "
+        "server CPU % | server peak RSS MB (idle) | client CPU % | client loop lag p99 ms | "
+        "connect all / send all ms"
+    )
     body = []
     for row in rows:
         if "fatal" in row:
@@ -685,17 +656,10 @@ def concurrency_table(rows: list[Row]) -> str:
 
 
 def relay_table(rows: list[Row]) -> str:
-    columns = [
-        ("path", L),
-        ("streams", R),
-        ("chunks read", R),
-        ("chunk latency p50 ms", R),
-        ("p99 ms", R),
-        ("max ms", R),
-        ("relay adds p50 ms", R),
-        ("relay adds p99 ms", R),
-        ("relay CPU %", R),
-    ]
+    columns = (
+        "<path | streams | chunks read | chunk latency p50 ms | p99 ms | max ms | "
+        "relay adds p50 ms | relay adds p99 ms | relay CPU %"
+    )
     body = []
     for row in rows:
         chunks = f"{row['chunks']:,}"
@@ -718,14 +682,7 @@ def relay_table(rows: list[Row]) -> str:
 
 
 def disconnect_table(rows: list[Row]) -> str:
-    columns = [
-        ("path", L),
-        ("runs", R),
-        ("disconnects seen by the upstream", R),
-        ("p50 ms", R),
-        ("max ms", R),
-        ("notes", L),
-    ]
+    columns = "<path | runs | disconnects seen by the upstream | p50 ms | max ms | <notes"
     body = []
     for row in rows:
         if "problems" in row:

@@ -1,13 +1,8 @@
 """Throughput of jupyter_stream's SSE decoder against httpx-sse and openai-python's.
 
-Run it as a script (``python benchmarks/bench_sse.py [--repeat N] [--seed S]``); it is not a
-test. ``run()`` returns the table rows so that a combined benchmark runner can call it.
-
-The input is a realistic chat completion stream (20,000 OpenAI-shaped ``chat.completion.chunk``
-events of about 200 bytes, some non-ASCII tokens, a finish chunk, a usage chunk and
-``data: [DONE]``) cut into network-like pieces: half of them small (1-199 bytes), half up to
-16 KiB, as TCP reads come. All three decoders get the same pieces and must produce the same
-events (checked before timing); the best of ``--repeat`` runs is reported.
+The input: 20,000 OpenAI-shaped chunk events (~200 bytes, some non-ASCII), a finish and a usage
+chunk and ``data: [DONE]``, cut into TCP-read-like pieces (half 1-199 bytes, half up to 16 KiB).
+All decoders must produce the same events (checked before timing); best of ``--repeat`` runs.
 """
 
 from __future__ import annotations

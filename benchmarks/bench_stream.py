@@ -1,20 +1,11 @@
-"""End-to-end throughput and stop latency of jupyter_stream's ChatStream, against the openai SDK
-and raw httpx, on loopback.
+"""End-to-end throughput and stop latency of jupyter_stream's ChatStream against the openai SDK
+and raw httpx, with benchmarks/firehose.py in its own process; figures, not pass/fail.
 
-Run it as a script (``python benchmarks/bench_stream.py [--quick]``); it prints Markdown tables
-and never asserts pass/fail. The server is ``benchmarks/firehose.py`` in a subprocess (so that it
-does not share the client's GIL), on 127.0.0.1.
-
-(a) ``throughput()``: chunks/s for a 20,000-chunk answer sent as fast as the server can, for
-    ``astream_chat`` (``async for``), the openai SDK's ``AsyncOpenAI`` streaming ``create``,
-    raw ``httpx.AsyncClient.stream`` + ``aiter_lines`` + ``json.loads``, and ``stream_chat``
-    (sync). Best of N after a warm-up, runs interleaved, pooled connections kept warm.
-(b) ``stop_latency()``: the server sends a chunk every 20 ms; after the fifth delta the client
-    records ``t0 = time.monotonic()`` and closes the stream; the latency is the server's
-    disconnect time (same CLOCK_MONOTONIC, logged by the firehose) minus ``t0``. Deltas delivered
-    after ``close()`` returned are counted.
-
-Each measurement function returns rows (dicts) so that a combined runner can import it.
+(a) ``throughput()``: chunks/s of a 20,000-chunk answer sent as fast as the server can, best of
+    N after a warm-up, runs interleaved, pooled connections kept warm.
+(b) ``stop_latency()``: a chunk every 20 ms; after the fifth delta the client notes
+    ``t0 = time.monotonic()`` and closes; latency = the firehose's disconnect time (same clock)
+    - ``t0``. Deltas delivered after ``close()`` returned are counted.
 """
 
 from __future__ import annotations
@@ -45,7 +36,6 @@ STREAM_DEADLINE = 30.0  # bound on any one measured stream
 MESSAGES = [{"role": "user", "content": "benchmark"}]
 
 Row = h.Row
-R, L = h.R, h.L
 
 
 # -- (a) throughput -------------------------------------------------------------------------------
@@ -631,15 +621,10 @@ def _openai_stop_rows(
 
 
 def throughput_table(rows: list[Row]) -> str:
-    columns = [
-        ("client", L),
-        ("chunks/s (best)", R),
-        ("MB/s", R),
-        ("vs openai", R),
-        ("vs raw httpx", R),
-        ("chunks/s (median)", R),
-        ("content deltas received", L),
-    ]
+    columns = (
+        "<client | chunks/s (best) | MB/s | vs openai | vs raw httpx | chunks/s (median) | "
+        "<content deltas received"
+    )
     body = []
     for row in rows:
         if row["error"] and row["chunks_per_s"] is None:
@@ -667,16 +652,10 @@ def throughput_table(rows: list[Row]) -> str:
 
 
 def stop_table(rows: list[Row]) -> str:
-    columns = [
-        ("case", L),
-        ("streams x runs", L),
-        ("median ms", R),
-        ("p99 ms", R),
-        ("max ms", R),
-        ("close() call ms (median)", R),
-        ("deltas after close() returned", R),
-        ("notes", L),
-    ]
+    columns = (
+        "<case | <streams x runs | median ms | p99 ms | max ms | close() call ms (median) | "
+        "deltas after close() returned | <notes"
+    )
     body = []
     for row in rows:
         if "median_ms" not in row:
