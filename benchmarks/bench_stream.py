@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import _harness as h
@@ -36,6 +37,27 @@ STREAM_DEADLINE = 30.0  # bound on any one measured stream
 MESSAGES = [{"role": "user", "content": "benchmark"}]
 
 Row = h.Row
+
+
+def _ours(chat: Any, base_url: str, **options: Any) -> Any:
+    """``astream_chat`` or ``stream_chat`` of the firehose's answer."""
+    return chat(MESSAGES, model="bench", base_url=base_url, api_key="x", **options)
+
+
+def _paced(bench_id: str) -> dict[str, Any]:
+    """A paced answer that outlasts any measurement, its disconnect logged under ``bench_id``."""
+    return {"max_tokens": PACED_MAX_TOKENS, "bench_interval": INTERVAL, "bench_id": bench_id}
+
+
+def _ours_paced(chat: Any, base_url: str, bench_id: str) -> Any:
+    return _ours(chat, base_url, timeout=STREAM_DEADLINE, idle_timeout=10, **_paced(bench_id))
+
+
+async def _openai_paced(client: Any, bench_id: str) -> Any:
+    extra = {"bench_interval": INTERVAL, "bench_id": bench_id}
+    return await client.chat.completions.create(
+        model="bench", messages=MESSAGES, stream=True, max_tokens=PACED_MAX_TOKENS, extra_body=extra
+    )
 
 
 # -- (a) throughput -------------------------------------------------------------------------------
@@ -59,15 +81,7 @@ class _Clients:
 async def _tp_astream(clients: _Clients, n: int) -> tuple[float, int]:
     count = 0
     t = time.perf_counter()
-    stream = astream_chat(
-        MESSAGES,
-        model="bench",
-        base_url=clients.base_url,
-        api_key="x",
-        max_tokens=n,
-        bench_interval=0,
-        timeout=120,
-    )
+    stream = _ours(astream_chat, clients.base_url, max_tokens=n, bench_interval=0, timeout=120)
     async for _delta in stream:
         count += 1
     dt = time.perf_counter() - t
@@ -126,15 +140,7 @@ async def _tp_httpx(clients: _Clients, n: int) -> tuple[float, int]:
 def _tp_sync(base_url: str, n: int) -> tuple[float, int]:
     count = 0
     t = time.perf_counter()
-    stream = stream_chat(
-        MESSAGES,
-        model="bench",
-        base_url=base_url,
-        api_key="x",
-        max_tokens=n,
-        bench_interval=0,
-        timeout=120,
-    )
+    stream = _ours(stream_chat, base_url, max_tokens=n, bench_interval=0, timeout=120)
     for _delta in stream:
         count += 1
     return time.perf_counter() - t, count
@@ -203,21 +209,9 @@ def throughput(base_url: str, *, repeats: int = 5, n: int = N_CHUNKS) -> list[Ro
 # -- (b) stop latency -----------------------------------------------------------------------------
 
 
-def _paced(prefix_id: str) -> dict[str, Any]:
-    return {"max_tokens": PACED_MAX_TOKENS, "bench_interval": INTERVAL, "bench_id": prefix_id}
-
-
 async def _stop_async_single(base_url: str, bench_id: str) -> Row:
     """One astream_chat, closed from its own task after the fifth delta."""
-    stream = astream_chat(
-        MESSAGES,
-        model="bench",
-        base_url=base_url,
-        api_key="x",
-        timeout=STREAM_DEADLINE,
-        idle_timeout=10,
-        **_paced(bench_id),
-    )
+    stream = _ours_paced(astream_chat, base_url, bench_id)
     received = after = 0
     t0 = t_ret = None
 
@@ -262,15 +256,7 @@ def _stop_sync_single(base_url: str, bench_id: str) -> Row:
     closed = threading.Event()  # set right after close() returns in the closing thread
     consumer = threading.get_ident()
 
-    with stream_chat(
-        MESSAGES,
-        model="bench",
-        base_url=base_url,
-        api_key="x",
-        timeout=STREAM_DEADLINE,
-        idle_timeout=10,
-        **_paced(bench_id),
-    ) as stream:
+    with _ours_paced(stream_chat, base_url, bench_id) as stream:
 
         def closer() -> None:
             if not ready.wait(STREAM_DEADLINE):
@@ -312,18 +298,7 @@ def _stop_sync_single(base_url: str, bench_id: str) -> Row:
 async def _stop_async_many(base_url: str, prefix: str, n_streams: int) -> list[Row]:
     """``n_streams`` astream_chat streams, all closed in one loop iteration once each has
     received five deltas. t0 is the start of the closing loop, common to all."""
-    streams = [
-        astream_chat(
-            MESSAGES,
-            model="bench",
-            base_url=base_url,
-            api_key="x",
-            timeout=STREAM_DEADLINE,
-            idle_timeout=10,
-            **_paced(f"{prefix}{k}"),
-        )
-        for k in range(n_streams)
-    ]
+    streams = [_ours_paced(astream_chat, base_url, f"{prefix}{k}") for k in range(n_streams)]
     reached = 0
     all_reached = asyncio.Event()
     closed = False
@@ -371,13 +346,7 @@ async def _stop_async_many(base_url: str, prefix: str, n_streams: int) -> list[R
 
 async def _stop_openai_single(client: Any, bench_id: str) -> Row:
     """The openai SDK: ``await stream.close()`` after the fifth delta, then keep iterating."""
-    stream = await client.chat.completions.create(
-        model="bench",
-        messages=MESSAGES,
-        stream=True,
-        max_tokens=PACED_MAX_TOKENS,
-        extra_body={"bench_interval": INTERVAL, "bench_id": bench_id},
-    )
+    stream = await _openai_paced(client, bench_id)
     received = after = 0
     t0 = t_ret = None
     error = None
@@ -407,16 +376,7 @@ async def _stop_openai_single(client: Any, bench_id: str) -> Row:
 async def _stop_openai_many(client: Any, prefix: str, n_streams: int) -> list[Row]:
     """``n_streams`` openai streams, closed at once with ``gather(stream.close() ...)``."""
     streams = await asyncio.gather(
-        *(
-            client.chat.completions.create(
-                model="bench",
-                messages=MESSAGES,
-                stream=True,
-                max_tokens=PACED_MAX_TOKENS,
-                extra_body={"bench_interval": INTERVAL, "bench_id": f"{prefix}{k}"},
-            )
-            for k in range(n_streams)
-        )
+        *(_openai_paced(client, f"{prefix}{k}") for k in range(n_streams))
     )
     reached = 0
     all_reached = asyncio.Event()
@@ -518,102 +478,75 @@ def stop_latency(
     """Server-observed stop latency for each way of closing; one row per case."""
     run = uuid.uuid4().hex[:6]
     h.reset_disconnects(base_url)
-    rows: list[Row] = []
     runner = h.Runner()
+
+    def case(name: str, prefix: str, measure: Callable[[str], Any], many: bool = False) -> Row:
+        """One row; ``measure(bench_id)`` gives a run's row, or with ``many`` a list of rows
+        for the streams named ``bench_id + k``."""
+        samples: list[Row] = []
+        for i in range(many_repeats if many else single_repeats):
+            got = measure(f"{run}-{prefix}-{i}" + ("-" if many else ""))
+            samples += got if many else [got]
+        seen = h.fetch_disconnects(base_url, f"{run}-{prefix}-", len(samples))
+        shape = f"{n_streams} x {many_repeats}" if many else f"1 x {single_repeats}"
+        return _summarise(name, shape, samples, seen)
+
+    rows: list[Row] = []
     try:
-        # 1 async stream closed from its own task
-        prefix = f"{run}-a1-"
-        samples = [
-            runner.run(_stop_async_single(base_url, f"{prefix}{i}")) for i in range(single_repeats)
-        ]
-        seen = h.fetch_disconnects(base_url, prefix, len(samples))
         rows.append(
-            _summarise(
-                "astream_chat: close() in its own task", f"1 x {single_repeats}", samples, seen
+            case(
+                "astream_chat: close() in its own task",
+                "a1",
+                lambda i: runner.run(_stop_async_single(base_url, i)),
             )
         )
-
-        # 1 sync stream closed from another thread
-        prefix = f"{run}-s1-"
-        samples = [_stop_sync_single(base_url, f"{prefix}{i}") for i in range(single_repeats)]
-        seen = h.fetch_disconnects(base_url, prefix, len(samples))
         rows.append(
-            _summarise(
-                "stream_chat: close() from another thread", f"1 x {single_repeats}", samples, seen
+            case(
+                "stream_chat: close() from another thread",
+                "s1",
+                lambda i: _stop_sync_single(base_url, i),
             )
         )
-
-        # n async streams closed at once
-        samples = []
-        prefix = f"{run}-aN-"
-        for r in range(many_repeats):
-            samples += runner.run(_stop_async_many(base_url, f"{prefix}{r}-", n_streams))
-        seen = h.fetch_disconnects(base_url, prefix, len(samples))
         rows.append(
-            _summarise(
+            case(
                 f"astream_chat: {n_streams} closed in one loop iteration",
-                f"{n_streams} x {many_repeats}",
-                samples,
-                seen,
+                "aN",
+                lambda p: runner.run(_stop_async_many(base_url, p, n_streams)),
+                True,
             )
         )
-
         if openai is None:
             rows.append({"case": "openai SDK", "notes": f"not run: {_OPENAI_IMPORT_ERROR}"})
-        else:
-            rows += _openai_stop_rows(
-                base_url, runner, run, single_repeats, many_repeats, n_streams
+            return rows
+
+        async def make() -> Any:
+            return openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
+
+        client = runner.run(make())
+        try:
+            rows.append(
+                case(
+                    "openai SDK: await stream.close() in its own task",
+                    "o1",
+                    lambda i: runner.run(_stop_openai_single(client, i)),
+                )
             )
+            rows.append(
+                case(
+                    f"openai SDK: {n_streams} closed with gather(close())",
+                    "oN",
+                    lambda p: runner.run(_stop_openai_many(client, p, n_streams)),
+                    True,
+                )
+            )
+        except Exception as exc:
+            rows.append(
+                {"case": "openai SDK", "notes": f"failed: {type(exc).__name__}: {exc}"[:300]}
+            )
+        finally:
+            runner.run(client.close())
     finally:
         runner.close()
-    return rows
-
-
-def _openai_stop_rows(
-    base_url: str,
-    runner: h.Runner,
-    run: str,
-    single_repeats: int,
-    many_repeats: int,
-    n_streams: int,
-) -> list[Row]:
-    rows: list[Row] = []
-
-    async def make() -> Any:
-        return openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
-
-    client = runner.run(make())
-    try:
-        prefix = f"{run}-o1-"
-        samples = [
-            runner.run(_stop_openai_single(client, f"{prefix}{i}")) for i in range(single_repeats)
-        ]
-        seen = h.fetch_disconnects(base_url, prefix, len(samples))
-        rows.append(
-            _summarise(
-                "openai SDK: await stream.close() in its own task",
-                f"1 x {single_repeats}",
-                samples,
-                seen,
-            )
-        )
-        samples = []
-        prefix = f"{run}-oN-"
-        for r in range(many_repeats):
-            samples += runner.run(_stop_openai_many(client, f"{prefix}{r}-", n_streams))
-        seen = h.fetch_disconnects(base_url, prefix, len(samples))
-        rows.append(
-            _summarise(
-                f"openai SDK: {n_streams} closed with gather(close())",
-                f"{n_streams} x {many_repeats}",
-                samples,
-                seen,
-            )
-        )
-    except Exception as exc:
-        rows.append({"case": "openai SDK", "notes": f"failed: {type(exc).__name__}: {exc}"[:300]})
-    finally:
-        runner.run(client.close())
     return rows
 
 
