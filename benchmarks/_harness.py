@@ -568,6 +568,28 @@ def clicks_table(rows: list[Row]) -> str:
 
 # -- the clients compared (bench_stream, bench_policies) ------------------------------------------
 
+MESSAGES = [{"role": "user", "content": "benchmark"}]
+
+
+def firehose_chat(chat: Callable[..., T], base_url: str, **options: Any) -> T:
+    """``chat`` (``astream_chat`` or ``stream_chat``) of the firehose's answer; ``options`` are
+    its own and the firehose's (``max_tokens``, ``bench_interval``, ``bench_id``)."""
+    return chat(MESSAGES, model="bench", base_url=base_url, api_key="x", **options)
+
+
+class Countdown:
+    """An event set once ``done()`` was called ``n`` times: each stream calls it once, however it
+    ended, so that one ending early does not hold the others up."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+        self.event = asyncio.Event()
+
+    def done(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.event.set()
+
 
 def openai_or_error() -> tuple[Any, str | None]:
     """The openai module, or None and why: the comparison is left out, the benchmark runs."""

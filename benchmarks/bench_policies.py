@@ -33,7 +33,6 @@ from jupyter_stream import _engine as _engine_module  # the read counter only
 
 N_CHUNKS = 20_000
 TOKEN = " tok"  # the content of every firehose chunk (firehose._TOKEN_EVENT)
-MESSAGES = [{"role": "user", "content": "benchmark"}]
 RUN_DEADLINE = 120.0
 
 # (b)
@@ -49,15 +48,9 @@ Row = h.Row
 
 # Words a moderation list might hold; none shares a word with " tok tok ...".
 PLAIN_WORDS = [
-    "password",
-    "secret key",
-    "credit card number",
-    "api_key",
-    "ssn",
-    "confidential",
-    "forbidden",
-    "kill switch",
-]
+    "password", "secret key", "credit card number", "api_key", "ssn", "confidential",
+    "forbidden", "kill switch",
+]  # fmt: skip
 PLAIN_REGEXES = [
     re.compile(r"\b\d{3}-\d{2}-\d{4}\b"),  # a US social security number
     re.compile(r"sk-[A-Za-z0-9]{20,}"),  # an API key (no bound on its length: a 256 window)
@@ -66,15 +59,8 @@ PLAIN_REGEXES = [
 # every " tok" (a phrase of four "tok"s then "stop" fails only at its fifth word), yet never
 # match it: every "tok" in the text is followed by a space or the end.
 LOOKALIKE_WORDS = [
-    "token",
-    "tokens",
-    "toke",
-    "tokyo",
-    "took",
-    "tok-tok",
-    "tok tok tok tok stop",
-    "tok tok done",
-]
+    "token", "tokens", "toke", "tokyo", "took", "tok-tok", "tok tok tok tok stop", "tok tok done",
+]  # fmt: skip
 LOOKALIKE_REGEXES = [
     re.compile(r"(?:\btok\s+){8}end\b"),  # eight "tok"s then "end"
     re.compile(r"\btok\w+"),  # "tok" and more letters
@@ -164,16 +150,8 @@ async def _read_one(base_url: str, interval: float, n: int, options: dict[str, A
     deltas = 0
     t = time.perf_counter()
     cpu = time.process_time()
-    stream = astream_chat(
-        MESSAGES,
-        model="bench",
-        base_url=base_url,
-        api_key="x",
-        max_tokens=n,
-        bench_interval=interval,
-        timeout=RUN_DEADLINE,
-        **options,
-    )
+    paced = {"max_tokens": n, "bench_interval": interval, "timeout": RUN_DEADLINE}
+    stream = h.firehose_chat(astream_chat, base_url, **paced, **options)
     async for _delta in stream:
         deltas += 1
     seconds = time.perf_counter() - t
@@ -255,18 +233,9 @@ def rules(base_url: str, *, repeats: int = 11, n: int = N_CHUNKS) -> list[Row]:
 
 
 def _open(bench_id: str, priority: int, base_url: str) -> Any:
-    return astream_chat(
-        MESSAGES,
-        model="bench",
-        base_url=base_url,
-        api_key="x",
-        timeout=STREAM_DEADLINE,
-        idle_timeout=10,
-        priority=priority,
-        max_tokens=PACED_MAX_TOKENS,
-        bench_interval=INTERVAL,
-        bench_id=bench_id,
-    )
+    options = {"timeout": STREAM_DEADLINE, "idle_timeout": 10, "priority": priority}
+    paced = {"max_tokens": PACED_MAX_TOKENS, "bench_interval": INTERVAL, "bench_id": bench_id}
+    return h.firehose_chat(astream_chat, base_url, **options, **paced)
 
 
 async def _burst(base_url: str, prefix: str, n: int, *, preempt: bool = True) -> Row:
@@ -277,14 +246,7 @@ async def _burst(base_url: str, prefix: str, n: int, *, preempt: bool = True) ->
     iterated: list[list[str]] = [[] for _ in range(n)]
     ended_at: list[float | None] = [None] * n
     released_at: list[float | None] = [None] * n
-    warm = 0
-    all_warm = asyncio.Event()
-
-    def count_warm() -> None:
-        nonlocal warm
-        warm += 1
-        if warm == n:
-            all_warm.set()
+    warm = h.Countdown(n)
 
     async def consume_low(k: int) -> None:
         got = 0
@@ -293,38 +255,31 @@ async def _burst(base_url: str, prefix: str, n: int, *, preempt: bool = True) ->
                 iterated[k].append(delta)
                 got += 1
                 if got == WARM_DELTAS:
-                    count_warm()
+                    warm.done()
         finally:
             ended_at[k] = time.monotonic()
             if got < WARM_DELTAS:  # ended early: do not hold the others up
-                count_warm()
+                warm.done()
             await lows[k].aclose()
             released_at[k] = time.monotonic()
 
     low_tasks = [asyncio.create_task(consume_low(k)) for k in range(n)]
-    await asyncio.wait_for(all_warm.wait(), STREAM_DEADLINE)
+    await asyncio.wait_for(warm.event.wait(), STREAM_DEADLINE)
     gc.collect()
 
     highs: list[Any] = []
     first_at: list[float | None] = [None] * n
-    firsts = 0
-    all_first = asyncio.Event()
-
-    def count_first() -> None:
-        nonlocal firsts
-        firsts += 1
-        if firsts == n:
-            all_first.set()
+    firsts = h.Countdown(n)
 
     async def consume_high(k: int) -> None:
         try:
             async for _delta in highs[k]:
                 if first_at[k] is None:
                     first_at[k] = time.monotonic()
-                    count_first()
+                    firsts.done()
         finally:
             if first_at[k] is None:  # ended without a delta: do not hold the others up
-                count_first()
+                firsts.done()
 
     t0 = time.monotonic()
     highs.extend(_open(f"{prefix}high{k}", 1, base_url) for k in range(n))
@@ -337,7 +292,7 @@ async def _burst(base_url: str, prefix: str, n: int, *, preempt: bool = True) ->
         live_after = len(registry.streams())
     # Let every high-priority stream get its first delta, then stop them all.
     try:
-        await asyncio.wait_for(all_first.wait(), STREAM_DEADLINE)
+        await asyncio.wait_for(firsts.event.wait(), STREAM_DEADLINE)
     except TimeoutError:
         pass  # reported: fewer than n first deltas
     stopped = registry.stop_all()
@@ -419,21 +374,13 @@ def rules_table(rows: list[Row], mode: str) -> str:
         if row["problem"]:
             runs += f"; then: {row['problem']}"
         base = row["case"] == BASELINE
-        body.append(
-            [
-                row["case"],
-                f"{row['best']:.3f}",
-                f"{row['median']:.3f}",
-                "—" if base else _pct(row["over_best"]),
-                "—" if base else _pct(row["over_median"]),
-                f"{row['cpu']:.3f}",
-                "—" if base else _pct(row["over_cpu"]),
-                reads,
-                h.fmt(row.get("chunks_per_read"), ".1f"),
-                "—" if base else h.fmt(row.get("us_per_read"), ".2f"),
-                runs,
-            ]
-        )
+        body.append([
+            row["case"], f"{row['best']:.3f}", f"{row['median']:.3f}",
+            "—" if base else _pct(row["over_best"]), "—" if base else _pct(row["over_median"]),
+            f"{row['cpu']:.3f}", "—" if base else _pct(row["over_cpu"]), reads,
+            h.fmt(row.get("chunks_per_read"), ".1f"),
+            "—" if base else h.fmt(row.get("us_per_read"), ".2f"), runs,
+        ])  # fmt: skip
     return h.table(columns, body)
 
 

@@ -34,14 +34,9 @@ STOP_AFTER = 5  # deltas received before close()
 INTERVAL = 0.02  # seconds between chunks in the stop-latency runs
 PACED_MAX_TOKENS = 10_000  # 200 s at 20 ms: never reached, a bound
 STREAM_DEADLINE = 30.0  # bound on any one measured stream
-MESSAGES = [{"role": "user", "content": "benchmark"}]
+MESSAGES = h.MESSAGES
 
 Row = h.Row
-
-
-def _ours(chat: Any, base_url: str, **options: Any) -> Any:
-    """``astream_chat`` or ``stream_chat`` of the firehose's answer."""
-    return chat(MESSAGES, model="bench", base_url=base_url, api_key="x", **options)
 
 
 def _paced(bench_id: str) -> dict[str, Any]:
@@ -50,7 +45,9 @@ def _paced(bench_id: str) -> dict[str, Any]:
 
 
 def _ours_paced(chat: Any, base_url: str, bench_id: str) -> Any:
-    return _ours(chat, base_url, timeout=STREAM_DEADLINE, idle_timeout=10, **_paced(bench_id))
+    return h.firehose_chat(
+        chat, base_url, timeout=STREAM_DEADLINE, idle_timeout=10, **_paced(bench_id)
+    )
 
 
 async def _openai_paced(client: Any, bench_id: str) -> Any:
@@ -81,7 +78,9 @@ class _Clients:
 async def _tp_astream(clients: _Clients, n: int) -> tuple[float, int]:
     count = 0
     t = time.perf_counter()
-    stream = _ours(astream_chat, clients.base_url, max_tokens=n, bench_interval=0, timeout=120)
+    stream = h.firehose_chat(
+        astream_chat, clients.base_url, max_tokens=n, bench_interval=0, timeout=120
+    )
     async for _delta in stream:
         count += 1
     dt = time.perf_counter() - t
@@ -140,7 +139,7 @@ async def _tp_httpx(clients: _Clients, n: int) -> tuple[float, int]:
 def _tp_sync(base_url: str, n: int) -> tuple[float, int]:
     count = 0
     t = time.perf_counter()
-    stream = _ours(stream_chat, base_url, max_tokens=n, bench_interval=0, timeout=120)
+    stream = h.firehose_chat(stream_chat, base_url, max_tokens=n, bench_interval=0, timeout=120)
     for _delta in stream:
         count += 1
     return time.perf_counter() - t, count
@@ -299,13 +298,11 @@ async def _stop_async_many(base_url: str, prefix: str, n_streams: int) -> list[R
     """``n_streams`` astream_chat streams, all closed in one loop iteration once each has
     received five deltas. t0 is the start of the closing loop, common to all."""
     streams = [_ours_paced(astream_chat, base_url, f"{prefix}{k}") for k in range(n_streams)]
-    reached = 0
-    all_reached = asyncio.Event()
+    reached = h.Countdown(n_streams)
     closed = False
     after = [0] * n_streams
 
     async def consume(k: int) -> None:
-        nonlocal reached
         got = 0
         try:
             async for _delta in streams[k]:
@@ -314,17 +311,13 @@ async def _stop_async_many(base_url: str, prefix: str, n_streams: int) -> list[R
                     continue
                 got += 1
                 if got == STOP_AFTER:
-                    reached += 1
-                    if reached == n_streams:
-                        all_reached.set()
+                    reached.done()
         finally:
             if got < STOP_AFTER:  # ended early: do not hold the others up
-                reached += 1
-                if reached == n_streams:
-                    all_reached.set()
+                reached.done()
 
     tasks = [asyncio.create_task(consume(k)) for k in range(n_streams)]
-    await asyncio.wait_for(all_reached.wait(), STREAM_DEADLINE)
+    await asyncio.wait_for(reached.event.wait(), STREAM_DEADLINE)
     t0 = time.monotonic()
     for stream in streams:
         stream.close()
@@ -378,15 +371,13 @@ async def _stop_openai_many(client: Any, prefix: str, n_streams: int) -> list[Ro
     streams = await asyncio.gather(
         *(_openai_paced(client, f"{prefix}{k}") for k in range(n_streams))
     )
-    reached = 0
-    all_reached = asyncio.Event()
+    reached = h.Countdown(n_streams)
     closing = closed = False
     during = [0] * n_streams
     after = [0] * n_streams
     errors: list[str | None] = [None] * n_streams
 
     async def consume(k: int) -> None:
-        nonlocal reached
         got = 0
         try:
             async for chunk in streams[k]:
@@ -401,19 +392,15 @@ async def _stop_openai_many(client: Any, prefix: str, n_streams: int) -> list[Ro
                     continue
                 got += 1
                 if got == STOP_AFTER:
-                    reached += 1
-                    if reached == n_streams:
-                        all_reached.set()
+                    reached.done()
         except Exception as exc:
             errors[k] = type(exc).__name__
         finally:
             if got < STOP_AFTER:
-                reached += 1
-                if reached == n_streams:
-                    all_reached.set()
+                reached.done()
 
     tasks = [asyncio.create_task(consume(k)) for k in range(n_streams)]
-    await asyncio.wait_for(all_reached.wait(), STREAM_DEADLINE)
+    await asyncio.wait_for(reached.event.wait(), STREAM_DEADLINE)
     t0 = time.monotonic()
     closing = True
     await asyncio.wait_for(asyncio.gather(*(s.close() for s in streams)), STREAM_DEADLINE)
@@ -570,17 +557,11 @@ def throughput_table(rows: list[Row]) -> str:
             got = "**" + ", ".join(f"{c:,}" for c in row["deltas"]) + f" of {row['expected']:,}**"
         if row["error"]:
             got += f" (error: {row['error']})"
-        body.append(
-            [
-                row["client"],
-                h.fmt(row["chunks_per_s"], ",.0f"),
-                h.fmt(row["mb_per_s"]),
-                f"{h.fmt(row['vs_openai'], '.2f')}x",
-                f"{h.fmt(row['vs_httpx'], '.2f')}x",
-                h.fmt(row["median_chunks_per_s"], ",.0f"),
-                got,
-            ]
-        )
+        body.append([
+            row["client"], h.fmt(row["chunks_per_s"], ",.0f"), h.fmt(row["mb_per_s"]),
+            f"{h.fmt(row['vs_openai'], '.2f')}x", f"{h.fmt(row['vs_httpx'], '.2f')}x",
+            h.fmt(row["median_chunks_per_s"], ",.0f"), got,
+        ])  # fmt: skip
     return h.table(columns, body)
 
 
@@ -597,18 +578,10 @@ def stop_table(rows: list[Row]) -> str:
         after = f"{row['after']}"
         if row["during"]:
             after += f" (+{row['during']} while close() was awaited)"
-        body.append(
-            [
-                row["case"],
-                row["shape"],
-                h.fmt(row["median_ms"], ".2f"),
-                h.fmt(row["p99_ms"], ".2f"),
-                h.fmt(row["max_ms"], ".2f"),
-                h.fmt(row["close_call_ms"], ".3f"),
-                after,
-                row["notes"],
-            ]
-        )
+        body.append([
+            row["case"], row["shape"], h.fmt(row["median_ms"], ".2f"), h.fmt(row["p99_ms"], ".2f"),
+            h.fmt(row["max_ms"], ".2f"), h.fmt(row["close_call_ms"], ".3f"), after, row["notes"],
+        ])  # fmt: skip
     return h.table(columns, body)
 
 
