@@ -107,6 +107,22 @@ def command_line(script: str, argv: Sequence[str] | None) -> str:
     return f"python benchmarks/{script} {' '.join(args)}".rstrip()
 
 
+def parser(doc: str | None, parts: Sequence[str], quick: str = "a small smoke run") -> Any:
+    """The script's argument parser (its docstring's first paragraph the description), with
+    ``--quick`` and ``--only PART``; the script adds its own options."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--only", choices=parts, help="run one part")
+    return parser
+
+
+def section(title: str, text: str) -> None:
+    """A ``###`` heading and its text (a table), flushed: a long run shows each as it ends."""
+    print(f"### {title}\n\n{text}\n", flush=True)
+
+
 R, L = "---:", "---"  # a column of numbers (right-aligned), of text
 
 

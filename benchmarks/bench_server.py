@@ -144,32 +144,20 @@ def _server(*options: str) -> contextlib.AbstractContextManager[h.Process]:
 # -- (a) concurrent streams: the client process ---------------------------------------------------
 
 
-class _Counting(asyncio.Protocol):
-    """One streaming request; notes each content token's delay from its due time. Events are
-    counted by their ``\\n\\n`` boundaries (chunked framing has none, and JSON escapes newlines).
-    Event 0 is the role chunk, events 1..max_tokens the content tokens, then finish and [DONE]."""
+class _Response(asyncio.Protocol):
+    """One raw HTTP response: its head, then each read of its body to ``body(data, t)``, ``t``
+    the read's ``time.monotonic()``; ``done`` once ended (``error`` says why, if not complete)."""
 
-    def __init__(self, run: _Run) -> None:
-        self.run = run
+    def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.head = b""
         self.status = 0
-        self.events = 0
-        self.sent = 0.0
-        self.split_nl = False  # the last read ended between the two newlines of a boundary
-        self.tail = b""
-        self.first_delay: float | None = None
         self.complete = False
         self.error: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport
-
-    def send(self, request: bytes) -> None:
-        assert self.transport is not None
-        self.sent = time.monotonic()
-        self.transport.write(request)
 
     def data_received(self, data: bytes) -> None:
         t = time.monotonic()
@@ -185,7 +173,50 @@ class _Counting(asyncio.Protocol):
             if self.status != 200:
                 self._end(f"HTTP {self.status}")
                 return
-            self.run.head.append((t - self.sent) * 1000)
+            self.on_head(t)
+        self.body(data, t)
+
+    def on_head(self, t: float) -> None:
+        pass
+
+    def body(self, data: bytes, t: float) -> None:
+        raise NotImplementedError
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def _end(self, error: str | None) -> None:
+        self.error = error
+        if self.transport is not None:
+            self.transport.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class _Counting(_Response):
+    """One streaming request; notes each content token's delay from its due time. Events are
+    counted by their ``\\n\\n`` boundaries (chunked framing has none, and JSON escapes newlines).
+    Event 0 is the role chunk, events 1..max_tokens the content tokens, then finish and [DONE]."""
+
+    def __init__(self, run: _Run) -> None:
+        super().__init__()
+        self.run = run
+        self.events = 0
+        self.sent = 0.0
+        self.split_nl = False  # the last read ended between the two newlines of a boundary
+        self.tail = b""
+        self.first_delay: float | None = None
+
+    def send(self, request: bytes) -> None:
+        assert self.transport is not None
+        self.sent = time.monotonic()
+        self.transport.write(request)
+
+    def on_head(self, t: float) -> None:
+        self.run.head.append((t - self.sent) * 1000)
+
+    def body(self, data: bytes, t: float) -> None:
         n = data.count(b"\n\n")
         if self.split_nl and data[:1] == b"\n":
             n += 1
@@ -217,13 +248,6 @@ class _Counting(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
             self.error = f"closed after {self.events} events" + (f" ({exc!r})" if exc else "")
-            self.done.set_result(None)
-
-    def _end(self, error: str | None) -> None:
-        self.error = error
-        if self.transport is not None:
-            self.transport.close()
-        if not self.done.done():
             self.done.set_result(None)
 
 
@@ -358,15 +382,9 @@ def concurrency(
     ``ramp``, the N requests are written evenly over that many seconds instead)."""
     rows: list[Row] = []
     for n in streams:
-        options = [
-            "--max-streams",
-            str(max(MAX_STREAMS, n)),
-            "--tokens-per-second",
-            f"{tokens_per_second:g}",
-            "--first-token-delay",
-            f"{first_token_delay:g}",
-        ]
-        with _server(*options) as server:
+        options = f"--max-streams {max(MAX_STREAMS, n)} --tokens-per-second {tokens_per_second:g}"
+        options += f" --first-token-delay {first_token_delay:g}"
+        with _server(*options.split()) as server:
             idle_rss = _status_mb(server.pid, "VmRSS")
             spec = {
                 "port": server.port,
@@ -405,38 +423,19 @@ def concurrency(
 _STAMP = re.compile(rb'"content":" @([0-9]+\.[0-9]+)"')
 
 
-class _Stamped(asyncio.Protocol):
+class _Stamped(_Response):
     """One stream of stamped chunks: each chunk's latency (read time - stamp), or, with
     ``close_after``, the time at which it closed the connection after that many chunks."""
 
     def __init__(self, latencies: list[float], close_after: int | None = None) -> None:
+        super().__init__()
         self.latencies = latencies
         self.close_after = close_after
-        self.transport: asyncio.Transport | None = None
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.head = b""
-        self.status = 0
         self.buffer = b""
         self.chunks = 0
         self.closed_at: float | None = None
-        self.complete = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        t = time.monotonic()
-        if not self.status:
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            self.status = _head_status(self.head)
-            data, self.head = self.head[end + 4 :], b""
-            if self.status != 200:
-                self._finish()
-                return
+    def body(self, data: bytes, t: float) -> None:
         buffer = self.buffer + data
         start = 0
         for _ in range(len(buffer)):
@@ -451,23 +450,13 @@ class _Stamped(asyncio.Protocol):
                 self.chunks += 1
                 if self.close_after is not None and self.chunks >= self.close_after:
                     self.closed_at = time.monotonic()
-                    self._finish()
+                    self._end(None)
                     return
             elif b"[DONE]" in event:
                 self.complete = True
-                self._finish()
+                self._end(None)
                 return
         self.buffer = buffer[start:]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
-
-    def _finish(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-        if not self.done.done():
-            self.done.set_result(None)
 
 
 async def _stamped_streams(
@@ -487,15 +476,8 @@ async def _stamped_streams(
         protocols.append(p)
     ids = list(ids) or [""] * n
     for p, bench_id in zip(protocols, ids, strict=True):
-        body = {
-            "model": "bench",
-            "messages": MESSAGES,
-            "stream": True,
-            "max_tokens": chunks,
-            "bench_interval": interval,
-            "bench_stamp": True,
-            "bench_id": bench_id,
-        }
+        body = _chat_body(chunks, model="bench", bench_interval=interval, bench_stamp=True)
+        body["bench_id"] = bench_id
         assert p.transport is not None
         p.transport.write(_post("/v1/chat/completions", body, port))
     timeout = chunks * interval + SLACK
@@ -633,25 +615,16 @@ def concurrency_table(rows: list[Row]) -> str:
         if tokens != row["expected_tokens"]:
             late += f" of {tokens:,} (expected {row['expected_tokens']:,})"
         delay, head, first, jitter = row["delay"], row["head"], row["first"], row["jitter"]
-        body.append(
-            [
-                f"{row['n']:,}",
-                f"{row['complete']:,} / {row['n']:,}",
-                errors,
-                h.fmt(delay["p50"]),
-                h.fmt(delay["p99"]),
-                h.fmt(delay["max"]),
-                late,
-                f"{h.fmt(head['p50'])} / {h.fmt(head['p99'])}",
-                f"{h.fmt(first['p50'])} / {h.fmt(first['p99'])}",
-                f"{h.fmt(jitter['p50'])} / {h.fmt(jitter['p99'])}",
-                h.fmt(row["server_cpu_pct"], ".0f"),
-                f"{h.fmt(row['peak_rss_mb'], '.0f')} ({h.fmt(row['idle_rss_mb'], '.0f')})",
-                h.fmt(row["client_cpu_pct"], ".0f"),
-                h.fmt(row["client_lag"]["p99"]),
-                f"{h.fmt(row['connect_ms'], '.0f')} / {h.fmt(row['send_ms'], '.0f')}",
-            ]
-        )
+        body.append([
+            f"{row['n']:,}", f"{row['complete']:,} / {row['n']:,}", errors, h.fmt(delay["p50"]),
+            h.fmt(delay["p99"]), h.fmt(delay["max"]), late,
+            f"{h.fmt(head['p50'])} / {h.fmt(head['p99'])}",
+            f"{h.fmt(first['p50'])} / {h.fmt(first['p99'])}",
+            f"{h.fmt(jitter['p50'])} / {h.fmt(jitter['p99'])}", h.fmt(row["server_cpu_pct"], ".0f"),
+            f"{h.fmt(row['peak_rss_mb'], '.0f')} ({h.fmt(row['idle_rss_mb'], '.0f')})",
+            h.fmt(row["client_cpu_pct"], ".0f"), h.fmt(row["client_lag"]["p99"]),
+            f"{h.fmt(row['connect_ms'], '.0f')} / {h.fmt(row['send_ms'], '.0f')}",
+        ])  # fmt: skip
     return h.table(columns, body)
 
 
@@ -665,19 +638,11 @@ def relay_table(rows: list[Row]) -> str:
         chunks = f"{row['chunks']:,}"
         if row["chunks"] != row["expected"] or row["incomplete"]:
             chunks += f" of {row['expected']:,} ({row['incomplete']} streams incomplete)"
-        body.append(
-            [
-                row["path"],
-                row["streams"],
-                chunks,
-                h.fmt(row["p50"], ".3f"),
-                h.fmt(row["p99"], ".3f"),
-                h.fmt(row["max"], ".3f"),
-                h.fmt(row.get("added_p50"), "+.3f"),
-                h.fmt(row.get("added_p99"), "+.3f"),
-                h.fmt(row["relay_cpu_pct"], ".0f"),
-            ]
-        )
+        body.append([
+            row["path"], row["streams"], chunks, h.fmt(row["p50"], ".3f"), h.fmt(row["p99"], ".3f"),
+            h.fmt(row["max"], ".3f"), h.fmt(row.get("added_p50"), "+.3f"),
+            h.fmt(row.get("added_p99"), "+.3f"), h.fmt(row["relay_cpu_pct"], ".0f"),
+        ])  # fmt: skip
     return h.table(columns, body)
 
 
@@ -689,16 +654,10 @@ def disconnect_table(rows: list[Row]) -> str:
             body.append([row["path"], "", "", "", "", " / ".join(row["problems"])[:300]])
             continue
         notes = f"{row['errors']} streams ended before the close" if row["errors"] else ""
-        body.append(
-            [
-                row["path"],
-                row["runs"],
-                row["seen"],
-                h.fmt(row["p50"], ".2f"),
-                h.fmt(row["max"], ".2f"),
-                notes,
-            ]
-        )
+        body.append([
+            row["path"], row["runs"], row["seen"], h.fmt(row["p50"], ".2f"),
+            h.fmt(row["max"], ".2f"), notes,
+        ])  # fmt: skip
     return h.table(columns, body)
 
 
@@ -742,26 +701,17 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small smoke run")
-    parser.add_argument("--only", choices=("concurrency", "relay"), help="run one part")
+    parser = h.parser(__doc__, ("concurrency", "relay"))
     parser.add_argument("--streams", type=_ints, help="concurrent streams, e.g. 100,500,1000")
     parser.add_argument("--max-tokens", type=int, help=f"tokens a stream (default {MAX_TOKENS})")
     parser.add_argument("--tokens-per-second", type=float, default=TOKENS_PER_SECOND)
     parser.add_argument("--first-token-delay", type=float, default=FIRST_TOKEN_DELAY)
-    parser.add_argument(
-        "--ramp",
-        type=float,
-        default=0.0,
-        help="write the N requests evenly over this many seconds (default 0: all at once)",
-    )
+    ramp_help = "write the N requests evenly over this many seconds (default 0: all at once)"
+    parser.add_argument("--ramp", type=float, default=0.0, help=ramp_help)
     parser.add_argument("--relay-chunks", type=int, help=f"default {RELAY_CHUNKS}")
     parser.add_argument("--relay-interval", type=float, default=RELAY_INTERVAL)
-    parser.add_argument(
-        "--server-python",
-        default=sys.executable,
-        help="the Python that runs the servers (e.g. a venv with uvloop and httptools)",
-    )
+    python_help = "the Python that runs the servers (e.g. a venv with uvloop and httptools)"
+    parser.add_argument("--server-python", default=sys.executable, help=python_help)
     parser.add_argument("--client", help=argparse.SUPPRESS)  # the client subprocess's spec
     args = parser.parse_args(argv)
     if args.client:
@@ -779,6 +729,8 @@ def main(argv: list[str] | None = None) -> None:
     max_tokens = args.max_tokens or max_tokens
     chunks = args.relay_chunks or chunks
     limit = _raise_nofile(2 * max(streams) + 512)  # the servers inherit it
+    rate, ftd = args.tokens_per_second, args.first_token_delay
+    ramp, interval = args.ramp, args.relay_interval
 
     started = time.monotonic()
     print("## jupyter-stream serve: load and relay benchmarks\n")
@@ -788,46 +740,41 @@ def main(argv: list[str] | None = None) -> None:
     d_rows: list[Row] = []
     if args.only in (None, "concurrency"):
         c_rows = concurrency(
-            streams,
-            max_tokens=max_tokens,
-            tokens_per_second=args.tokens_per_second,
-            first_token_delay=args.first_token_delay,
-            ramp=args.ramp,
+            streams, max_tokens=max_tokens, tokens_per_second=rate, first_token_delay=ftd, ramp=ramp
         )
         ramped = (
-            f"requests written evenly over {args.ramp:g} s"
-            if args.ramp > 0
+            f"requests written evenly over {ramp:g} s"
+            if ramp > 0
             else "all N requests written at once"
         )
-        print(
-            f"### Concurrent streams: demo model, {args.tokens_per_second:g} tokens/s, first "
-            f"token after {args.first_token_delay:g} s, {max_tokens} tokens a stream, {ramped}; "
-            "delay = "
-            "read time - (request written + first_token_delay + k / tokens_per_second)\n"
+        h.section(
+            f"Concurrent streams: demo model, {rate:g} tokens/s, first token after {ftd:g} s, "
+            f"{max_tokens} tokens a stream, {ramped}; delay = "
+            "read time - (request written + first_token_delay + k / tokens_per_second)",
+            concurrency_table(c_rows),
         )
-        print(concurrency_table(c_rows) + "\n", flush=True)
         for row in c_rows:
             if row.get("server_problems"):
                 print(f"Server log, N = {row['n']}: " + " / ".join(row["server_problems"]) + "\n")
     if args.only in (None, "relay"):
         r_rows, d_rows = relay(
             chunks=chunks,
-            interval=args.relay_interval,
+            interval=interval,
             concurrent=concurrent,
             repeats=repeats,
             disconnect_runs=runs,
         )
-        print(
-            f"### Relay overhead per chunk: firehose one chunk every "
-            f"{args.relay_interval * 1000:g} ms, {chunks} chunks a stream, {repeats} run(s) "
-            "interleaved; latency = read time - the firehose's stamp\n"
+        h.section(
+            f"Relay overhead per chunk: firehose one chunk every {interval * 1000:g} ms, "
+            f"{chunks} chunks a stream, {repeats} run(s) interleaved; latency = read time - the "
+            "firehose's stamp",
+            relay_table(r_rows),
         )
-        print(relay_table(r_rows) + "\n")
-        print(
-            f"### Disconnect propagation: the client closes after {CLOSE_AFTER} chunks; "
-            "latency = the firehose sees its stream end - the client's close\n"
+        h.section(
+            f"Disconnect propagation: the client closes after {CLOSE_AFTER} chunks; latency = "
+            "the firehose sees its stream end - the client's close",
+            disconnect_table(d_rows),
         )
-        print(disconnect_table(d_rows) + "\n")
     print(targets(c_rows, r_rows, d_rows))
     print(f"\n({time.monotonic() - started:.0f} s)")
 
