@@ -14,7 +14,6 @@ the widgets (a real one adds a full-state ``sync`` frame per view).
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -162,27 +161,13 @@ def traffic_table(rows: list[Row]) -> str:
         "max frames in 1 s | max comm_msg in 1 s | total bytes | budget bytes | <within budget | "
         "bytes/frame"
     )
-    return h.table(
-        columns,
-        (
-            [
-                f"{row['rate']:g}",
-                f"{row['reply_bytes']:,}",
-                h.fmt(row["streaming_s"], ".2f"),
-                f"{row['messages']:,}",
-                f"{row['comm_msgs']:,}",
-                f"{row['frames']:,}",
-                h.fmt(row["fps"]),
-                row["max_frames_1s"],
-                row["max_comm_1s"],
-                f"{row['bytes']:,}",
-                f"{row['budget']:,}",
-                "yes" if row["met"] else f"**no** ({row['bytes'] / row['budget']:.2f}x)",
-                h.fmt(row["bytes_per_frame"], ",.0f"),
-            ]
-            for row in rows
-        ),
-    )
+    return h.table(columns, ([
+        f"{row['rate']:g}", f"{row['reply_bytes']:,}", h.fmt(row["streaming_s"], ".2f"),
+        f"{row['messages']:,}", f"{row['comm_msgs']:,}", f"{row['frames']:,}", h.fmt(row["fps"]),
+        row["max_frames_1s"], row["max_comm_1s"], f"{row['bytes']:,}", f"{row['budget']:,}",
+        "yes" if row["met"] else f"**no** ({row['bytes'] / row['budget']:.2f}x)",
+        h.fmt(row["bytes_per_frame"], ",.0f"),
+    ] for row in rows))  # fmt: skip
 
 
 def breakdown_table(rows: list[Row]) -> str:
@@ -227,9 +212,7 @@ def targets(t_rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a small smoke run")
-    parser.add_argument("--only", choices=("traffic", "clicks"), help="run one part")
+    parser = h.parser(__doc__, ("traffic", "clicks"))
     parser.add_argument("--tokens", type=int, help=f"the reply's tokens (default {TRAFFIC_TOKENS})")
     parser.add_argument("--clicks", type=int, help=f"Stop clicks (default {h.CLICK_RUNS})")
     args = parser.parse_args(argv)
@@ -247,19 +230,19 @@ def main(argv: list[str] | None = None) -> None:
             print("Warm-up cell: " + " / ".join(warm.problems()) + "\n")
         if args.only in (None, "traffic"):
             t_rows = traffic(kc, server_for, RATES, tokens)
-            print(
-                f"### Traffic of one `%%chat --max-tokens {tokens} --timeout 600` cell (demo "
+            h.section(
+                f"Traffic of one `%%chat --max-tokens {tokens} --timeout 600` cell (demo "
                 "model): iopub messages from execute_input to idle; bytes = compact JSON of "
                 f"the 4 parts + {SIGNATURE} signature + {DELIMITER} delimiter; budget = "
-                "3 x reply bytes + 1 KiB x frames\n"
+                "3 x reply bytes + 1 KiB x frames",
+                traffic_table(t_rows),
             )
-            print(traffic_table(t_rows) + "\n")
-            print(
-                "### Bytes by message type (comm messages split by what they carry; content = "
+            h.section(
+                "Bytes by message type (comm messages split by what they carry; content = "
                 "the content part alone, the rest is header, parent_header, metadata, signature "
-                "and delimiter)\n"
+                "and delimiter)",
+                breakdown_table(t_rows),
             )
-            print(breakdown_table(t_rows) + "\n")
             for row in t_rows:
                 if row["reply_tokens"] != tokens or row["problems"]:
                     print(
@@ -269,13 +252,13 @@ def main(argv: list[str] | None = None) -> None:
             sys.stdout.flush()
         if args.only in (None, "clicks"):
             c_rows = h.clicks(kc, server_for, runs)
-            print(
-                f"### Stop click → the server sees the disconnect: `%%chat --max-tokens "
+            h.section(
+                f"Stop click → the server sees the disconnect: `%%chat --max-tokens "
                 f"{h.CLICK_TOKENS}` at {h.CLICK_RATE:g} tokens/s, clicked after the ReplyView's "
                 f"{h.CLICK_AFTER}th frame; latency = the server's `ended` gets "
-                f'"{h.DISCONNECTED}" - the click sent\n'
+                f'"{h.DISCONNECTED}" - the click sent',
+                h.clicks_table(c_rows),
             )
-            print(h.clicks_table(c_rows) + "\n")
     if t_rows:
         print(targets(t_rows))
     print(f"\n({time.monotonic() - started:.0f} s)")

@@ -13,7 +13,6 @@ figures, not pass/fail. ``--root DIR`` makes the kernel import another checkout'
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -162,17 +161,12 @@ def clicks_table(rows: dict[str, list[Row]]) -> str:
     for shape, runs in rows.items():
         gone = [r["disconnect_ms"] for r in runs if r["disconnect_ms"] is not None]
         ends = [r["end_ms"] for r in runs if r["end_ms"] is not None]
-        body.append(
-            [
-                SHAPES[shape][0],
-                len(runs),
-                h.spread(gone),
-                h.spread(ends),
-                f"{sum(r['stop_reason'] == 'stopped' for r in runs)} / {len(runs)}",
-                f"{statistics.median(r['shown_chars'] for r in runs):,.0f}",
-                max(r["max_frames_1s"] for r in runs),
-            ]
-        )
+        body.append([
+            SHAPES[shape][0], len(runs), h.spread(gone), h.spread(ends),
+            f"{sum(r['stop_reason'] == 'stopped' for r in runs)} / {len(runs)}",
+            f"{statistics.median(r['shown_chars'] for r in runs):,.0f}",
+            max(r["max_frames_1s"] for r in runs),
+        ])  # fmt: skip
     return h.table(columns, body)
 
 
@@ -181,29 +175,18 @@ def cost_table(rows: list[Row]) -> str:
         "<reply | characters | frames | update() median / max ms | "
         "stopped final frame + reply_bundle ms | the whole text rendered and made safe again ms"
     )
-    return h.table(
-        columns,
-        (
-            [
-                SHAPES[row["shape"]][0],
-                f"{row['chars']:,}",
-                f"{row['frames']:,}",
-                f"{row['median_ms']:.2f} / {row['max_ms']:.1f}",
-                f"{row['final_ms']:.1f}",
-                f"{row['whole_ms']:.0f}",
-            ]
-            for row in rows
-        ),
-    )
+    return h.table(columns, ([
+        SHAPES[row["shape"]][0], f"{row['chars']:,}", f"{row['frames']:,}",
+        f"{row['median_ms']:.2f} / {row['max_ms']:.1f}", f"{row['final_ms']:.1f}",
+        f"{row['whole_ms']:.0f}",
+    ] for row in rows))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one run a shape, click at 5 s")
+    parser = h.parser(__doc__, ("clicks", "cost"), "one run a shape, click at 5 s")
     parser.add_argument("--runs", type=int, help=f"clicks a shape (default {RUNS})")
     parser.add_argument("--click-after", type=float, help=f"seconds (default {CLICK_AFTER:g})")
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES))
-    parser.add_argument("--only", choices=("clicks", "cost"), help="run one part")
     parser.add_argument("--root", type=Path, default=h.ROOT, help="where the kernel imports from")
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else RUNS)
@@ -219,11 +202,11 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     if args.only in (None, "clicks"):
         rows = clicks(args.root, args.shapes, runs, click_after)
-        print(f"### Stop clicked {click_after:g} s into the reply (`echo` at {RATE:g} tokens/s)\n")
-        print(clicks_table(rows) + "\n", flush=True)
+        title = f"Stop clicked {click_after:g} s into the reply (`echo` at {RATE:g} tokens/s)"
+        h.section(title, clicks_table(rows))
     if args.only in (None, "cost"):
-        print(f"### Rendering cost in-process ({TOKENS_PER_FRAME} tokens a frame, whole reply)\n")
-        print(cost_table([final_cost(shape) for shape in args.shapes]) + "\n")
+        title = f"Rendering cost in-process ({TOKENS_PER_FRAME} tokens a frame, whole reply)"
+        h.section(title, cost_table([final_cost(shape) for shape in args.shapes]))
     print(f"({time.monotonic() - started:.0f} s)")
 
 

@@ -15,7 +15,6 @@ registry's preemption), with benchmarks/firehose.py in its own process; figures,
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import re
@@ -467,10 +466,9 @@ def targets(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    parser.add_argument("--only", choices=("rules", "preemption"), help="run one of the two parts")
-    args = parser.parse_args(argv)
+    args = h.parser(__doc__, ("rules", "preemption"), "fewer repeats (a smoke run)").parse_args(
+        argv
+    )
     command = h.command_line("bench_policies.py", argv)
     repeats, runs = (2, 3) if args.quick else (11, 10)
 
@@ -485,19 +483,19 @@ def main(argv: list[str] | None = None) -> None:
         if args.only in (None, "rules"):
             rule_rows = rules(base_url, repeats=repeats)
             for mode, _interval in MODES:
-                print(
-                    f"### stop_when / stop_sequences: {N_CHUNKS:,} chunks, {mode} "
-                    f"(best and median of {repeats} after a warm-up, interleaved)\n"
+                h.section(
+                    f"stop_when / stop_sequences: {N_CHUNKS:,} chunks, {mode} "
+                    f"(best and median of {repeats} after a warm-up, interleaved)",
+                    rules_table(rule_rows, mode),
                 )
-                print(rules_table(rule_rows, mode) + "\n", flush=True)
         if args.only in (None, "preemption"):
             result = preemption(base_url, runs=runs)
-            print(
-                f"### Preemption: {N_STREAMS} streams of priority 0 running, then {N_STREAMS} "
+            h.section(
+                f"Preemption: {N_STREAMS} streams of priority 0 running, then {N_STREAMS} "
                 f"of priority 1 at once (max_concurrent={N_STREAMS}, when_full='preempt'; "
-                f"{runs} runs after a warm-up)\n"
+                f"{runs} runs after a warm-up)",
+                preemption_table(result),
             )
-            print(preemption_table(result) + "\n")
             print(preemption_checks(result) + "\n", flush=True)
     if rule_rows:
         print(targets(rule_rows))

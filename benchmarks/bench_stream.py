@@ -10,7 +10,6 @@ and raw httpx, with benchmarks/firehose.py in its own process; figures, not pass
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
@@ -625,12 +624,7 @@ def targets(tp_rows: list[Row], stop_rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    parser.add_argument(
-        "--only", choices=("throughput", "stop"), help="run one of the two measurements"
-    )
-    args = parser.parse_args(argv)
+    args = h.parser(__doc__, ("throughput", "stop"), "fewer repeats (a smoke run)").parse_args(argv)
     command = h.command_line("bench_stream.py", argv)
     if args.quick:
         tp_repeats, single, many = 2, 10, 2
@@ -645,18 +639,18 @@ def main(argv: list[str] | None = None) -> None:
         base_url = server.base_url
         if args.only in (None, "throughput"):
             tp_rows = throughput(base_url, repeats=tp_repeats)
-            print(
-                f"### Throughput: {N_CHUNKS:,} chunks sent as fast as the server can "
-                f"(best of {tp_repeats} after a warm-up; MB/s of the event-stream body)\n"
+            h.section(
+                f"Throughput: {N_CHUNKS:,} chunks sent as fast as the server can "
+                f"(best of {tp_repeats} after a warm-up; MB/s of the event-stream body)",
+                throughput_table(tp_rows),
             )
-            print(throughput_table(tp_rows) + "\n", flush=True)
         if args.only in (None, "stop"):
             stop_rows = stop_latency(base_url, single_repeats=single, many_repeats=many)
-            print(
-                f"### Stop latency: one chunk every {INTERVAL * 1000:.0f} ms; close() after "
-                f"{STOP_AFTER} deltas; latency = server sees the disconnect - t0 (ms)\n"
+            h.section(
+                f"Stop latency: one chunk every {INTERVAL * 1000:.0f} ms; close() after "
+                f"{STOP_AFTER} deltas; latency = server sees the disconnect - t0 (ms)",
+                stop_table(stop_rows),
             )
-            print(stop_table(stop_rows) + "\n")
     print(targets(tp_rows, stop_rows))
 
 
