@@ -390,39 +390,29 @@ def _ms(values: list[float]) -> tuple[str, str]:
 
 
 def preemption_table(result: Row) -> str:
-    n, samples = result["n"], result["samples"]
+    n, samples, refs = result["n"], result["samples"], result["references"]
+    first = f"all {n} high-priority streams had their first delta"
     milestones = [
-        (f"all {n} low-priority consumers saw stop_reason preempted", "ended"),
-        (f"all {n} released their connections (`await stream.aclose()` returned)", "released"),
-        (f"the server saw all {n} disconnects", "server"),
-        (f"all {n} high-priority streams had their first delta", "first"),
-    ]
-    out = [
-        "| from the burst's start until | runs | all n: median ms | all n: max ms "
-        "| per stream: median ms | streams counted |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for label, key in milestones:
-        alls = [max(s[key]) for s in samples if s[key]]
-        each = [t for s in samples for t in s[key]]
-        counted = [len(s[key]) for s in samples]
-        median, most = _ms(alls)
+        (f"all {n} low-priority consumers saw stop_reason preempted", "ended", samples),
+        (f"all {n} released their connections (`await stream.aclose()` returned)", "released",
+         samples),
+        (f"the server saw all {n} disconnects", "server", samples),
+        (first, "first", samples),
+        (f"reference, no limit (nothing preempted, {2 * n} streams open): {first}", "first", refs),
+    ]  # fmt: skip
+    body = []
+    for label, key, runs in milestones:
+        alls = [max(s[key]) for s in runs if s[key]]
+        each = [t for s in runs for t in s[key]]
+        counted = [len(s[key]) for s in runs]
         per = h.fmt(statistics.median(each) * 1000 if each else None, ".2f")
         got = f"all {n} in every run" if set(counted) == {n} else ", ".join(map(str, counted))
-        out.append(f"| {label} | {len(alls)} | {median} | {most} | {per} | {got} |")
-    refs = result["references"]
-    alls = [max(s["first"]) for s in refs if s["first"]]
-    each = [t for s in refs for t in s["first"]]
-    counted = [len(s["first"]) for s in refs]
-    median, most = _ms(alls)
-    per = h.fmt(statistics.median(each) * 1000 if each else None, ".2f")
-    got = f"all {n} in every run" if set(counted) == {n} else ", ".join(map(str, counted))
-    out.append(
-        f"| reference, no limit (nothing preempted, {2 * n} streams open): all {n} "
-        f"high-priority streams had their first delta | {len(alls)} | {median} | {most} | {per} "
-        f"| {got} |"
+        body.append([label, len(alls), *_ms(alls), per, got])
+    columns = (
+        "<from the burst's start until | runs | all n: median ms | all n: max ms | "
+        "per stream: median ms | <streams counted"
     )
-    return "\n".join(out)
+    return h.table(columns, body)
 
 
 def preemption_checks(result: Row) -> str:

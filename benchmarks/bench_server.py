@@ -44,10 +44,9 @@ RELAY_CHUNKS = 300
 RELAY_STREAMS = 100  # the concurrent relay row
 DISCONNECT_RUNS = 20
 CLOSE_AFTER = 5  # content chunks read before the client closes
-STARTUP_TIMEOUT = 30.0
 SLACK = 30.0  # seconds a run may take beyond its schedule before it is cut short
 MAX_HEAD = 64 * 1024
-MESSAGES = [{"role": "user", "content": "benchmark"}]
+MESSAGES = h.MESSAGES
 
 Row = h.Row
 
@@ -572,16 +571,11 @@ def relay(
 # -- output ---------------------------------------------------------------------------------------
 
 
-_STACK = """
-from importlib.metadata import PackageNotFoundError, version
-parts = []
-for name in ("uvicorn", "starlette", "h11", "httptools", "uvloop", "httpx"):
-    try:
-        parts.append(f"{name} {version(name)}")
-    except PackageNotFoundError:
-        parts.append(f"no {name}")
-print(" · ".join(parts))
-"""
+_STACK = (
+    f"import sys; sys.path.insert(0, {str(h.HERE)!r}); import _harness as h; names = "
+    "('uvicorn', 'starlette', 'h11', 'httptools', 'uvloop', 'httpx'); "
+    "print(' · '.join(h.package_version(n) for n in names))"
+)
 
 
 def header(command: str) -> str:
