@@ -97,6 +97,10 @@ def package_version(name: str) -> str:
         return f"no {name}"
 
 
+def versions(*names: str) -> str:
+    return " · ".join(package_version(name) for name in names)
+
+
 def machine() -> str:
     return f"os.cpu_count() = {os.cpu_count()} · {platform.system()} {platform.machine()}"
 
@@ -568,17 +572,13 @@ def clicks_table(rows: list[Row]) -> str:
         "click → execute_reply p50 / max ms | execute_reply ok | output says stopped | <notes"
     )
     row = [
-        len(rows),
-        sum(r["clicked"] for r in rows),
-        len(latencies),
-        fmt(percentile(latencies, 0.5), ".2f"),
-        fmt(percentile(latencies, 0.9), ".2f"),
+        len(rows), sum(r["clicked"] for r in rows), len(latencies),
+        fmt(percentile(latencies, 0.5), ".2f"), fmt(percentile(latencies, 0.9), ".2f"),
         fmt(max(latencies, default=None), ".2f"),
         f"{fmt(percentile(replies, 0.5), '.0f')} / {fmt(max(replies, default=None), '.0f')}",
         f"{sum(r['reply_ok'] for r in rows)} / {len(rows)}",
-        f"{sum(r['stopped'] for r in rows)} / {len(rows)}",
-        " / ".join(notes)[:300],
-    ]
+        f"{sum(r['stopped'] for r in rows)} / {len(rows)}", " / ".join(notes)[:300],
+    ]  # fmt: skip
     return table(columns, [row])
 
 

@@ -148,10 +148,7 @@ def traffic(
 
 
 def header(command: str) -> str:
-    stack = " · ".join(
-        h.package_version(name)
-        for name in ("ipykernel", "ipywidgets", "anywidget", "jupyter_client")
-    )
+    stack = h.versions("ipykernel", "ipywidgets", "anywidget", "jupyter_client")
     return f"Python {platform.python_version()} · {stack} · {h.machine()} · `{command}`"
 
 

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = args.runs or (1 if args.quick else RUNS)
     click_after = args.click_after or (5.0 if args.quick else CLICK_AFTER)
     command = h.command_line("bench_large_reply.py", argv)
-    stack = " · ".join(h.package_version(n) for n in ("ipykernel", "ipywidgets", "anywidget"))
+    stack = h.versions("ipykernel", "ipywidgets", "anywidget")
     print("## Stop during a long reply of one Markdown block\n")
     print(
         f"Python {platform.python_version()} · {stack} · os.cpu_count() = {os.cpu_count()} · "
