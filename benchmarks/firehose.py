@@ -30,20 +30,17 @@ many content chunks went out before the disconnect was seen). Query parameters `
 (only ids starting with P), ``expect=N`` and ``timeout=S`` (wait, on an event, up to S seconds
 until N matching entries are logged). ``POST /reset`` clears the log. ``GET /health`` says ok.
 
-:class:`FirehoseServer` can also run on a loop of your own (``await start()``) or on a thread
-of its own (``start_in_thread()`` / ``stop()``).
+:class:`FirehoseServer` can also run on a loop of your own (``await start()``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import json
 import os
 import stat
 import sys
-import threading
 import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -133,7 +130,7 @@ class _Protocol(asyncio.StreamReaderProtocol):
 
 
 class FirehoseServer:
-    """The server. ``await start()`` on a running loop, or ``start_in_thread()``."""
+    """The server: ``await start()`` on a running loop, ``await aclose()`` to stop."""
 
     def __init__(self, host: str = HOST, port: int = 0) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
@@ -142,8 +139,6 @@ class FirehoseServer:
         self.port = port
         self.disconnects: list[dict[str, Any]] = []
         self._server: asyncio.AbstractServer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._logged: asyncio.Condition | None = None
         self._bodies: dict[tuple[int, bool], list[bytes]] = {}
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -152,9 +147,8 @@ class FirehoseServer:
 
     async def start(self) -> int:
         """Listen; returns the port."""
-        self._loop = asyncio.get_running_loop()
         self._logged = asyncio.Condition()
-        loop = self._loop
+        loop = asyncio.get_running_loop()
 
         def factory() -> _Protocol:  # what asyncio.start_server does, with _Protocol
             return _Protocol(asyncio.StreamReader(limit=MAX_HEAD, loop=loop), self._handle, loop)
@@ -172,38 +166,6 @@ class FirehoseServer:
             await asyncio.wait(self._handlers, timeout=5)
         if self._server is not None:
             await self._server.wait_closed()
-
-    def start_in_thread(self) -> int:
-        """Serve on a daemon thread with a loop of its own; returns the port."""
-        ready: concurrent.futures.Future[int] = concurrent.futures.Future()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            try:
-                ready.set_result(loop.run_until_complete(self.start()))
-            except BaseException as exc:  # report it to the starting thread
-                ready.set_exception(exc)
-                loop.close()
-                return
-            try:
-                loop.run_forever()
-                loop.run_until_complete(self.aclose())
-            finally:
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="firehose", daemon=True)
-        self._thread.start()
-        return ready.result(timeout=30)
-
-    def stop(self) -> None:
-        """Stop a server started with ``start_in_thread``."""
-        if self._loop is not None and self._thread is not None:
-            try:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-            except RuntimeError:
-                pass
-            self._thread.join(timeout=10)
 
     # -- HTTP -----------------------------------------------------------------------------------
 
@@ -410,7 +372,7 @@ def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
 
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        parts = []
+        parts: list[bytes] = []
         size_total = 0
         for _ in range(MAX_BODY):
             size_line = await reader.readuntil(b"\r\n")
