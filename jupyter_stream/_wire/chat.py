@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._exceptions import ConfigurationError, ProtocolError
-from .._reply import Chunk, Message, clean_text, excerpt, scrub
+from .._reply import Chunk, Message, clean_text, escapes_surrogate, excerpt, scrub
 from .._secrets import basic_credentials
 from ._base import EndKind, Framing, Target, WireRequest
 
@@ -112,8 +112,7 @@ def parse_event(data: str, event: str = "message") -> str | Chunk:
                     return content if content.isascii() else clean_text(content)
                 if content is None:
                     return ""
-    # Only an escape can make a surrogate: the decoder replaced invalid UTF-8 already.
-    if "\\ud" in data or "\\uD" in data:
+    if escapes_surrogate(data):
         try:
             obj = scrub(obj)
         except RecursionError:
