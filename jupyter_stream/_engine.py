@@ -81,6 +81,7 @@ class StopReason(StrEnum):
         return self in NATURAL_ENDS
 
 
+_DONE = Chunk(done=True)  # an end mark and nothing else
 # A wire format's end kinds (EndKind) are the natural ends: one list of them, the wire's.
 NATURAL_ENDS = frozenset(StopReason(kind) for kind in get_args(EndKind))
 
@@ -143,6 +144,7 @@ class Engine:
         self._request = request
         self._sync = sync
         self._reply = Reply()
+        self._parse = request.wire.parser()  # one per stream: a parser may keep state
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         # Deltas are the reply's own content pieces: the consumer keeps an index into them,
@@ -544,7 +546,7 @@ class Engine:
     async def _read_events(self, body: Body) -> StopReason:
         self._move(State.CONNECTING, State.STREAMING)
         content_type = body.content_type
-        if "json" in content_type or "html" in content_type:
+        if ("json" in content_type and "ndjson" not in content_type) or "html" in content_type:
             return await self._read_whole_body(body, content_type)
         sock = body.socket()
         with self._lock:
@@ -623,7 +625,7 @@ class Engine:
         chunks: list[str | Chunk] = []
         done = False
         failure: JupyterStreamError | None = None
-        parse = self._request.wire.parse
+        parse = self._parse
         for event in events:
             try:
                 chunk = parse(event.data, event.event)
@@ -632,15 +634,17 @@ class Engine:
                 break
             if type(chunk) is not str:
                 assert isinstance(chunk, Chunk)
-                if chunk.done:
-                    done = True
-                    break
                 if chunk.error is not None:
                     failure = _api_error(chunk.error, self._request.endpoint)
                     break
                 if chunk.notes:  # they quote the server's values, which may echo the key
                     redact = self._request.endpoint.redact
                     chunk = chunk._replace(notes=tuple(redact(note) for note in chunk.notes))
+                if chunk.done:
+                    done = True
+                    if chunk != _DONE:  # an end mark may carry the finish reason or usage
+                        chunks.append(chunk._replace(done=False))
+                    break
             chunks.append(chunk)
         if chunks and not self._commit(chunks):
             return True  # closed meanwhile: stop reading

@@ -17,11 +17,12 @@ async def alist_models(
     *,
     base_url: str | None = None,
     api_key: str | None = None,
+    api: str | None = None,
     timeout: float = 10.0,  # noqa: ASYNC109 (as list_models has it)
 ) -> list[str]:
     """The ids of the endpoint's models, sorted (configured as for :func:`astream_chat`)."""
-    endpoint = resolve_endpoint(base_url, api_key)
-    wire = wire_format()
+    endpoint = resolve_endpoint(base_url, api_key, api)
+    wire = wire_format(endpoint.api)
     text = await fetch_text(wire.models_request(endpoint), endpoint, wire, timeout=timeout)
     try:
         return wire.parse_models(text, endpoint.display_url)
@@ -30,8 +31,12 @@ async def alist_models(
 
 
 def list_models(
-    *, base_url: str | None = None, api_key: str | None = None, timeout: float = 10.0
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    api: str | None = None,
+    timeout: float = 10.0,
 ) -> list[str]:
     """The synchronous twin of :func:`alist_models` (runs on the private loop thread)."""
-    coroutine = alist_models(base_url=base_url, api_key=api_key, timeout=timeout)
+    coroutine = alist_models(base_url=base_url, api_key=api_key, api=api, timeout=timeout)
     return asyncio.run_coroutine_threadsafe(coroutine, private_loop()).result()

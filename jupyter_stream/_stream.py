@@ -13,8 +13,8 @@ from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-from ._config import resolve_model
-from ._endpoint import resolve_endpoint
+from ._config import configured_endpoint, resolve_model
+from ._endpoint import open_endpoint
 from ._engine import Engine, State, StopReason, StreamRequest, StreamStats
 from ._exceptions import ConfigurationError, JupyterStreamError
 from ._messages import normalize_messages
@@ -202,6 +202,7 @@ def _make_request(
     model: str | None,
     base_url: str | None,
     api_key: str | None,
+    api: str | None,
     timeout: float | None,
     idle_timeout: float | None,
     connect_timeout: float | None,
@@ -211,7 +212,8 @@ def _make_request(
     stop_sequences: str | Sequence[str] | None = None,
     priority: int = 0,
 ) -> StreamRequest:
-    wire = wire_format()
+    configured = configured_endpoint(base_url, api_key, api)  # pure: the server starts below
+    wire = wire_format(configured.api)
     wire.check_params(params)
     for name, value in (
         ("timeout", timeout),
@@ -225,7 +227,7 @@ def _make_request(
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ConfigurationError(f"priority must be a whole number, got {priority!r}")
     watch = make_watch(stop_when, stop_sequences)
-    endpoint = resolve_endpoint(base_url, api_key)
+    endpoint = open_endpoint(configured)
     return StreamRequest(
         endpoint=endpoint,
         model=resolve_model(model, endpoint),
@@ -247,6 +249,7 @@ def astream_chat(
     model: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
+    api: str | None = None,
     timeout: float | None = None,
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
@@ -259,6 +262,9 @@ def astream_chat(
     """Stream a chat completion on the running event loop; ``async for`` gives text deltas.
 
     ``prompt_or_messages`` is a prompt string or a list of ``{"role", "content"}`` messages.
+    ``api`` is the wire protocol: ``"chat"`` (OpenAI Chat Completions, the default),
+    ``"responses"`` (OpenAI Responses), ``"anthropic"`` (Messages), ``"gemini"`` or
+    ``"ollama"``; unset, ``JUPYTER_STREAM_API``, a well-known host or a lone provider key decides.
     ``timeout`` is the total deadline in seconds (movable with ``set_deadline``),
     ``idle_timeout`` the longest gap between two reads, ``connect_timeout`` the longest wait for
     a connection.
@@ -275,6 +281,7 @@ def astream_chat(
         model=model,
         base_url=base_url,
         api_key=api_key,
+        api=api,
         timeout=timeout,
         idle_timeout=idle_timeout,
         connect_timeout=connect_timeout,
@@ -293,6 +300,7 @@ def stream_chat(
     model: str | None = None,
     base_url: str | None = None,
     api_key: str | None = None,
+    api: str | None = None,
     timeout: float | None = None,
     idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
@@ -312,6 +320,7 @@ def stream_chat(
         model=model,
         base_url=base_url,
         api_key=api_key,
+        api=api,
         timeout=timeout,
         idle_timeout=idle_timeout,
         connect_timeout=connect_timeout,

@@ -40,6 +40,7 @@ class Endpoint:
     base_url_source: str
     api_key: str | None = field(default=None, repr=False)
     api_key_source: str | None = None
+    api: str = "chat"  # the wire format it speaks (an api= name of _wire.FORMATS)
     url_credentials: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -49,7 +50,7 @@ class Endpoint:
 
     def __repr__(self) -> str:
         return (
-            f"Endpoint({self.display_url!r}, from {self.base_url_source}, "
+            f"Endpoint({self.display_url!r}, api={self.api!r}, from {self.base_url_source}, "
             f"key from {self.api_key_source})"
         )
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .._exceptions import ConfigurationError
 from ..sse import SSEDecoder
 from . import chat
-from ._base import Decoder, EndKind, Event, Framing, Target, WireFormat, WireRequest
+from ._base import Decoder, EndKind, Event, Framing, Parse, Target, WireFormat, WireRequest
 
 __all__ = [
     "DECODERS",
@@ -24,9 +25,11 @@ __all__ = [
     "EndKind",
     "Event",
     "Framing",
+    "Parse",
     "Target",
     "WireFormat",
     "WireRequest",
+    "format_for_host",
     "request_paths",
     "wire_format",
 ]
@@ -36,8 +39,22 @@ DECODERS: dict[str, Callable[[], Decoder]] = {"sse": SSEDecoder}  # framing -> a
 
 
 def wire_format(name: str = "chat") -> WireFormat:
-    """The wire format called ``name``."""
-    return FORMATS[name]
+    """The wire format called ``name``; a ConfigurationError lists the names when it is none."""
+    try:
+        return FORMATS[name]
+    except (KeyError, TypeError):
+        raise ConfigurationError(
+            f"api={name!r} is not an API jupyter_stream speaks; use one of "
+            + ", ".join(repr(known) for known in FORMATS)
+        ) from None
+
+
+def format_for_host(host: str | None) -> WireFormat | None:
+    """The wire format a well-known host speaks (api.anthropic.com: anthropic), else None."""
+    for wire in FORMATS.values():
+        if host and host.lower() in wire.hosts:
+            return wire
+    return None
 
 
 def request_paths() -> tuple[str, ...]:

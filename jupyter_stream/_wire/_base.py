@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, Protocol
 
 from .._reply import Chunk
 from .._secrets import safe_url
 
-__all__ = ["Decoder", "EndKind", "Event", "Framing", "Target", "WireFormat", "WireRequest"]
+__all__ = [
+    "Decoder",
+    "EndKind",
+    "Event",
+    "Framing",
+    "Parse",
+    "Target",
+    "WireFormat",
+    "WireRequest",
+]
 
 Framing = Literal["sse", "ndjson"]
 EndKind = Literal["completed", "length", "content_filter"]
@@ -22,6 +31,11 @@ class Event(Protocol):
 
     @property
     def event(self) -> str: ...
+
+
+# One stream's parse: (data, event name) -> a str for a chunk of text alone (the hot path), else
+# a Chunk. A Chunk with ``done`` is the stream's end mark; its other fields are taken too.
+Parse = Callable[[str, str], "str | Chunk"]
 
 
 class Decoder(Protocol):
@@ -61,6 +75,10 @@ class WireFormat(Protocol):
     name: str  # the api= name
     framing: Framing  # how the streamed body is cut into events
     path: str  # the request path below the base URL, for messages
+    root: str  # the base URL's path below the host, as the official SDK has it: "/v1" or ""
+    default_base_url: str  # the provider's own API root, where its key alone points
+    key_vars: tuple[str, ...]  # environment variables that hold the provider's key, first wins
+    hosts: tuple[str, ...]  # well-known hosts that speak this API (and no other)
     end_mark: str  # the stream's own end, for messages: "[DONE]"
     described: str  # what the base URL should be, for messages: "an OpenAI-compatible API"
     url_hint: str  # a question to ask when the base URL looks wrong
@@ -82,8 +100,9 @@ class WireFormat(Protocol):
     def fallback(self, status: int, body: str) -> bool:
         """True when an error status says the request should be retried once, plainer."""
 
-    def parse(self, data: str, event: str) -> str | Chunk:
-        """One decoded event: a str for a chunk of text alone (the hot path), else a Chunk."""
+    def parser(self) -> Parse:
+        """A parse function for one stream; it may keep state from event to event (open tool
+        calls, usage so far, the index of the next whole tool call)."""
 
     def parse_whole(self, body: str) -> Chunk | None:
         """A whole, unstreamed JSON answer as one Chunk; None when it is not one."""

@@ -34,7 +34,7 @@ from typing import Any
 from .._exceptions import ConfigurationError, ProtocolError
 from .._reply import Chunk, Message, clean_text, escapes_surrogate, excerpt, scrub
 from .._secrets import basic_credentials
-from ._base import EndKind, Framing, Target, WireRequest
+from ._base import EndKind, Framing, Parse, Target, WireRequest
 
 __all__ = ["WIRE", "ChatCompletions", "build_payload", "parse_chunk", "parse_event"]
 
@@ -364,6 +364,10 @@ class ChatCompletions:
     name = "chat"
     framing: Framing = "sse"
     path = PATH
+    root = "/v1"
+    default_base_url = OPENAI_BASE_URL
+    key_vars: tuple[str, ...] = ("OPENAI_API_KEY",)
+    hosts: tuple[str, ...] = ("api.openai.com",)
     end_mark = DONE
     described = "an OpenAI-compatible API"
     url_hint = "Is the base URL an OpenAI-compatible API (most end in /v1)?"
@@ -391,8 +395,8 @@ class ChatCompletions:
     def fallback(self, status: int, body: str) -> bool:
         return status in (400, 422) and ("stream_options" in body or "include_usage" in body)
 
-    def parse(self, data: str, event: str) -> str | Chunk:
-        return parse_event(data, event)
+    def parser(self) -> Parse:
+        return parse_event  # every chunk stands alone
 
     def parse_whole(self, body: str) -> Chunk | None:
         try:
