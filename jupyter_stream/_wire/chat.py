@@ -165,13 +165,13 @@ def _output_tokens(usage: dict[str, Any] | None) -> int | None:
     return count if type(count) is int else None
 
 
-def _text(value: Any, field: str) -> str:
+def _text(value: Any, field: str, api: str = "Chat Completions") -> str:
     """A field that carries part of the answer: a string, or absent."""
     if type(value) is str:
         return value
     if value is None:
         return ""
-    raise _wrong(field, value, "a string or null")
+    raise _wrong(field, value, "a string or null", api)
 
 
 def _name(value: Any, field: str, notes: list[str]) -> str | None:
@@ -293,10 +293,10 @@ def _described(value: Any) -> str:
     return f"{_KINDS.get(type(value), type(value).__name__)} ({_shown(value)})"
 
 
-def _wrong(field: str, value: Any, expected: str) -> ProtocolError:
+def _wrong(field: str, value: Any, expected: str, api: str = "Chat Completions") -> ProtocolError:
     error = ProtocolError(
-        f"malformed stream: the server sent {field} as {_described(value)}, where the Chat "
-        f"Completions format has {expected}; what arrived before it is kept in .reply"
+        f"malformed stream: the server sent {field} as {_described(value)}, where the {api} "
+        f"format has {expected}; what arrived before it is kept in .reply"
     )
     error.field = field
     return error
