@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .._exceptions import ConfigurationError
+from ..ndjson import NDJSONDecoder
 from ..sse import SSEDecoder
 from . import chat
 from ._base import Decoder, EndKind, Event, Framing, Parse, Target, WireFormat, WireRequest
@@ -35,7 +36,8 @@ __all__ = [
 ]
 
 FORMATS: dict[str, WireFormat] = {chat.WIRE.name: chat.WIRE}  # api= name -> format
-DECODERS: dict[str, Callable[[], Decoder]] = {"sse": SSEDecoder}  # framing -> a new decoder
+# framing -> a new decoder
+DECODERS: dict[str, Callable[[], Decoder]] = {"sse": SSEDecoder, "ndjson": NDJSONDecoder}
 
 
 def wire_format(name: str = "chat") -> WireFormat:

@@ -1,0 +1,139 @@
+"""A pure, incremental decoder for newline-delimited JSON (``application/x-ndjson``), and its
+encoder: the framing of Ollama's streamed answers.
+
+NDJSON (https://github.com/ndjson/ndjson-spec) is one JSON text a line, each ended by LF; "the
+parser MAY silently ignore empty lines" and a CR before the LF is tolerated. Bytes go in
+(``feed``), one :class:`NDJSONLine` per non-blank line comes out; ``flush`` ends the stream. The
+decoder works on bytes, as :class:`~jupyter_stream.sse.SSEDecoder` does: UTF-8 never puts the byte
+0x0A inside a multi-byte sequence, so each complete line is decoded on its own, and a character
+split across two chunks is simply part of the incomplete line until its LF arrives. It does not
+parse the JSON: that is the wire format's (``_wire.ollama``), which checks every value.
+
+It imports nothing beyond the standard library and this package's exceptions: no httpx, no
+asyncio, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from ._exceptions import ConfigurationError, EventTooLargeError
+
+__all__ = ["NDJSONDecoder", "NDJSONLine"]  # encode_line is for this package's server
+
+_MIB = 1024 * 1024
+_BLANK = b" \t\r"  # white space JSON allows around a value: a line of only these is blank
+_new_line = tuple.__new__  # as sse.py: the same object, without the keyword handling
+
+
+class NDJSONLine(NamedTuple):
+    """One line of the stream: its text (without the line end), and the name every line has,
+    ``"message"`` (so that a wire format reads it as it reads a server-sent event)."""
+
+    data: str
+    event: str = "message"
+
+
+def _size(n: int) -> str:
+    if n >= _MIB and n % _MIB == 0:
+        return f"{n // _MIB} MiB"
+    return f"{n:,} bytes"
+
+
+class NDJSONDecoder:
+    """Turn the bytes of an NDJSON body into :class:`NDJSONLine` objects.
+
+    ``feed(chunk)`` returns the lines completed by ``chunk``; ``flush()`` ends the stream,
+    returning a last line that had no LF (the format allows it), and makes the decoder ready for
+    a new stream. A line longer than ``max_buffer_size`` bytes raises
+    :class:`EventTooLargeError`, however the bytes were cut (after which only ``flush()`` is
+    meaningful).
+    """
+
+    __slots__ = ("_max_buffer_size", "_pending", "_pending_size")
+
+    def __init__(self, max_buffer_size: int = 16 * _MIB) -> None:
+        if max_buffer_size <= 0:
+            raise ConfigurationError(
+                f"NDJSONDecoder(max_buffer_size={max_buffer_size!r}): the cap must be a "
+                "positive number of bytes (the default is 16 MiB)"
+            )
+        self._max_buffer_size = max_buffer_size
+        # Pieces of a line whose LF has not arrived: joined once, when it does.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+
+    def feed(self, data: bytes) -> list[NDJSONLine]:
+        """Decode one chunk of the body; return the lines it completes."""
+        if not data:
+            return []
+        if type(data) is not bytes:
+            data = bytes(data)  # never keep a reference to a buffer the caller may reuse
+        end = data.rfind(b"\n") + 1
+        max_size = self._max_buffer_size
+        if not end:
+            size = self._pending_size + len(data)
+            if size > max_size:
+                raise self._line_too_large(size)
+            self._pending.append(data)
+            self._pending_size = size
+            return []
+        if self._pending:
+            self._pending.append(data[:end])
+            region = b"".join(self._pending)
+            self._pending = []
+            self._pending_size = 0
+        else:
+            region = data if end == len(data) else data[:end]
+        if end < len(data):
+            tail = data[end:]
+            if len(tail) > max_size:
+                raise self._line_too_large(len(tail))
+            self._pending.append(tail)
+            self._pending_size = len(tail)
+        lines = region.split(b"\n")
+        lines.pop()  # the empty string after the region's final LF
+        if len(region) > max_size:  # the same cap for a line that came whole as in pieces
+            longest = max(map(len, lines))
+            if longest > max_size:
+                raise self._line_too_large(longest)
+        return self._lines(lines)
+
+    @staticmethod
+    def _lines(lines: list[bytes]) -> list[NDJSONLine]:
+        out: list[NDJSONLine] = []
+        append = out.append
+        for line in lines:
+            if line[-1:] == b"\r":
+                line = line[:-1]
+            if not line or (line[0] in _BLANK and not line.strip(_BLANK)):
+                continue
+            # Each line decoded on its own; invalid UTF-8 becomes U+FFFD, as in sse.py.
+            append(_new_line(NDJSONLine, (line.decode("utf-8", "replace"), "message")))
+        return out
+
+    def flush(self) -> list[NDJSONLine]:
+        """End the stream: a last line without LF is a line too. The decoder is then ready for
+        a new stream."""
+        if not self._pending:
+            return []
+        line = b"".join(self._pending)
+        self._pending = []
+        self._pending_size = 0
+        return self._lines([line])
+
+    def _line_too_large(self, size: int) -> EventTooLargeError:
+        cap = self._max_buffer_size
+        return EventTooLargeError(
+            f"an NDJSON line grew to {_size(size)}, past the decoder's cap of {_size(cap)}; the "
+            "server may not be sending newline-delimited JSON (or no line ends); raise "
+            "NDJSONDecoder(max_buffer_size=...) if its lines really are this large"
+        )
+
+
+def encode_line(data: str) -> bytes:
+    """One line, framed as the decoder reads it back: ``data`` (compact JSON, which holds no
+    line end) and an LF."""
+    if "\n" in data or "\r" in data:
+        raise ValueError("an NDJSON line cannot hold a line end: encode the value with json.dumps")
+    return data.encode() + b"\n"
