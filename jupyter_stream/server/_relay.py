@@ -1,8 +1,14 @@
-"""Relay mode: forward chat requests to a real OpenAI-compatible server, stream its answer back.
+"""Relay mode: forward each API's requests to a real server that speaks it, stream its answer back.
 
-The upstream's bytes are passed on as they arrive, cut only at event boundaries (an event split
-across two reads goes out when its end arrives, which is when a client could use it anyway), so
-that an error found mid-answer can be sent as an SSE error event of its own. The relay runs inside
+``/v1/chat/completions`` goes to the upstream base URL's ``/chat/completions`` (the base is an
+OpenAI API root, ``…/v1``); every native API's request (Responses, Anthropic Messages, Gemini,
+Ollama, and their model lists) goes to the upstream's root (the base without a trailing ``/v1``)
+plus the request's own path, with the relay's key in that API's own header.
+
+The upstream's bytes are passed on as they arrive, cut only at event boundaries (an SSE event, or
+an NDJSON line, split across two reads goes out when its end arrives, which is when a client could
+use it anyway), so that an error found mid-answer can be sent as an error event of its own, in
+the shape of the API it interrupts. The relay runs inside
 an :class:`~jupyter_stream.server._exchange.Exchange`: when its client disconnects the relay is
 cancelled, which closes the upstream response at once, so the upstream sees the disconnect too.
 
@@ -19,7 +25,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import httpx
 from starlette.requests import Request
@@ -29,6 +38,7 @@ from .._reply import excerpt
 from .._secrets import register_for_logs
 from .._target import Endpoint, check_base_url
 from .._wire import chat
+from ..sse import encode_event
 from ._config import ServerConfig
 from ._errors import error_event, error_response
 from ._exchange import SSE_HEADERS, Exchange, Work
@@ -39,8 +49,59 @@ ERROR_BODY_LIMIT = 64 * 1024
 MAX_MODELS_BYTES = 4 * 1024 * 1024
 MAX_EVENT_BYTES = 16 * 1024 * 1024  # as the client's decoder: a longer event is an error
 _MODEL = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
-_FORWARDED_HEADERS = ("content-type", "retry-after", "x-request-id")
+_GEMINI_MODEL = re.compile(r"/models/([^/:]{1,200}):")
+_FORWARDED_HEADERS = ("content-type", "retry-after", "x-request-id", "request-id")
 _BOUNDARIES = (b"\n\n", b"\r\r", b"\n\r\n", b"\r\n\n")
+STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
+ANTHROPIC_VERSION = "2023-06-01"  # sent when the client names none
+_PASSED_REQUEST_HEADERS = ("anthropic-version", "anthropic-beta")
+
+Api = Literal["chat", "responses", "anthropic", "gemini", "ollama"]
+
+
+def api_of(path: str) -> Api:
+    """The API a request path belongs to."""
+    if path.endswith("/messages"):
+        return "anthropic"
+    if path.startswith("/v1beta/"):
+        return "gemini"
+    if path.startswith("/api/"):
+        return "ollama"
+    return "responses" if path.endswith("/responses") else "chat"
+
+
+def _failure(api: Api, message: str) -> bytes:
+    """An error event that ends a stream mid-answer, in the shape of ``api``'s own."""
+    error: dict[str, Any]
+    if api == "anthropic":
+        error = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return encode_event(json.dumps(error), event="error")
+    if api == "responses":
+        error = {"type": "error", "code": "upstream_error", "message": message, "param": None}
+        return encode_event(json.dumps(error), event="error")
+    if api == "gemini":
+        error = {"error": {"code": 502, "message": message, "status": "UNAVAILABLE"}}
+        return encode_event(json.dumps(error))
+    if api == "ollama":
+        return json.dumps({"error": message}).encode() + b"\n"
+    return error_event(message, "upstream_error", code=None)
+
+
+@dataclass(frozen=True)
+class _Framing:
+    """How a streamed body is cut into events: where one ends, and how an error is written."""
+
+    boundaries: tuple[bytes, ...]
+    fail: Callable[[str], bytes]
+
+
+def _framing(api: Api, content_type: str) -> _Framing | None:
+    """The framing of a streamed answer of that content type, or None for a whole answer."""
+    if content_type.startswith("text/event-stream"):
+        return _Framing(_BOUNDARIES, lambda message: _failure(api, message))
+    if content_type.startswith(("application/x-ndjson", "application/jsonl")):
+        return _Framing((b"\n",), lambda message: _failure("ollama", message))
+    return None
 
 
 class Relay:
@@ -81,16 +142,67 @@ class Relay:
 
     def chat(self, body: bytes, request: Request) -> Work:
         url = self.upstream.url(chat.PATH)
-        headers = self._headers(request)
+        return self._forward("chat", "POST", url, self._headers(request), body)
 
+    def native(self, body: bytes, request: Request) -> Work:
+        """Forward a native API's request (``POST /v1/responses``, ``/v1/messages``,
+        ``/v1beta/models/…:streamGenerateContent``, ``/api/chat``, ``GET /api/tags``, …) to the
+        upstream's root plus the request's path and query (less any ``key=`` of the client's),
+        with the relay's own key in that API's own header, never the client's."""
+        path = request.url.path
+        api = api_of(path)
+        headers = self._headers(request)
+        key = self.upstream.api_key
+        if api in ("anthropic", "gemini") and key:
+            del headers["Authorization"]  # the key goes in the API's own header instead
+            headers["x-api-key" if api == "anthropic" else "x-goog-api-key"] = key
+        if api == "anthropic":
+            headers["anthropic-version"] = ANTHROPIC_VERSION
+        for name in _PASSED_REQUEST_HEADERS:
+            if (value := request.headers.get(name)) is not None:
+                headers[name] = value
+        if request.method == "GET":
+            del headers["Content-Type"]
+        url = self.native_url(path, request.url.query)
+        model = _GEMINI_MODEL.search(path) if api == "gemini" else None
+        named = model.group(1) if model else None
+        return self._forward(api, request.method, url, headers, body, named)
+
+    def native_url(self, path: str, query: str = "") -> str:
+        """The upstream's URL for a native API's ``path``: the upstream's root (its base URL
+        without a trailing ``/v1``, nor the path's own first segment, such as ``/v1beta``) plus
+        ``path``; the base URL's query, then the client's without its ``key=``."""
+        parts = urlsplit(self.upstream.base_url)
+        first = "/" + path.lstrip("/").split("/", 1)[0]
+        root = parts.path.rstrip("/").removesuffix("/v1").removesuffix(first)
+        kept = [
+            field
+            for field in query.split("&")
+            if field and unquote_plus(field.partition("=")[0]) != "key"
+        ]
+        joined = "&".join(([parts.query] if parts.query else []) + kept)
+        return urlunsplit(parts._replace(path=root + path, query=joined))
+
+    def _forward(
+        self,
+        api: Api,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        model: str | None = None,
+    ) -> Work:
         async def work(exchange: Exchange) -> None:
             exchange.log["upstream"] = self.upstream.host_port
-            named = _MODEL.search(body[:4096])  # for the log line; the upstream judges the rest
-            if named:
+            named = _MODEL.search(body[:4096]) if model is None else None
+            if named:  # for the log line; the upstream judges the rest
                 exchange.log["model"] = named.group(1).decode("utf-8", "replace")
+            elif model is not None:
+                exchange.log["model"] = model
+            content = body if method != "GET" else None
             try:
                 upstream = await self.client.send(
-                    self.client.build_request("POST", url, content=body, headers=headers),
+                    self.client.build_request(method, url, content=content, headers=headers),
                     stream=True,
                 )
             except httpx.HTTPError as exc:
@@ -98,39 +210,52 @@ class Relay:
                 await _answer(exchange, self._unreachable(exc))
                 return
             try:
-                forwarded = [
-                    (name.encode(), self.upstream.redact_bytes(value.encode()))
-                    for name in _FORWARDED_HEADERS
-                    if (value := upstream.headers.get(name)) is not None
-                ]
-                if upstream.status_code >= 400:
-                    error = self._error(upstream.status_code, await _read_limited(upstream))
-                    kept = [h for h in forwarded if h[0] != b"content-type"]  # Retry-After, …
-                    exchange.log["end"] = f"upstream {upstream.status_code}"
-                    await _answer(exchange, error, kept)
-                    return
-                events = upstream.headers.get("content-type", "").startswith("text/event-stream")
-                if not events:  # a whole answer (stream false): read whole, to be redacted
-                    whole = await _read_limited(upstream, MAX_EVENT_BYTES + 1)
-                    if len(whole) > MAX_EVENT_BYTES:
-                        exchange.log["end"] = "upstream answer too large"
-                        too_large = f"answered with over {MAX_EVENT_BYTES} bytes"
-                        await _answer(exchange, self._error(502, b"", too_large))
-                        return
-                    await exchange.start(upstream.status_code, forwarded)
-                    await exchange.body(self.upstream.redact_bytes(whole), more=False)
-                    return
-                forwarded = SSE_HEADERS + [h for h in forwarded if h[0] != b"content-type"]
-                await exchange.start(upstream.status_code, forwarded)
-                await self._pass_on(upstream, exchange)
+                await self._answer_with(api, upstream, exchange)
             finally:
                 await upstream.aclose()
 
         return work
 
-    async def _pass_on(self, upstream: httpx.Response, exchange: Exchange) -> None:
+    async def _answer_with(self, api: Api, upstream: httpx.Response, exchange: Exchange) -> None:
+        """Pass the upstream's answer on: an error or a whole answer read whole (to be
+        redacted), a stream event by event."""
+        forwarded = [
+            (name.encode(), self.upstream.redact_bytes(value.encode()))
+            for name in _FORWARDED_HEADERS
+            if (value := upstream.headers.get(name)) is not None
+        ]
+        if upstream.status_code >= 400:
+            error = self._error(upstream.status_code, await _read_limited(upstream))
+            kept = [h for h in forwarded if h[0] != b"content-type"]  # Retry-After, …
+            exchange.log["end"] = f"upstream {upstream.status_code}"
+            await _answer(exchange, error, kept)
+            return
+        content_type = upstream.headers.get("content-type", "")
+        framing = _framing(api, content_type)
+        if framing is None:  # a whole answer (stream false, a model list)
+            whole = await _read_limited(upstream, MAX_EVENT_BYTES + 1)
+            if len(whole) > MAX_EVENT_BYTES:
+                exchange.log["end"] = "upstream answer too large"
+                too_large = f"answered with over {MAX_EVENT_BYTES} bytes"
+                await _answer(exchange, self._error(502, b"", too_large))
+                return
+            await exchange.start(upstream.status_code, forwarded)
+            await exchange.body(self.upstream.redact_bytes(whole), more=False)
+            return
+        if content_type.startswith("text/event-stream"):
+            forwarded = SSE_HEADERS + [h for h in forwarded if h[0] != b"content-type"]
+        else:
+            forwarded = forwarded + STREAM_HEADERS
+        await exchange.start(upstream.status_code, forwarded)
+        await self._pass_on(upstream, exchange, framing)
+
+    async def _pass_on(
+        self, upstream: httpx.Response, exchange: Exchange, framing: _Framing
+    ) -> None:
         held = b""
         chunks = 0
+        boundaries = framing.boundaries
+        last = boundaries[0]  # the commonest end of a read: a whole event
         try:
             async for data in upstream.aiter_bytes():
                 if held:
@@ -139,10 +264,10 @@ class Relay:
                             f"an event over {MAX_EVENT_BYTES} bytes, or no event boundary"
                         )
                     data = held + data
-                if data.endswith(b"\n\n"):
+                if data.endswith(last):
                     held = b""
                 else:
-                    cut = max(data.rfind(b) + len(b) if b in data else 0 for b in _BOUNDARIES)
+                    cut = max(data.rfind(b) + len(b) if b in data else 0 for b in boundaries)
                     data, held = data[:cut], data[cut:]
                     if not data:
                         continue
@@ -155,7 +280,7 @@ class Relay:
                 "what arrived before is complete"
             )
             exchange.log["end"] = f"upstream failed ({type(exc).__name__})"
-            await exchange.body(error_event(message, "upstream_error", code=None), more=False)
+            await exchange.body(framing.fail(message), more=False)
             return
         exchange.log.setdefault("end", "upstream done")
         exchange.log["writes"] = chunks
