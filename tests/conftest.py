@@ -13,6 +13,8 @@ from jupyter_stream.server import BackgroundServer, ServerConfig
 ENV_VARS = (
     *("JUPYTER_STREAM_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_KEY", "JUPYTER_STREAM_MODEL"),
     *("MODEL_PROXY_HOST", "MODEL_PROXY_BASE_URL", "MODEL_PROXY_API_KEY"),  # Colab's model proxy
+    *("JUPYTER_STREAM_API", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL"),  # the other APIs'
+    *("GEMINI_API_KEY", "GOOGLE_API_KEY"),
 )
 
 
