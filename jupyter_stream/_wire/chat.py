@@ -120,6 +120,26 @@ def parse_event(data: str, event: str = "message") -> str | Chunk:
     return _checked(obj, data, event)
 
 
+def load_object(data: str) -> dict[str, Any]:
+    """An event's data as a JSON object, lone surrogates replaced (for the other wire formats,
+    whose events are all objects); ProtocolError with an excerpt when it is not one."""
+    try:
+        obj = _loads(data)
+        if escapes_surrogate(data):
+            obj = scrub(obj)
+    except ValueError as exc:
+        raise ProtocolError(
+            f"malformed stream: an event's data is not JSON: {excerpt(data)!r}"
+        ) from exc
+    except RecursionError:
+        raise _too_deep(data) from None
+    if type(obj) is not dict:
+        raise ProtocolError(
+            f"malformed stream: an event's data is not a JSON object: {excerpt(data)!r}"
+        )
+    return obj
+
+
 def _checked(obj: dict[str, Any], data: str, event: str) -> Chunk:
     """Any other event, every field checked."""
     error = obj.get("error")
