@@ -27,6 +27,7 @@ from ._models import list_models
 from ._moderation import stop_on
 from ._stream import stream_chat
 from ._terminal import for_terminal
+from ._wire import FORMATS
 from .server._config import is_loopback
 
 __all__ = ["main"]
@@ -168,6 +169,12 @@ def _endpoint_options(parser: argparse.ArgumentParser) -> None:
         help="the API root (default: JUPYTER_STREAM_BASE_URL or OPENAI_BASE_URL, else the "
         "embedded demo server)",
     )
+    parser.add_argument(
+        "--api",
+        metavar="NAME",
+        help=f"the API, one of {', '.join(FORMATS)} (default: JUPYTER_STREAM_API, else the "
+        "one the base URL's host or the provider key set speaks, else chat)",
+    )
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -181,7 +188,12 @@ def _chat(args: argparse.Namespace) -> int:
     if args.stop_sequence:
         params["stop_sequences"] = args.stop_sequence
     stream = stream_chat(
-        messages, model=args.model, base_url=args.base_url, timeout=args.timeout, **params
+        messages,
+        model=args.model,
+        base_url=args.base_url,
+        api=args.api,
+        timeout=args.timeout,
+        **params,
     )
     out = sys.stdout
     if isinstance(out, io.TextIOWrapper):
@@ -216,7 +228,7 @@ def _say(message: str, file: Any = None) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    for model in list_models(base_url=args.base_url):
+    for model in list_models(base_url=args.base_url, api=args.api):
         _say(model.replace("\n", " "), sys.stdout)  # one id a line, whatever a server sends
     return 0
 

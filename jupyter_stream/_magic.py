@@ -18,11 +18,13 @@ The plain cell magic stays as the fallback where the transformer does not run (a
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shlex
 import sys
 from collections.abc import Generator
 from typing import Any
+from urllib.parse import urlsplit
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -31,7 +33,7 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, List, Unicode
 
 from . import _kernel_compat
-from ._config import COLAB, COLAB_KEY_VAR, colab_proxy, resolve_model
+from ._config import API_VAR, COLAB, COLAB_KEY_VAR, colab_proxy, resolve_model
 from ._endpoint import resolve_endpoint
 from ._exceptions import JupyterStreamError
 from ._follow import TextReply, reply_mark, status_text
@@ -41,8 +43,9 @@ from ._render import MARKS, Rendered, end_mark, reply_bundle
 from ._secrets import shown_query
 from ._session import ChatSession
 from ._stream import ChatStream, StopReason
-from ._target import EMBEDDED
+from ._target import EMBEDDED, Endpoint
 from ._terminal import for_terminal
+from ._wire import format_for_host, wire_format
 
 __all__ = [
     "ChatMagics",
@@ -163,8 +166,15 @@ class ChatMagics(Magics):
     base_url = Unicode(
         None,
         allow_none=True,
-        help="OpenAI-compatible base URL (default: "
+        help="The API's base URL (default: "
         "$JUPYTER_STREAM_BASE_URL, $OPENAI_BASE_URL, or the built-in server)",
+    ).tag(config=True)
+    api = Unicode(
+        None,
+        allow_none=True,
+        help="The API: chat (OpenAI Chat Completions), responses, anthropic, gemini or ollama "
+        "(default: $JUPYTER_STREAM_API, else the base URL's host or the provider key set, "
+        "else chat)",
     ).tag(config=True)
     system = Unicode(None, allow_none=True, help="System prompt for new sessions").tag(config=True)
     timeout = Float(120.0, help="Seconds a reply may take (the slider's start)").tag(config=True)
@@ -195,7 +205,12 @@ class ChatMagics(Magics):
     @argument("--timeout", type=float, help="seconds the reply may take (the slider moves it)")
     @argument("--temperature", type=float, help="sampling temperature")
     @argument("--max-tokens", type=int, help="longest reply, in tokens")
-    @argument("--base-url", help="an OpenAI-compatible API (default: see %%chat config)")
+    @argument("--base-url", help="the API's base URL (default: see %%chat config)")
+    @argument(
+        "--api",
+        metavar="NAME",
+        help="the API: chat, responses, anthropic, gemini or ollama (default: see %%chat config)",
+    )
     @argument("--new", action="store_true", help="start a new conversation")
     @argument("--session", default="default", help="the conversation to continue (by name)")
     @argument("-o", "--output", metavar="VAR", help="store the reply's text in VAR")
@@ -238,6 +253,9 @@ class ChatMagics(Magics):
 
             %%chat -m gpt-4o-mini --timeout 30 -o answer
             Summarise {text} in three bullet points.
+
+            %%chat --api anthropic -m claude-sonnet-4-5
+            Name three uses of a stream.
         """
         # Reached only where the awaited-cell transformer did not run: stream as text.
         args, prompt = self._parse(line, cell)
@@ -325,6 +343,8 @@ class ChatMagics(Magics):
             raise UsageError(f"-o/--output needs a variable name, not {args.output!r}")
         if args.timeout is not None and args.timeout <= 0:
             raise UsageError("--timeout must be a number of seconds above 0")
+        if args.api is not None:
+            wire_format(args.api)  # a ConfigurationError listing the names, before any turn
         prompt = body.strip()
         if not prompt:
             raise UsageError("%%chat needs a message in the cell's body, below the %%chat line")
@@ -345,6 +365,7 @@ class ChatMagics(Magics):
         options: dict[str, Any] = {
             "model": args.model or self.model,
             "base_url": args.base_url or self.base_url,
+            "api": args.api or self.api,
             "timeout": args.timeout or self.timeout,
             "priority": args.priority if args.priority is not None else self.priority,
         }
@@ -384,7 +405,7 @@ class ChatMagics(Magics):
         streams  the process's live streams: number, model, age, tokens, priority
         limit    show or set how many streams may run at once and what a new one does
                  beyond that: `limit 4 preempt` (or wait, refuse), `limit none`
-        models   list the endpoint's models
+        models   list the endpoint's models (of the API %config ChatMagics.api names)
         config   show the settings in effect (never the key)
         """
         words = line.split()
@@ -428,10 +449,10 @@ class ChatMagics(Magics):
             from ._models import list_models
 
             try:
-                models = list_models(base_url=self.base_url)
+                models = list_models(base_url=self.base_url, api=self.api)
             except JupyterStreamError as exc:
                 raise UsageError(str(exc)) from None
-            current = resolve_model(self.model, resolve_endpoint(self.base_url))
+            current = resolve_model(self.model, resolve_endpoint(self.base_url, api=self.api))
             for model in models:
                 print(for_terminal(f"{'*' if model == current else ' '} {model}"))
         elif command == "config":
@@ -478,7 +499,7 @@ class ChatMagics(Magics):
         return "\n".join(lines)
 
     def _config(self) -> str:
-        endpoint = resolve_endpoint(self.base_url)
+        endpoint = resolve_endpoint(self.base_url, api=self.api)
         try:
             model = resolve_model(self.model, endpoint)
         except JupyterStreamError as exc:  # what config shows is what is missing
@@ -499,6 +520,7 @@ class ChatMagics(Magics):
             [
                 f"base URL     {endpoint.display_url}{'?' + query if query else ''} — {source}",
                 *notes,
+                f"API          {endpoint.api} — {_api_source(endpoint, self.api)}",
                 f"model        {model}",
                 f"API key      {key}",
                 f"timeout      {self.timeout:g} s (slider up to {self.max_timeout:g} s)",
@@ -511,6 +533,19 @@ class ChatMagics(Magics):
                 f"sessions     {', '.join(self.sessions) or '(none yet)'}",
             ]
         )
+
+
+def _api_source(endpoint: Endpoint, configured: str | None) -> str:
+    """Where the API in effect comes from, as _config chose it."""
+    if configured:
+        return "%config ChatMagics.api"
+    if os.environ.get(API_VAR, "").strip():
+        return API_VAR
+    if format_for_host(urlsplit(endpoint.base_url).hostname) is not None:
+        return "the base URL's host"
+    if endpoint.api_key_source in wire_format(endpoint.api).key_vars and endpoint.api != "chat":
+        return f"{endpoint.api_key_source} is the only provider key set"
+    return "the default"
 
 
 def _bundle(

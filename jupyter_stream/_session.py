@@ -15,6 +15,7 @@ from typing import Any
 
 from ._reply import clean_text
 from ._stream import ChatStream, StopReason, astream_chat, stream_chat
+from ._wire import wire_format
 
 __all__ = ["ChatSession", "Turn"]
 
@@ -55,15 +56,25 @@ class ChatSession:
     ``session.astream(prompt)`` (or ``stream`` for the sync API) starts a turn with the history
     so far; iterate or close the stream as any other. With ``supersede`` (the default) a new
     turn closes the one still streaming (reason ``superseded``); without, both run.
+    ``api`` is the wire protocol of every turn (``"chat"``, ``"responses"``, ``"anthropic"``,
+    ``"gemini"``, ``"ollama"``; unset, the environment decides, as for :func:`astream_chat`).
     ``defaults`` are options of :func:`astream_chat` for every turn (``model``,
     ``stop_when``, ``priority``, …).
     """
 
     def __init__(
-        self, *, system: str | None = None, supersede: bool = True, **defaults: Any
+        self,
+        *,
+        system: str | None = None,
+        supersede: bool = True,
+        api: str | None = None,
+        **defaults: Any,
     ) -> None:
+        if api is not None:
+            wire_format(api)  # a name that is none says so now, not at the first turn
         self.system = system
         self.supersede = supersede
+        self.api = api
         self.defaults = defaults
         self._turns: list[Turn] = []
 
@@ -119,14 +130,15 @@ class ChatSession:
             for stream in self.running:
                 stream.close(StopReason.SUPERSEDED)
         messages: Sequence[Mapping[str, Any]] = self.messages(prompt)
-        merged = {**self.defaults, **options}
+        merged = {"api": self.api, **self.defaults, **options}
         stream = (stream_chat if sync else astream_chat)(messages, **merged)
         # Cleaned for the history that %chat history and messages() show (sending cleans a copy).
         self._turns.append(Turn(clean_text(prompt), stream))
         return stream
 
     def __repr__(self) -> str:
+        api = f" api={self.api!r}" if self.api is not None else ""
         return (
             f"<ChatSession turns={len(self._turns)} system={bool(self.system)} "
-            f"supersede={self.supersede}>"
+            f"supersede={self.supersede}{api}>"
         )

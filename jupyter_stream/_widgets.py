@@ -389,8 +389,10 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
 
     Sending while a reply streams closes that reply (reason ``superseded``) and starts the new
     one; with ``supersede=False`` the new question waits its turn instead, and is asked when the
-    reply ends. Options (``model``, ``base_url``, ``system``, ``temperature``, ``max_tokens``,
-    ``stop_when``, ``stop_sequences``, ``priority``, …) are those of :func:`astream_chat`.
+    reply ends. ``api`` is the wire protocol (``"chat"``, ``"responses"``, ``"anthropic"``,
+    ``"gemini"``, ``"ollama"``); the model picker lists that API's models. Options (``model``,
+    ``base_url``, ``system``, ``temperature``, ``max_tokens``, ``stop_when``,
+    ``stop_sequences``, ``priority``, …) are those of :func:`astream_chat`.
     """
 
     def __init__(
@@ -398,6 +400,7 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         *,
         model: str | None = None,
         system: str | None = None,
+        api: str | None = None,
         timeout: float = 120.0,
         max_timeout: float = 600.0,
         supersede: bool = True,
@@ -412,9 +415,11 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         except RuntimeError:
             self._loop = private_loop()
         self._options = options
-        endpoint = configured_endpoint(options.get("base_url"), options.get("api_key"))
+        endpoint = configured_endpoint(options.get("base_url"), options.get("api_key"), api)
         model = resolve_model(model, endpoint)
-        self.session = ChatSession(system=system, supersede=supersede)
+        # The API as resolved (env, host or key included), so turns and the picker agree on it.
+        self.api = endpoint.api
+        self.session = ChatSession(system=system, supersede=supersede, api=self.api)
         self._queue: list[str] = []  # questions waiting for the reply to end (no supersede)
         self.transcript = widgets.VBox(layout=widgets.Layout(width="100%"))
         self.prompt = PromptBox()
@@ -545,7 +550,9 @@ class ChatPanel(widgets.VBox):  # type: ignore[misc]
         async def load() -> None:
             try:
                 models = await alist_models(
-                    base_url=self._options.get("base_url"), api_key=self._options.get("api_key")
+                    base_url=self._options.get("base_url"),
+                    api_key=self._options.get("api_key"),
+                    api=self.api,
                 )
             except Exception as exc:  # the picker keeps the configured model
                 self.status.value = status_html(f"could not list the models: {exc}")
