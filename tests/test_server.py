@@ -117,10 +117,11 @@ def test_the_openai_sdk_gets_whole_answers_and_the_model_list(
 
 
 def test_the_plain_stream_is_framed_as_sse(demo_server: BackgroundServer) -> None:
-    content = "Hello,\nworld: ünï 🚀"
+    content = "Hello,\nworld: ünï 🚀"  # echo's answer: the content, a newline in one token
     decoder = SSEDecoder()
     events = []
-    with httpx.stream("GET", f"{root(demo_server)}/stream", params={"content": content}) as r:
+    params = {"content": content, "model": "echo"}
+    with httpx.stream("GET", f"{root(demo_server)}/stream", params=params) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         for part in r.iter_raw():
             events += decoder.feed(part)
@@ -130,7 +131,7 @@ def test_the_plain_stream_is_framed_as_sse(demo_server: BackgroundServer) -> Non
     assert [event.id for event in tokens] == [str(i) for i in range(len(tokens))]
     assert (events[-1].event, events[-1].data) == ("done", "[DONE]")
     url, headers = f"{root(demo_server)}/stream", {"Last-Event-ID": "2"}
-    with httpx.stream("GET", url, params={"content": content}, headers=headers) as r:
+    with httpx.stream("GET", url, params=params, headers=headers) as r:
         resumed = [e for e in SSEDecoder().feed(r.read()) if e.event == "message"]
     assert [event.data for event in resumed] == [event.data for event in tokens[3:]]
 
@@ -338,7 +339,7 @@ def test_stopping_the_server_ends_open_streams_and_says_why(make_server: MakeSer
 
 def test_the_plain_stream_turns_any_line_end_into_a_newline(demo_server: BackgroundServer) -> None:
     url = f"{root(demo_server)}/stream"
-    with httpx.stream("GET", url, params={"content": "a\rb\r\nc\nd"}) as response:
+    with httpx.stream("GET", url, params={"content": "a\rb\r\nc\nd", "model": "echo"}) as response:
         events = SSEDecoder().feed(response.read())
     assert "".join(e.data for e in events if e.event == "message") == "a\nb\nc\nd"
 

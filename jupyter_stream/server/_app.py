@@ -113,11 +113,16 @@ def create_app(
         if denied:
             return denied
         content = request.query_params.get("content", "Hello from a server-sent event stream!")
+        model = request.query_params.get("model")
+        if relay is not None:
+            resuming = "last-event-id" in request.headers
+            return state.exchange(relay.plain(content, model, resuming), request)
         try:
             resume = int(request.headers.get("last-event-id", "-1")) + 1
         except ValueError:
             resume = 0
-        return state.exchange(plain_stream(content, resume, config), request)
+        work = plain_stream(content, resume, config, state.clock, model or "demo")
+        return state.exchange(work, request)
 
     routes = [
         Route("/v1/chat/completions", chat, methods=["POST"]),

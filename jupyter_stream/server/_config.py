@@ -27,6 +27,7 @@ class ServerConfig:
     # relay every request to this OpenAI-compatible API root (out of the repr: may hold credentials)
     upstream: str | None = field(default=None, repr=False)
     upstream_api_key: str | None = field(default=None, repr=False)
+    upstream_model: str | None = None  # the model GET /stream asks the upstream for, unless named
     api_key: str | None = field(default=None, repr=False)  # clients must send it as a Bearer token
     max_streams: int = 1024  # concurrent chat completions; beyond it, 429 with Retry-After
     max_body_bytes: int = 4 * 1024 * 1024

@@ -24,10 +24,11 @@ from ..sse import encode_event
 from ._body import ChatRequest
 from ._clock import Clock, Player
 from ._config import ServerConfig
+from ._errors import error_response
 from ._exchange import Exchange, Work
-from ._models import answer_tokens, count_prompt_tokens, tokenize
+from ._models import MODELS, answer_tokens, count_prompt_tokens
 
-__all__ = ["demo_stream", "demo_whole", "plain_stream"]
+__all__ = ["PLAIN_RETRY", "demo_stream", "demo_whole", "plain_stream"]
 
 MAX_BATCH = 64  # tokens in one write, when several are due at once (a late or unpaced stream)
 
@@ -161,18 +162,49 @@ def demo_whole(request: ChatRequest, config: ServerConfig) -> Work:
     return work
 
 
-def plain_stream(content: str, resume: int, config: ServerConfig) -> Work:
+PLAIN_RETRY = b"retry: 3000\n\n"  # /stream's first line: an EventSource reconnects after 3 s
+
+
+def plain_stream(
+    content: str, resume: int, config: ServerConfig, clock: Clock, model: str = "demo"
+) -> Work:
+    """``GET /stream``: ``model``'s answer to ``content`` (one user message), paced as chat
+    completions are, a token an event, each with its index as id; ``resume`` is the first
+    index to send (one past the client's Last-Event-ID), as the answer is deterministic."""
+
     async def work(exchange: Exchange) -> None:
-        pace = _Pace(config)
-        tokens = tokenize(content)
-        exchange.log.update(stream=True, tokens=0)
+        if model not in MODELS:
+            error = error_response(
+                404,
+                f"The model `{model}` does not exist on this server; its models are demo and "
+                "echo (GET /v1/models)",
+                param="model",
+                code="model_not_found",
+            )
+            await exchange.start(404, error.raw_headers)
+            await exchange.body(bytes(error.body), more=False)
+            return
+        first = max(resume, 0)
+        answer = answer_tokens(model, [{"role": "user", "content": content}])
+        ids = itertools.count(first)
+        exchange.log.update(model=model, stream=True, tokens=0)
         await exchange.start()
-        await exchange.body(b"retry: 3000\n\n")
-        for index in range(max(resume, 0), len(tokens)):
-            await pace.wait(index - resume)
-            await exchange.body(encode_event(tokens[index], id=str(index)))
-            exchange.log["tokens"] = index + 1
+        await exchange.body(PLAIN_RETRY)
+        player = Player(
+            clock,
+            exchange,
+            itertools.islice(answer, first, None),
+            lambda token: encode_event(token, id=str(next(ids))),
+            _Pace(config).due,
+            math.inf,
+            MAX_BATCH,
+        )
+        player.start()
+        try:
+            sent, finish = await player.done
+        finally:
+            player.stop()
         await exchange.body(encode_event("[DONE]", event="done"), more=False)
-        exchange.log["end"] = "stop"
+        exchange.log.update(tokens=sent, end=finish)
 
     return work

@@ -34,12 +34,14 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .._reply import excerpt
+from .._exceptions import ProtocolError
+from .._reply import Chunk, excerpt
 from .._secrets import register_for_logs
 from .._target import Endpoint, check_base_url
 from .._wire import chat
-from ..sse import encode_event
+from ..sse import SSEDecoder, encode_event
 from ._config import ServerConfig
+from ._demo import PLAIN_RETRY
 from ._errors import error_event, error_response
 from ._exchange import SSE_HEADERS, Exchange, Work
 
@@ -119,6 +121,7 @@ class Relay:
         # As many upstream connections as the server has streams (httpx's default is 100).
         self._limits = httpx.Limits(max_connections=None, max_keepalive_connections=100)
         self._client: httpx.AsyncClient | None = None
+        self.default_model = config.upstream_model  # GET /stream's, when it names none
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -285,6 +288,101 @@ class Relay:
         exchange.log.setdefault("end", "upstream done")
         exchange.log["writes"] = chunks
         await exchange.body(self.upstream.redact_bytes(held), more=False)
+
+    def plain(self, content: str, model: str | None, resume: bool = False) -> Work:
+        """``GET /stream`` in relay mode: ``content`` asked of the upstream as one user message
+        (a streamed chat completion), its answer's text sent on as it arrives, a piece an event.
+
+        An upstream's answer cannot be replayed, so a reconnecting client (``resume``: it sent
+        ``Last-Event-ID``) gets 204, which tells an ``EventSource`` to stop reconnecting,
+        rather than a second answer, which would cost a second upstream request.
+        """
+        model = model or self.default_model
+        url = self.upstream.url(chat.PATH)
+        headers = self._headers()
+        headers.update({"Accept": "text/event-stream", "Content-Type": "application/json"})
+        message = {"role": "user", "content": content}
+        body = json.dumps({"model": model, "messages": [message], "stream": True}).encode()
+
+        async def work(exchange: Exchange) -> None:
+            exchange.log.update(upstream=self.upstream.host_port, model=model, stream=True)
+            if resume:
+                exchange.log["end"] = "no resume in relay mode"
+                await _answer(exchange, Response(status_code=204))
+                return
+            if model is None:
+                why = (
+                    "model is missing: name the upstream's model as GET /stream?model=…&content=…, "
+                    "or start the server with --upstream-model"
+                )
+                await _answer(exchange, error_response(400, why, param="model"))
+                return
+            try:
+                upstream = await self.client.send(
+                    self.client.build_request("POST", url, content=body, headers=headers),
+                    stream=True,
+                )
+            except httpx.HTTPError as exc:
+                exchange.log["end"] = f"upstream unreachable ({type(exc).__name__})"
+                await _answer(exchange, self._unreachable(exc))
+                return
+            try:
+                if upstream.status_code >= 400:
+                    exchange.log["end"] = f"upstream {upstream.status_code}"
+                    data = await _read_limited(upstream)
+                    await _answer(exchange, self._error(upstream.status_code, data))
+                    return
+                content_type = upstream.headers.get("content-type", "")
+                if not content_type.startswith("text/event-stream"):
+                    exchange.log["end"] = "upstream answered whole"
+                    data = await _read_limited(upstream)
+                    not_a_stream = f"answered {content_type or 'a body'}, not an event stream"
+                    await _answer(exchange, self._error(502, data, not_a_stream))
+                    return
+                await exchange.start()
+                await exchange.body(PLAIN_RETRY)
+                await self._pass_on_text(upstream, exchange)
+            finally:
+                await upstream.aclose()
+
+        return work
+
+    async def _pass_on_text(self, upstream: httpx.Response, exchange: Exchange) -> None:
+        """The text of a streamed chat completion, a piece an SSE event (ids counting them),
+        then ``event: done``; an error, the upstream's or ours, as ``event: error``."""
+        decoder = SSEDecoder(MAX_EVENT_BYTES)
+        pieces = 0
+        done = False
+        try:
+            async for data in upstream.aiter_bytes():
+                out = []
+                for event in decoder.feed(data):
+                    parsed = chat.parse_event(event.data, event.event)
+                    if isinstance(parsed, Chunk):
+                        if parsed.error is not None:
+                            said = self.upstream.redact(str(parsed.error.get("message")))
+                            raise ProtocolError(f"the upstream sent an error: {said}")
+                        done = done or parsed.done
+                        parsed = parsed.content
+                    if parsed:
+                        out.append(encode_event(parsed, id=str(pieces)))
+                        pieces += 1
+                if out:
+                    await exchange.body(self.upstream.redact_bytes(b"".join(out)))
+                    exchange.log["tokens"] = pieces
+                if done:
+                    break
+            if not done:
+                raise ProtocolError("the upstream's answer ended without data: [DONE]")
+        except (httpx.HTTPError, ProtocolError) as exc:
+            said = self.upstream.redact(str(exc)) or type(exc).__name__
+            message = f"the upstream {self.upstream.host_port} failed mid-answer: {said}"
+            exchange.log["end"] = f"upstream failed ({type(exc).__name__})"
+            error = {"error": {"message": message, "type": "upstream_error"}}
+            await exchange.body(encode_event(json.dumps(error), event="error"), more=False)
+            return
+        exchange.log["end"] = "stop"
+        await exchange.body(encode_event("[DONE]", event="done"), more=False)
 
     def _unreachable(self, exc: httpx.HTTPError) -> Response:
         where = self.upstream.host_port
