@@ -1,0 +1,470 @@
+"""Anthropic Messages (``api="anthropic"``): the request, the events of its stream, its whole
+answer, its error bodies and its model list.
+
+Pure: dictionaries and strings in, objects out. No I/O, no httpx, no asyncio.
+
+The stream is a sequence of typed events, each named (``event:``) as its data's ``type``
+(https://docs.anthropic.com/en/docs/build-with-claude/streaming)::
+
+    message_start        {"message": {"id": "msg_…", "model": "claude-…", "usage": {…}}}
+    content_block_start  {"index": 0, "content_block": {"type": "text", "text": ""}}
+    content_block_delta  {"index": 0, "delta": {"type": "text_delta", "text": "Hel"}}
+    content_block_start  {"index": 1, "content_block": {"type": "tool_use", "id": "toolu_…",
+                          "name": "f", "input": {}}}
+    content_block_delta  {"index": 1, "delta": {"type": "input_json_delta", "partial_json": "{"}}
+    content_block_stop   {"index": 1}
+    message_delta        {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 15}}
+    message_stop         {}
+
+``message_stop`` is the end mark: the stop reason and the usage merged from ``message_start``
+and ``message_delta`` are reported with it, so a stream cut before it has no finish reason (it
+is truncated). An ``error`` event (``overloaded_error``, …) is an error; ``ping`` and unknown
+events are ignored. Values are checked as in :mod:`.chat`: a field that carries the answer with
+the wrong type is a ProtocolError that names it, a describing one is ignored and noted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .._exceptions import ConfigurationError
+from .._reply import Chunk, clean_text, scrub
+from .._secrets import basic_credentials
+from . import chat
+from ._base import EndKind, Framing, Parse, Target, WireRequest
+from .chat import _error_object, _ignored, _name, _usage, _wrong, body_message, load_object
+from .responses import plain_text
+
+__all__ = ["WIRE", "AnthropicMessages", "build_body", "headers"]
+
+API = "Anthropic Messages"  # the format's name in messages
+PATH = "/v1/messages"
+BASE_URL = "https://api.anthropic.com"
+VERSION = "2023-06-01"  # the anthropic-version header the SDK sends
+DEFAULT_MAX_TOKENS = 4096  # the API requires max_tokens; this when the caller gives none
+END = "message_stop"
+_RESERVED = ("model", "messages", "stream")
+_RENAMED = {"max_output_tokens": "max_tokens", "max_completion_tokens": "max_tokens"}
+_ENDS: dict[str, EndKind] = {
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "content_filter",
+}
+
+
+def _text(value: Any, field: str) -> str:
+    return chat._text(value, field, API)
+
+
+def _index(obj: dict[str, Any]) -> int:
+    """A content block's index, which keys a tool call's fragments."""
+    index = obj.get("index")
+    if type(index) is not int or index < 0:
+        raise _wrong("index", index, "an integer from 0", API)
+    return index
+
+
+def _arguments(value: Any, field: str) -> str:
+    """A tool_use block's input (an object) as the JSON text of a tool call's arguments."""
+    if value is None or value == {}:
+        return ""
+    if type(value) is not dict:
+        raise _wrong(field, value, "an object", API)
+    return json.dumps(value, ensure_ascii=False)
+
+
+class _Parser:
+    """One stream's parse: it keeps the usage so far, the stop reason (reported with the end
+    mark), and which tool_use blocks got arguments."""
+
+    __slots__ = ("_args", "_stop_reason", "_tools", "_usage")
+
+    def __init__(self) -> None:
+        self._usage: dict[str, Any] = {}
+        self._stop_reason: str | None = None
+        self._tools: set[int] = set()  # indices of tool_use blocks
+        self._args: set[int] = set()  # … of those whose input arrived
+
+    def __call__(self, data: str, event: str) -> str | Chunk:
+        obj = load_object(data)
+        kind = obj.get("type")
+        if type(kind) is not str:
+            kind = event
+        if kind == "content_block_delta":
+            delta = obj.get("delta")
+            if type(delta) is not dict:
+                raise _wrong("delta", delta, "an object", API)
+            delta_kind = delta.get("type")
+            if delta_kind == "text_delta":  # the hot path
+                text = delta.get("text")
+                if type(text) is str:
+                    return text if text.isascii() else clean_text(text)
+                raise _wrong("delta.text", text, "a string", API)
+            if delta_kind == "thinking_delta":
+                return Chunk(reasoning=_text(delta.get("thinking"), "delta.thinking"))
+            if delta_kind == "input_json_delta":
+                index = _index(obj)
+                partial = _text(delta.get("partial_json"), "delta.partial_json")
+                if partial:
+                    self._args.add(index)
+                return Chunk(tool_calls=[{"index": index, "function": {"arguments": partial}}])
+            return ""  # signature_delta, citations_delta, …
+        if kind == "content_block_start":
+            return self._start(obj)
+        if kind == "content_block_stop":
+            block = obj.get("index")
+            if type(block) is int and block in self._tools and block not in self._args:
+                self._args.add(block)  # a tool without arguments: its input is {}
+                return Chunk(tool_calls=[{"index": block, "function": {"arguments": "{}"}}])
+            return ""
+        if kind == "message_start":
+            return self._message_start(obj)
+        if kind == "message_delta":
+            notes: list[str] = []
+            delta = obj.get("delta")
+            if type(delta) is dict:
+                reason = _name(delta.get("stop_reason"), "delta.stop_reason", notes)
+                self._stop_reason = reason or self._stop_reason
+            elif delta is not None:
+                notes.append(_ignored("delta", delta, "an object"))
+            return self._counted(obj.get("usage"), notes)
+        if kind == END:
+            return Chunk(
+                done=True,
+                finish_reason=self._stop_reason,
+                usage=dict(self._usage) or None,
+                output_tokens=self._output_tokens(),
+            )
+        if kind == "error" or event == "error":
+            return Chunk(error=_error_object(obj.get("error"), obj, data))
+        return ""  # ping, and events added since
+
+    def _start(self, obj: dict[str, Any]) -> str | Chunk:
+        block = obj.get("content_block")
+        if type(block) is not dict:
+            raise _wrong("content_block", block, "an object", API)
+        kind = block.get("type")
+        if kind == "text":
+            return _text(block.get("text"), "content_block.text")
+        if kind == "thinking":
+            return Chunk(reasoning=_text(block.get("thinking"), "content_block.thinking"))
+        if kind != "tool_use":
+            return ""  # redacted_thinking, server tools' blocks: not part of the answer
+        index = _index(obj)
+        self._tools.add(index)
+        arguments = _arguments(block.get("input"), "content_block.input")
+        if arguments:
+            self._args.add(index)
+        name = _text(block.get("name"), "content_block.name")
+        fragment = {
+            "index": index,
+            "id": _text(block.get("id"), "content_block.id"),
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }
+        return Chunk(tool_calls=[fragment])
+
+    def _message_start(self, obj: dict[str, Any]) -> Chunk:
+        notes: list[str] = []
+        message = obj.get("message")
+        if type(message) is not dict:
+            notes.append(_ignored("message", message, "an object"))
+            return Chunk(notes=tuple(notes))
+        counted = self._counted(message.get("usage"), notes)
+        return counted._replace(
+            model=_name(message.get("model"), "message.model", notes),
+            id=_name(message.get("id"), "message.id", notes),
+            notes=tuple(notes),
+        )
+
+    def _counted(self, value: Any, notes: list[str]) -> Chunk:
+        """Usage merged into the usage so far (message_delta's counts are cumulative; a null
+        one leaves the count before it), reported whole."""
+        usage = _usage(value, notes)
+        if usage:
+            self._usage.update((key, count) for key, count in usage.items() if count is not None)
+        return Chunk(
+            usage=dict(self._usage) or None,
+            output_tokens=self._output_tokens(),
+            notes=tuple(notes),
+        )
+
+    def _output_tokens(self) -> int | None:
+        count = self._usage.get("output_tokens")
+        return count if type(count) is int else None
+
+
+def _whole(message: dict[str, Any]) -> Chunk:
+    """A whole Message object as one Chunk."""
+    blocks = message.get("content")
+    if type(blocks) is not list:
+        raise _wrong("content", blocks, "an array", API)
+    content: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for number, block in enumerate(blocks):
+        where = f"content[{number}]"
+        if type(block) is not dict:
+            raise _wrong(where, block, "an object", API)
+        kind = block.get("type")
+        if kind == "text":
+            content.append(_text(block.get("text"), f"{where}.text"))
+        elif kind == "thinking":
+            reasoning.append(_text(block.get("thinking"), f"{where}.thinking"))
+        elif kind == "tool_use":
+            calls.append(
+                {
+                    "index": number,
+                    "id": _text(block.get("id"), f"{where}.id"),
+                    "type": "function",
+                    "function": {
+                        "name": _text(block.get("name"), f"{where}.name"),
+                        "arguments": _arguments(block.get("input"), f"{where}.input") or "{}",
+                    },
+                }
+            )
+    notes: list[str] = []
+    usage = _usage(message.get("usage"), notes)
+    count = usage.get("output_tokens") if usage else None
+    return Chunk(
+        content="".join(content),
+        reasoning="\n\n".join(text for text in reasoning if text),
+        tool_calls=calls or None,
+        finish_reason=_name(message.get("stop_reason"), "stop_reason", notes),
+        usage=usage,
+        output_tokens=count if type(count) is int else None,
+        model=_name(message.get("model"), "model", notes),
+        id=_name(message.get("id"), "id", notes),
+        notes=tuple(notes),
+    )
+
+
+# -- the request ------------------------------------------------------------------------------
+
+
+def headers(target: Target, accept: str = "text/event-stream") -> dict[str, str]:
+    """The request headers: the API key as ``x-api-key``, else the base URL's user info as
+    Basic; the API version the SDK sends."""
+    sent = {"Accept": accept, "anthropic-version": VERSION}
+    if target.api_key:
+        sent["x-api-key"] = target.api_key
+    elif target.url_credentials:
+        sent["Authorization"] = basic_credentials(target.url_credentials)
+    return sent
+
+
+def build_body(
+    messages: list[dict[str, Any]], model: str, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The JSON body of a streaming ``POST /v1/messages``: system messages become ``system``,
+    Chat-shaped tool calls and results ``tool_use`` and ``tool_result`` blocks, Chat-shaped
+    tools Anthropic's."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            system.append(plain_text(content))
+        elif role == "tool":
+            result = {
+                "type": "tool_result",
+                "tool_use_id": message.get("tool_call_id") or "",
+                "content": content if isinstance(content, str) else plain_text(content),
+            }
+            last = turns[-1] if turns else None
+            if last and last["role"] == "user" and isinstance(last["content"], list):
+                last["content"].append(result)  # the results of one turn's calls, together
+            else:
+                turns.append({"role": "user", "content": [result]})
+        elif role == "assistant" and message.get("tool_calls"):
+            blocks = _content(content) if content else []
+            if isinstance(blocks, str):
+                blocks = [{"type": "text", "text": blocks}]
+            for call in message["tool_calls"]:
+                function = call.get("function") or {}
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": call.get("id") or "",
+                        "name": function.get("name") or "",
+                        "input": _input(function.get("arguments")),
+                    }
+                )
+            turns.append({"role": "assistant", "content": blocks})
+        else:
+            turns.append({"role": role, "content": _content(content)})
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": turns,
+        "max_tokens": DEFAULT_MAX_TOKENS,
+        **params,
+        "stream": True,
+    }
+    if "tools" in params:
+        body["tools"] = [_tool(tool) for tool in params["tools"] or ()]
+    if "tool_choice" in params:
+        body["tool_choice"] = _tool_choice(params["tool_choice"])
+    if system:
+        given = params.get("system")
+        if isinstance(given, list):  # blocks (with cache_control, say): the messages' after
+            body["system"] = [*given, {"type": "text", "text": "\n\n".join(system)}]
+        else:
+            body["system"] = "\n\n".join([given, *system] if given else system)
+    return body
+
+
+def _input(arguments: Any) -> Any:
+    """A Chat tool call's arguments (JSON text) as a tool_use block's input (an object)."""
+    if not isinstance(arguments, str):
+        return arguments if isinstance(arguments, dict) else {}
+    if not arguments.strip():
+        return {}
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigurationError(
+            "a tool call's arguments in the messages are not a JSON object, which Anthropic's "
+            f"tool_use input must be: {arguments[:80]!r}. Fix: correct them, or leave the call "
+            "out of the messages"
+        )
+    return value
+
+
+def _content(content: Any) -> Any:
+    """Chat content parts as Anthropic's: text and image URLs reshaped."""
+    if not isinstance(content, list):
+        return "" if content is None else content
+    parts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            parts.append({"type": "text", "text": part.get("text") or ""})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = str(image.get("url") if isinstance(image, dict) else image)
+            if url.startswith("data:"):
+                head, _, data = url.partition(",")
+                media = head.removeprefix("data:").split(";")[0]
+                source = {"type": "base64", "media_type": media, "data": data}
+            else:
+                source = {"type": "url", "url": url}
+            parts.append({"type": "image", "source": source})
+        else:
+            parts.append(part)
+    return parts
+
+
+def _tool(tool: Any) -> Any:
+    """A Chat-shaped tool as Anthropic's (name, description, input_schema); any other as
+    given."""
+    if not (isinstance(tool, dict) and isinstance(tool.get("function"), dict)):
+        return tool
+    function = tool["function"]
+    shaped = {"name": function.get("name")}
+    if function.get("description"):
+        shaped["description"] = function["description"]
+    shaped["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
+    return shaped
+
+
+def _tool_choice(choice: Any) -> Any:
+    """A Chat tool_choice as Anthropic's; any other as given."""
+    if choice in ("auto", "none"):
+        return {"type": choice}
+    if choice == "required":
+        return {"type": "any"}
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        return {"type": "tool", "name": choice["function"].get("name")}
+    return choice
+
+
+class AnthropicMessages:
+    """``POST {host}/v1/messages`` with ``stream: true``; typed SSE events to
+    ``message_stop``."""
+
+    name = "anthropic"
+    framing: Framing = "sse"
+    path = PATH
+    root = ""
+    default_base_url = BASE_URL
+    key_vars: tuple[str, ...] = ("ANTHROPIC_API_KEY",)
+    hosts: tuple[str, ...] = ("api.anthropic.com",)
+    end_mark = END
+    described = "an Anthropic Messages API"
+    url_hint = (
+        "Is the base URL the host of an Anthropic Messages API, without /v1 "
+        "(https://api.anthropic.com)?"
+    )
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        for name in _RESERVED:
+            if name in params:
+                raise ConfigurationError(f"{name}= is set by jupyter_stream itself; leave it out")
+        for name, instead in _RENAMED.items():
+            if name in params:
+                raise ConfigurationError(
+                    f"{name}= is not an Anthropic Messages option; use {instead}= instead "
+                    f"({instead}={params[name]!r})"
+                )
+
+    def request(
+        self,
+        target: Target,
+        model: str,
+        messages: list[dict[str, Any]],
+        params: Mapping[str, Any],
+        *,
+        fallback: bool = False,
+    ) -> WireRequest:
+        return WireRequest(target.url(PATH), headers(target), build_body(messages, model, params))
+
+    def fallback(self, status: int, body: str) -> bool:
+        return False  # the request has nothing optional to leave out
+
+    def parser(self) -> Parse:
+        return _Parser()
+
+    def parse_whole(self, body: str) -> Chunk | None:
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+        if type(obj) is not dict or obj.get("type") != "message":
+            return None
+        return _whole(scrub(obj))
+
+    def end_kind(self, finish_reason: str | None) -> EndKind:
+        return _ENDS.get(finish_reason or "", "completed")
+
+    def error_said(self, body: str) -> str:
+        return body_message(body)  # {"type": "error", "error": {"type", "message"}}
+
+    def not_found(self, where: str, said_part: str, model: str, source: str) -> str:
+        drop = " (drop the /v1 at its end)" if where.rstrip("/").endswith("/v1") else ""
+        return (
+            f"404 from {where}{PATH}{said_part}. Fix: the base URL ({source}) should be the "
+            f"API's host, as the Anthropic SDK takes it (such as {BASE_URL}){drop}; check that "
+            f"model {model!r} exists."
+        )
+
+    def redirect_base(self, target_url: str) -> str:
+        return target_url.removesuffix(PATH)
+
+    def models_request(self, target: Target) -> WireRequest:
+        # The list comes in pages of 20 unless asked for more; 1000 is the most a page holds.
+        parts = urlsplit(target.url("/v1/models"))
+        query = "&".join(part for part in (parts.query, "limit=1000") if part)
+        url = urlunsplit(parts._replace(query=query))
+        return WireRequest(url, headers(target, "application/json"))
+
+    def parse_models(self, body: str, where: str) -> list[str]:
+        return chat.WIRE.parse_models(body, f"{where}/v1")
+
+
+WIRE = AnthropicMessages()
