@@ -105,6 +105,13 @@ def test_openai_key_wins_over_an_anthropic_key(monkeypatch: pytest.MonkeyPatch) 
     assert (endpoint.api_key, endpoint.api_key_source) == (OPENAI_KEY, "OPENAI_API_KEY")
 
 
+def test_the_responses_api_takes_openais_key_and_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    endpoint = configured_endpoint(api="responses")
+    assert (endpoint.api, endpoint.base_url) == ("responses", "https://api.openai.com/v1")
+    assert (endpoint.api_key, endpoint.api_key_source) == (OPENAI_KEY, "OPENAI_API_KEY")
+
+
 def test_anthropic_and_gemini_keys_without_openai_ask_which(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -171,6 +171,35 @@ def test_a_reply_grows_while_it_streams_then_stop_ends_it_within_a_second(
     assert 0 < log[0]["tokens"] < 20_000
 
 
+def test_a_reply_over_anthropics_messages_api_streams_and_stop_ends_it(
+    page: Page, lab: JupyterApp, paced: BackgroundServer
+) -> None:
+    host = paced.base_url.removesuffix("/v1")  # Anthropic's base URL is the host, as its SDK's
+    notebook = Notebook(
+        page,
+        lab,
+        "anthropic.ipynb",
+        ["%load_ext jupyter_stream", f"%%chat --api anthropic --base-url {host} {LONG}\nHi SSE."],
+    )
+    notebook.run_and_wait(0)
+    cell = notebook.run(1)
+    answer = cell.locator(".jupyter-stream-answer")
+    lengths = watch_growth(page, answer, 3)
+    assert lengths == sorted(set(lengths)), lengths
+    expect(cell.locator(".jp-InputPrompt")).to_have_text("[*]:")  # still streaming
+
+    before = len(ended(paced))
+    cell.get_by_role("button", name="Stop").click()
+    expect(cell.locator(".jupyter-stream-status")).to_contain_text("stopped by the user")
+    expect(cell.locator(".jp-InputPrompt")).to_have_text(RAN)
+    reply = cell.locator(".jupyter-stream-reply")
+    expect(reply).to_contain_text("Hi SSE")
+    assert text_length(reply) >= lengths[-1]
+    log = ended_since(paced, before)
+    assert [entry["end"] for entry in log] == ["client disconnected"], log
+    assert 0 < log[0]["tokens"] < 20_000
+
+
 def test_the_slider_at_two_seconds_ends_the_reply_with_timeout(page: Page, lab: JupyterApp) -> None:
     notebook = Notebook(
         page, lab, "slider.ipynb", ["%load_ext jupyter_stream", f"%%chat {LONG}\nA long one."]

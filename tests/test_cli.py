@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import pytest
 from scripted_server import ACTED_ON, HOSTILE, Request, Response, ScriptedServer, chunk, hostile
 
 from jupyter_stream import stream_chat
@@ -59,6 +60,26 @@ def test_ctrl_c_stops_at_once_keeps_the_partial_reply_and_exits_130() -> None:
 def test_models_lists_the_endpoints_models() -> None:
     done = run("models")
     assert (done.returncode, done.stdout) == (0, "demo\necho\n"), done.stderr
+
+
+@pytest.mark.parametrize("api", ["responses", "anthropic", "gemini", "ollama"])
+def test_chat_and_models_speak_the_api_asked_for(api: str) -> None:
+    done = run("chat", "What is SSE?", "--max-tokens", "12", "--api", api)
+    assert done.returncode == 0, done.stderr
+    assert demo_answer("What is SSE?").startswith(done.stdout.rstrip("\n"))
+    assert re.fullmatch(r"\[length · demo · 12 tokens in [\d.]+ s.*\]\n", done.stderr)
+    listed = run("models", "--api", api)
+    assert (listed.returncode, listed.stdout) == (0, "demo\necho\n"), listed.stderr
+
+
+@pytest.mark.parametrize("command", [("chat", "hi"), ("models",)])
+def test_an_unknown_api_is_one_line_naming_the_apis_and_exit_1(command: tuple[str, ...]) -> None:
+    done = run(*command, "--api", "claude")
+    assert done.returncode == 1 and not done.stdout
+    assert done.stderr.startswith("jupyter-stream: api='claude' is not an API")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    for name in ("chat", "responses", "anthropic", "gemini", "ollama"):
+        assert repr(name) in done.stderr
 
 
 def test_an_unreachable_endpoint_is_one_clear_line_and_exit_1() -> None:

@@ -15,6 +15,7 @@ from kernel_harness import Execution, Kernel, Message, comm_id_of, reply_view_id
 from scripted_server import Request, Response, ScriptedServer, chunk
 
 from jupyter_stream._render import render_markdown, safe_markdown_source
+from jupyter_stream._wire import wire_format
 from jupyter_stream.server import BackgroundServer, ServerConfig
 from jupyter_stream.server._models import answer_tokens
 
@@ -593,3 +594,90 @@ def test_a_lone_surrogate_in_a_reply_still_ends_the_cell_and_the_conversation_go
     assert second.final["data"]["text/plain"] == "Hello, world!"
     sent = server.requests[-1].json()["messages"]
     assert [m["content"] for m in sent] == ["Say it.", "Hello \ufffd world", "Again."]
+
+
+# -- the other APIs: api= in each front end -----------------------------------------------------
+
+NATIVE_APIS = ("responses", "anthropic", "gemini", "ollama")
+
+
+def api_root(server: BackgroundServer, api: str) -> str:
+    """The server's base URL for ``api``, as that API's official SDK takes it."""
+    return server.base_url.removesuffix("/v1") + wire_format(api).root
+
+
+@pytest.mark.parametrize("api", NATIVE_APIS)
+def test_chat_on_each_native_api_streams_the_demo_answer_and_stop_keeps_it(
+    kernel: Kernel, paced: BackgroundServer, api: str
+) -> None:
+    before = len(ended(paced))
+    prompt = f"Tell me everything, {api}."
+    execution = kernel.submit(
+        f"%%chat --api {api} --base-url {api_root(paced, api)} {LONG}\n{prompt}"
+    )
+
+    def click(_message: Message) -> None:
+        kernel.click(comm_id_of(execution, description="Stop"))
+
+    kernel.wait(execution, after_frames(3, click))
+    assert execution.status == "ok", kernel.error_of(execution)
+    facts = execution.final["metadata"]["jupyter_stream"]
+    assert facts["stop_reason"] == "stopped" and facts["model"] == "demo"
+    plain = execution.final["data"]["text/plain"]
+    assert plain.endswith("\n[stopped by the user]")
+    text = plain.removesuffix("\n[stopped by the user]")
+    assert text and demo_text(prompt, 20000).startswith(text)  # the partial answer, kept
+    assert 0 < facts["tokens"] < 20000
+    assert ended_since(paced, before)[-1]["end"] == "client disconnected"
+
+
+def test_the_api_option_traitlet_models_config_and_a_bad_name(
+    kernel: Kernel, paced: BackgroundServer
+) -> None:
+    bad = kernel.run("%%chat --api claude\nHi")
+    assert bad.status == "error"
+    shown = error_text(bad).strip()
+    assert shown.startswith("ConfigurationError: api='claude' is not an API jupyter_stream speaks")
+    for name in ("chat", *NATIVE_APIS):
+        assert repr(name) in shown
+    assert "jupyter_stream/" not in shown and "\n" not in shown
+    try:
+        kernel.ok(
+            "%config ChatMagics.api = 'anthropic'\n"
+            f"%config ChatMagics.base_url = {api_root(paced, 'anthropic')!r}"
+        )
+        config = kernel.ok("%chat config").stdout()
+        assert "API          anthropic — %config ChatMagics.api" in config
+        models = kernel.ok("%chat models").stdout()
+        assert models.splitlines() == ["* demo", "  echo"]
+        run = kernel.run("%%chat -m echo\nSaid over Anthropic's Messages API.")
+        assert run.status == "ok", kernel.error_of(run)
+        assert run.final["data"]["text/plain"] == "Said over Anthropic's Messages API."
+        # The cell's option wins over the traitlet, for that cell.
+        other = kernel.run(f"%%chat -m echo --api chat --base-url {paced.base_url}\nAnd chat.")
+        assert other.final["data"]["text/plain"] == "And chat.", kernel.error_of(other)
+        kernel.ok("%config ChatMagics.api = 'claude'")
+        refused = kernel.run("%chat models")
+        assert refused.status == "error" and "api='claude'" in kernel.error_of(refused)
+    finally:
+        kernel.ok("%config ChatMagics.api = None\n%config ChatMagics.base_url = None")
+
+
+def test_a_chat_panel_on_another_api_lists_its_models_and_streams(
+    kernel: Kernel, paced: BackgroundServer
+) -> None:
+    said = kernel.ok(
+        "from jupyter_stream import ChatPanel\n"
+        f"p = ChatPanel(api='ollama', base_url={api_root(paced, 'ollama')!r}, max_tokens=30)\n"
+        "await p.wait()\nprint(p.api, list(p.model_picker.options), p.status.value)\n"
+        "p.send('Over NDJSON?')\nawait p.wait()\n"
+        "print(p.stream.stop_reason, p.stream.text == p.session.turns[-1].answer)\n"
+        "print(p.stream.text)"
+    ).stdout()
+    listed, ended_as, text = said.split("\n", 2)
+    assert listed.startswith("ollama ['demo', 'echo'] ") and "could not" not in listed
+    assert ended_as == "length True"
+    assert text.rstrip("\n") == demo_text("Over NDJSON?", 30)
+    made = kernel.run("ChatPanel(api='claude')")
+    assert made.status == "error"
+    assert error_text(made).strip().startswith("ConfigurationError: api='claude'")
