@@ -117,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the environment variable holding the upstream's key (default: OPENAI_API_KEY)",
     )
     serve.add_argument(
+        "--upstream-model",
+        metavar="MODEL",
+        help="the upstream's model that GET /stream asks when the request names none (?model=)",
+    )
+    serve.add_argument(
         "--tokens-per-second",
         type=float,
         default=30.0,
@@ -259,6 +264,7 @@ def _serve(args: argparse.Namespace) -> int:
             first_token_delay=args.first_token_delay,
             upstream=args.upstream,
             upstream_api_key=upstream_key,
+            upstream_model=args.upstream_model,
             api_key=args.api_key,
             max_streams=args.max_streams,
             max_body_bytes=args.max_body_bytes,
