@@ -10,7 +10,14 @@ timestamps the peer's EOF): HTTP/1.1, keep-alive, chunked transfer encoding, no 
 that the server is never the bottleneck of a client benchmark.
 
 ``POST /v1/chat/completions`` (any path ending in ``/chat/completions``) answers with
-``Content-Type: text/event-stream``; the JSON body chooses the behaviour:
+``Content-Type: text/event-stream``, and so does every other API's streaming route, in that API's
+shape: ``…/responses`` (OpenAI Responses events), ``…/v1/messages`` (Anthropic Messages events),
+``…/models/{model}:streamGenerateContent`` (Gemini, ``alt=sse``); ``…/api/chat`` answers Ollama's
+NDJSON (``application/x-ndjson``). The JSON body chooses the behaviour (for the other APIs, the
+length is the API's own field: ``max_output_tokens``, ``generationConfig.maxOutputTokens``,
+``options.num_predict``), and so may the model name, which every API carries:
+``bench_n20000_i0.02_idab12_stamp`` is ``max_tokens`` 20,000, ``bench_interval`` 0.02,
+``bench_id`` ab12 and ``bench_stamp``, each part optional, over the body's:
 
 - ``max_tokens``: number of content chunks (default 20,000);
 - ``bench_interval``: seconds between chunks. 0 (the default) sends the whole stream as fast as
@@ -37,15 +44,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import stat
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["FirehoseServer", "build_body", "build_event", "main"]
+__all__ = [
+    "APIS",
+    "FirehoseServer",
+    "Shape",
+    "api_of",
+    "build_body",
+    "build_event",
+    "main",
+    "model_options",
+    "shape",
+]
 
 HOST = "127.0.0.1"
 DEFAULT_TOKENS = 20_000
@@ -73,12 +92,6 @@ _FINISH_EVENT = build_event('[{"index":0,"delta":{},"finish_reason":"stop"}]')
 _DONE_EVENT = b"data: [DONE]\n\n"
 
 
-def _stamped_event() -> bytes:
-    """A content chunk whose content is the time it is built: ``" @<time.monotonic()>"``."""
-    stamp = f"{time.monotonic():.6f}"
-    return build_event('[{"index":0,"delta":{"content":" @' + stamp + '"},"finish_reason":null}]')
-
-
 def _usage_event(n: int) -> bytes:
     usage = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": n + 8}
     return build_event("[]", ',"usage":' + json.dumps(usage, separators=(",", ":")))
@@ -88,9 +101,165 @@ def _tail(n: int, include_usage: bool) -> bytes:
     return _FINISH_EVENT + (_usage_event(n) if include_usage else b"") + _DONE_EVENT
 
 
-def build_body(n: int = DEFAULT_TOKENS, include_usage: bool = True) -> bytes:
-    """The event-stream body of a fast (``bench_interval`` 0) answer of ``n`` content chunks."""
-    return _ROLE_EVENT + _TOKEN_EVENT * n + _tail(n, include_usage)
+# -- every API's stream shape ---------------------------------------------------------------------
+
+
+class Shape(NamedTuple):
+    """One API's streamed answer: a head, one event per content chunk, a tail with the end mark."""
+
+    content_type: str
+    head: bytes
+    token: Callable[[str], bytes]  # the event that carries one chunk of text
+    tail: Callable[[int], bytes]  # finish reason, usage and end mark of an n-chunk answer
+
+
+def _sse(kind: str, data: str) -> bytes:
+    """A named SSE event (``event:`` then ``data:``), as the Responses and Anthropic APIs send."""
+    return f"event: {kind}\ndata: {data}\n\n".encode()
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _chat_token(text: str) -> bytes:
+    return build_event('[{"index":0,"delta":{"content":' + _json(text) + '},"finish_reason":null}]')
+
+
+def _responses(status: str, n: int | None = None) -> dict[str, Any]:
+    """A Responses API ``response`` object, in progress or completed with ``n`` chunks."""
+    done = n is not None
+    text = " tok" * (n or 0)
+    message = {"type": "message", "id": "msg_b", "status": "completed", "role": "assistant",
+               "content": [{"type": "output_text", "text": text, "annotations": []}]}  # fmt: skip
+    usage = {"input_tokens": 8, "input_tokens_details": {"cached_tokens": 0},
+             "output_tokens": n, "output_tokens_details": {"reasoning_tokens": 0},
+             "total_tokens": (n or 0) + 8}  # fmt: skip
+    return {"id": "resp_b", "object": "response", "created_at": 1, "status": status,
+            "model": "bench", "output": [message] if done else [], "parallel_tool_calls": True,
+            "tool_choice": "auto", "tools": [], "error": None, "incomplete_details": None,
+            "usage": usage if done else None}  # fmt: skip
+
+
+def _responses_head() -> bytes:
+    item = {"type": "message", "id": "msg_b", "status": "in_progress", "role": "assistant",
+            "content": []}  # fmt: skip
+    part = {"type": "output_text", "text": "", "annotations": []}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": _responses("in_progress")}),
+        ("response.in_progress", {"response": _responses("in_progress")}),
+        ("response.output_item.added", {"output_index": 0, "item": item}),
+        ("response.content_part.added",
+         {"item_id": "msg_b", "output_index": 0, "content_index": 0, "part": part}),
+    ]  # fmt: skip
+    return b"".join(
+        _sse(kind, _json({"type": kind, "sequence_number": i, **fields}))
+        for i, (kind, fields) in enumerate(events)
+    )
+
+
+def _responses_token(text: str) -> bytes:
+    kind = "response.output_text.delta"
+    where = '"item_id":"msg_b","output_index":0,"content_index":0'
+    data = f'{{"type":"{kind}","sequence_number":4,{where},"delta":{_json(text)},"logprobs":[]}}'
+    return _sse(kind, data)
+
+
+def _responses_tail(n: int) -> bytes:
+    final = _responses("completed", n)
+    message = final["output"][0]
+    where = {"item_id": "msg_b", "output_index": 0, "content_index": 0}
+    events = [
+        ("response.output_text.done", {**where, "text": message["content"][0]["text"]}),
+        ("response.content_part.done", {**where, "part": message["content"][0]}),
+        ("response.output_item.done", {"output_index": 0, "item": message}),
+        ("response.completed", {"response": final}),
+    ]
+    return b"".join(
+        _sse(kind, _json({"type": kind, "sequence_number": 5 + n + i, **fields}))
+        for i, (kind, fields) in enumerate(events)
+    )
+
+
+_ANTHROPIC_HEAD = b"".join([
+    _sse("message_start", _json({"type": "message_start", "message": {
+        "id": "msg_b", "type": "message", "role": "assistant", "content": [], "model": "bench",
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": 8, "output_tokens": 1}}})),
+    _sse("content_block_start", _json({"type": "content_block_start", "index": 0,
+                                       "content_block": {"type": "text", "text": ""}})),
+    _sse("ping", '{"type":"ping"}'),
+])  # fmt: skip
+
+
+def _anthropic_token(text: str) -> bytes:
+    return _sse("content_block_delta", '{"type":"content_block_delta","index":0,'
+                '"delta":{"type":"text_delta","text":' + _json(text) + "}}")  # fmt: skip
+
+
+def _anthropic_tail(n: int) -> bytes:
+    return b"".join([
+        _sse("content_block_stop", '{"type":"content_block_stop","index":0}'),
+        _sse("message_delta", _json({"type": "message_delta",
+             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+             "usage": {"output_tokens": n}})),
+        _sse("message_stop", '{"type":"message_stop"}'),
+    ])  # fmt: skip
+
+
+def _gemini_token(text: str) -> bytes:
+    return (b'data: {"candidates":[{"content":{"parts":[{"text":' + _json(text).encode()
+            + b'}],"role":"model"},"index":0}],"modelVersion":"bench"}\n\n')  # fmt: skip
+
+
+def _gemini_tail(n: int) -> bytes:
+    usage = {"promptTokenCount": 8, "candidatesTokenCount": n, "totalTokenCount": n + 8}
+    candidate = {"content": {"parts": [{"text": ""}], "role": "model"}, "finishReason": "STOP",
+                 "index": 0}  # fmt: skip
+    data = {"candidates": [candidate], "usageMetadata": usage, "modelVersion": "bench"}
+    return f"data: {_json(data)}\n\n".encode()
+
+
+_OLLAMA_BASE = '{"model":"bench","created_at":"2026-01-01T00:00:00Z",'
+
+
+def _ollama_token(text: str) -> bytes:
+    return (f'{_OLLAMA_BASE}"message":{{"role":"assistant","content":{_json(text)}}},'
+            '"done":false}\n').encode()  # fmt: skip
+
+
+def _ollama_tail(n: int) -> bytes:
+    counts = {"done_reason": "stop", "total_duration": 1000, "load_duration": 1,
+              "prompt_eval_count": 8, "prompt_eval_duration": 1, "eval_count": n,
+              "eval_duration": 1000}  # fmt: skip
+    return (f'{_OLLAMA_BASE}"message":{{"role":"assistant","content":""}},"done":true,'
+            f"{_json(counts)[1:]}\n").encode()  # fmt: skip
+
+
+APIS = ("chat", "responses", "anthropic", "gemini", "ollama")
+
+
+def shape(api: str = "chat", include_usage: bool = True) -> Shape:
+    """``api``'s stream shape (``include_usage``: the chat API's usage chunk)."""
+    if api == "chat":
+        return Shape("text/event-stream", _ROLE_EVENT, _chat_token,
+                     lambda n: _tail(n, include_usage))  # fmt: skip
+    if api == "responses":
+        return Shape("text/event-stream", _responses_head(), _responses_token, _responses_tail)
+    if api == "anthropic":
+        return Shape("text/event-stream", _ANTHROPIC_HEAD, _anthropic_token, _anthropic_tail)
+    if api == "gemini":
+        return Shape("text/event-stream", b"", _gemini_token, _gemini_tail)
+    if api == "ollama":
+        return Shape("application/x-ndjson", b"", _ollama_token, _ollama_tail)
+    raise ValueError(f"no API {api!r}; one of {', '.join(APIS)}")
+
+
+def build_body(n: int = DEFAULT_TOKENS, include_usage: bool = True, api: str = "chat") -> bytes:
+    """The body of a fast (``bench_interval`` 0) answer of ``n`` content chunks in ``api``'s
+    shape."""
+    form = shape(api, include_usage)
+    return form.head + form.token(" tok") * n + form.tail(n)
 
 
 def _frame(data: bytes) -> bytes:
@@ -99,13 +268,61 @@ def _frame(data: bytes) -> bytes:
 
 
 _LAST_CHUNK = b"0\r\n\r\n"
-_STREAM_HEAD = (
-    b"HTTP/1.1 200 OK\r\n"
-    b"Content-Type: text/event-stream\r\n"
-    b"Cache-Control: no-cache\r\n"
-    b"Transfer-Encoding: chunked\r\n"
-    b"Connection: keep-alive\r\n\r\n"
-)
+
+
+def _stream_head(content_type: str) -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\n"
+        b"Content-Type: %b\r\n"
+        b"Cache-Control: no-cache\r\n"
+        b"Transfer-Encoding: chunked\r\n"
+        b"Connection: keep-alive\r\n\r\n"
+    ) % content_type.encode()
+
+
+def api_of(method: str, path: str) -> str | None:
+    """Which API a request path speaks (None: not a streamed answer)."""
+    if method != "POST":
+        return None
+    if path.endswith("/chat/completions"):
+        return "chat"
+    if path.endswith("/responses"):
+        return "responses"
+    if path.endswith("/v1/messages"):
+        return "anthropic"
+    if ":streamGenerateContent" in path:
+        return "gemini"
+    if path.endswith("/api/chat"):
+        return "ollama"
+    return None
+
+
+def _max_tokens(api: str, request: dict[str, Any]) -> Any:
+    """The API's own field for the answer's length."""
+    if api == "responses":
+        return request.get("max_output_tokens")
+    if api == "gemini":
+        return (request.get("generationConfig") or {}).get("maxOutputTokens")
+    if api == "ollama":
+        return (request.get("options") or {}).get("num_predict")
+    return request.get("max_tokens")
+
+
+def model_options(model: str) -> dict[str, Any]:
+    """Options spelled in a model name, which every API carries (Gemini's in the URL):
+    ``bench_n20000_i0.02_idab12_stamp`` is 20,000 chunks, 0.02 s apart, logged as ``ab12``."""
+    found: dict[str, Any] = {}
+    for part in model.split("_")[1:]:
+        if part == "stamp":
+            found["bench_stamp"] = True
+        elif part.startswith("id"):
+            found["bench_id"] = part[2:]
+        elif part.startswith("n") and part[1:].isdigit():
+            found["max_tokens"] = int(part[1:])
+        elif part.startswith("i"):
+            with contextlib.suppress(ValueError):
+                found["bench_interval"] = float(part[1:])
+    return found
 
 
 class _BadRequest(Exception):
@@ -140,7 +357,7 @@ class FirehoseServer:
         self.disconnects: list[dict[str, Any]] = []
         self._server: asyncio.AbstractServer | None = None
         self._logged: asyncio.Condition | None = None
-        self._bodies: dict[tuple[int, bool], list[bytes]] = {}
+        self._bodies: dict[tuple[str, int, bool], list[bytes]] = {}
         self._handlers: set[asyncio.Task[Any]] = set()
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -216,29 +433,37 @@ class FirehoseServer:
         """Answer one request; False when the connection must not be reused."""
         url = urlsplit(target)
         path = url.path
-        if method == "POST" and path.endswith("/chat/completions"):
+        api = api_of(method, path)
+        if api is not None:
             try:
                 request = json.loads(body or b"{}")
             except ValueError as exc:
                 raise _BadRequest(f"the body is not JSON: {exc}") from None
             if not isinstance(request, dict):
                 raise _BadRequest("the body is not a JSON object")
-            n = request.get("max_tokens")
-            n = DEFAULT_TOKENS if n is None else int(n)
+            model = path.rsplit("/models/", 1)[-1].split(":")[0] if api == "gemini" else ""
+            options = model_options(str(request.get("model") or model))
+            n = options.get("max_tokens", _max_tokens(api, request))
+            try:
+                n = DEFAULT_TOKENS if n is None else int(n)
+                interval = float(options.get("bench_interval", request.get("bench_interval")) or 0)
+            except (TypeError, ValueError) as exc:
+                raise _BadRequest(f"bad length or interval: {exc}") from None
             n = max(0, min(n, MAX_TOKENS))
-            interval = float(request.get("bench_interval") or 0)
-            options = request.get("stream_options") or {}
-            include_usage = bool(options.get("include_usage"))
+            # Only the chat API's usage chunk is asked for; the others always send usage.
+            include_usage = api != "chat" or bool(
+                (request.get("stream_options") or {}).get("include_usage")
+            )
             if interval <= 0:
-                return await self._fast(writer, n, include_usage)
+                return await self._fast(writer, api, n, include_usage)
             return await self._paced(
                 reader,
                 writer,
+                shape(api, include_usage),
                 n,
                 interval,
-                include_usage,
-                str(request.get("bench_id", "")),
-                stamp=request.get("bench_stamp") is True,
+                str(options.get("bench_id", request.get("bench_id", ""))),
+                stamp=options.get("bench_stamp", request.get("bench_stamp")) is True,
             )
         if method == "GET" and path == "/disconnects":
             query = parse_qs(url.query)
@@ -261,16 +486,19 @@ class FirehoseServer:
         _respond(writer, 404, {"error": {"message": f"no route for {method} {path}"}})
         return True
 
-    async def _fast(self, writer: asyncio.StreamWriter, n: int, include_usage: bool) -> bool:
-        frames = self._bodies.get((n, include_usage))
+    async def _fast(
+        self, writer: asyncio.StreamWriter, api: str, n: int, include_usage: bool
+    ) -> bool:
+        key = (api, n, include_usage)
+        frames = self._bodies.get(key)
         if frames is None:
-            body = build_body(n, include_usage)
+            body = build_body(n, include_usage, api)
             frames = [_frame(body[i : i + HTTP_CHUNK]) for i in range(0, len(body), HTTP_CHUNK)]
+            frames.insert(0, _stream_head(shape(api).content_type))
             frames.append(_LAST_CHUNK)
             if len(self._bodies) > 16:
                 self._bodies.clear()
-            self._bodies[(n, include_usage)] = frames
-        writer.write(_STREAM_HEAD)
+            self._bodies[key] = frames
         for frame in frames:
             writer.write(frame)
             await writer.drain()
@@ -280,9 +508,9 @@ class FirehoseServer:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        form: Shape,
         n: int,
         interval: float,
-        include_usage: bool,
         bench_id: str,
         stamp: bool = False,
     ) -> bool:
@@ -291,10 +519,11 @@ class FirehoseServer:
         watcher = asyncio.create_task(_watch_eof(reader, protocol))
         sent = 0
         try:
-            writer.write(_STREAM_HEAD + _frame(_ROLE_EVENT))
+            writer.write(_stream_head(form.content_type) + (form.head and _frame(form.head)))
             start = loop.time()
             for i in range(n):
-                writer.write(_frame(_stamped_event() if stamp else _TOKEN_EVENT))
+                text = f" @{time.monotonic():.6f}" if stamp else " tok"
+                writer.write(_frame(form.token(text)))
                 sent += 1
                 await writer.drain()
                 if watcher.done():
@@ -305,7 +534,7 @@ class FirehoseServer:
                 if watcher.done():
                     break
             else:
-                writer.write(_frame(_tail(n, include_usage)) + _LAST_CHUNK)
+                writer.write(_frame(form.tail(n)) + _LAST_CHUNK)
                 await writer.drain()
                 watcher.cancel()
                 return True
