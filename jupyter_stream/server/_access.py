@@ -1,10 +1,12 @@
 """Who may use the server, and the answer when it is full.
 
-With an API key, a request must carry it. Without one, only this machine may use the server: a
-web page elsewhere can make a browser send requests to 127.0.0.1, under its own Origin, or under
-a name of its own that it resolves to 127.0.0.1 (DNS rebinding), so both Host and Origin must
-name a loopback address. A server with every stream slot taken answers 429 with Retry-After, so
-that clients back off instead of queueing behind streams that may last minutes.
+With an API key, a request must carry it as its API's clients send one: ``Authorization: Bearer``
+on every API, Anthropic's ``x-api-key``, Gemini's ``x-goog-api-key`` or ``?key=``. Without one,
+only this machine may use the server: a web page elsewhere can make a browser send requests to
+127.0.0.1, under its own Origin, or under a name of its own that it resolves to 127.0.0.1 (DNS
+rebinding), so both Host and Origin must name a loopback address. A server with every stream slot
+taken answers 429 with Retry-After, so that clients back off instead of queueing behind streams
+that may last minutes.
 """
 
 from __future__ import annotations
@@ -17,29 +19,37 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ._config import ServerConfig, is_loopback
-from ._errors import error_response
+from ._errors import Api, api_of, error_response
 
 __all__ = ["Access", "busy"]
+
+_KEY_HEADERS: dict[Api, str] = {"anthropic": "x-api-key", "gemini": "x-goog-api-key"}
+_HOW = {
+    "anthropic": "as x-api-key: <key> (or Authorization: Bearer <key>)",
+    "gemini": "as x-goog-api-key: <key> (or ?key=<key>)",
+}
 
 
 class Access:
     def __init__(self, config: ServerConfig) -> None:
         key = config.api_key
-        self._expected = f"Bearer {key}".encode() if key else None
+        self._key = key.encode() if key else None
 
     def check(self, request: Request) -> Response | None:
         """None if ``request`` may be served: it has the key, or (on a server without a key)
         it names a loopback host and comes from no other site's page."""
-        if self._expected is not None:
-            given = request.headers.get("authorization", "").encode()
-            if hmac.compare_digest(given, self._expected):
+        api = api_of(request)
+        if self._key is not None:
+            if self._has_key(request, api):
                 return None
+            how = _HOW.get(api, "as Authorization: Bearer <key>")
             return error_response(
                 401,
-                "missing or wrong API key: send the key this server was started with "
-                "(--api-key) as Authorization: Bearer <key>",
+                f"missing or wrong API key: send the key this server was started with "
+                f"(--api-key) {how}",
                 code="invalid_api_key",
                 headers={"WWW-Authenticate": "Bearer"},
+                api=api,
             )
         host = request.headers.get("host", "")
         origin = request.headers.get("origin")
@@ -51,10 +61,22 @@ class Access:
             "(127.0.0.1, localhost) that come from no other site; start it with --api-key to "
             "serve others",
             code="forbidden_host",
+            api=api,
         )
 
+    def _has_key(self, request: Request, api: Api) -> bool:
+        assert self._key is not None
+        bearer = request.headers.get("authorization", "")
+        given = [bearer[7:] if bearer.startswith("Bearer ") else ""]
+        if api in _KEY_HEADERS:
+            given.append(request.headers.get(_KEY_HEADERS[api], ""))
+        if api == "gemini":
+            given.append(request.query_params.get("key", ""))
+        # every candidate compared, each in constant time: no early exit to time
+        return sum(hmac.compare_digest(g.encode(), self._key) for g in given) > 0
 
-def busy(config: ServerConfig) -> Response:
+
+def busy(config: ServerConfig, api: Api = "chat") -> Response:
     """The answer to a request that finds every stream slot taken."""
     return error_response(
         429,
@@ -63,6 +85,7 @@ def busy(config: ServerConfig) -> Response:
         type="rate_limit_error",
         code="too_many_streams",
         headers={"Retry-After": "1"},
+        api=api,
     )
 
 

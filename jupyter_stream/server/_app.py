@@ -1,17 +1,22 @@
-"""The OpenAI-compatible Starlette app: its routes, and what they share.
+"""The Starlette app: its routes, and what they share.
 
-Routes: ``POST /v1/chat/completions`` (streamed and not), ``GET /v1/models``, ``GET /health``, and
-``GET /stream?content=…``, the plain event stream of streaming tutorials. Each route only
-decides: who may ask (:mod:`._access`), what was asked (:mod:`._body`), who answers (the built-in
-models of :mod:`._demo`, or :mod:`._relay`); every answer that takes time runs as an
-:class:`~._exchange.Exchange`, and every error has OpenAI's shape (:mod:`._errors`).
+Routes, each API's streamed and whole: ``POST /v1/chat/completions`` (OpenAI Chat Completions),
+``POST /v1/responses`` (OpenAI Responses), ``POST /v1/messages`` (Anthropic Messages),
+``POST /v1beta/models/{model}:streamGenerateContent`` and ``:generateContent`` (Gemini),
+``POST /api/chat`` (Ollama); the model lists ``GET /v1/models`` (OpenAI's shape, or Anthropic's
+when asked with ``anthropic-version``), ``GET /v1beta/models``, ``GET /api/tags``;
+``GET /health``, and ``GET /stream?content=…``, the plain event stream of streaming tutorials.
+Each route only decides: who may ask (:mod:`._access`), what was asked (:mod:`._body`,
+:mod:`._dialects`), who answers (the built-in models of :mod:`._demo`, or :mod:`._relay`); every
+answer that takes time runs as an :class:`~._exchange.Exchange`, and every error has the shape of
+the API asked (:mod:`._errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -20,11 +25,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ._access import Access, busy
-from ._body import parse_chat, read_body
+from ._body import ChatRequest, parse_chat, read_body
 from ._clock import Clock
 from ._config import ServerConfig
-from ._demo import demo_stream, demo_whole, plain_stream
-from ._errors import EXCEPTION_HANDLERS
+from ._demo import Frames, chat_frames, demo_stream, demo_whole, plain_stream
+from ._dialects import anthropic, gemini, ollama, responses
+from ._errors import EXCEPTION_HANDLERS, api_of, error_response
 from ._exchange import Exchange, Exchanges, Work
 from ._logging import LoggingApp
 from ._models import MODELS
@@ -34,6 +40,9 @@ if TYPE_CHECKING:
     from ._relay import Relay
 
 __all__ = ["ServerConfig", "create_app"]
+
+Parse = Callable[[bytes, Request], "tuple[ChatRequest, Frames] | Response"]
+Route_ = Callable[[Request], Awaitable["Response | Exchange"]]
 
 
 class ServerState(Exchanges):
@@ -47,7 +56,7 @@ class ServerState(Exchanges):
         self.clock = Clock()
 
     def exchange(self, work: Work, request: Request) -> Response | Exchange:
-        return self.admit(work, request) or busy(self.config)
+        return self.admit(work, request) or busy(self.config, api_of(request))
 
 
 def create_app(
@@ -77,32 +86,65 @@ def create_app(
             if relay is not None:
                 await relay.aclose()
 
-    async def chat(request: Request) -> Response | Exchange:
-        denied = state.access.check(request)
-        if denied:
-            return denied
-        body = await read_body(request, config)
-        if isinstance(body, Response):
-            return body
-        if relay is not None:
-            return state.exchange(relay.chat(body, request), request)
-        parsed = parse_chat(body)
-        if isinstance(parsed, Response):
-            return parsed
-        if parsed.stream:
-            return state.exchange(demo_stream(parsed, config, state.clock), request)
-        return state.exchange(demo_whole(parsed, config), request)
+    def answer(parse: Parse, native: bool = True) -> Route_:
+        """The route of one API's answers: its body read, relayed or parsed and answered."""
 
-    async def models(request: Request) -> Response | Exchange:
-        denied = state.access.check(request)
-        if denied:
-            return denied
-        if relay is not None:
-            return state.exchange(relay.models(), request)
+        async def route(request: Request) -> Response | Exchange:
+            denied = state.access.check(request)
+            if denied:
+                return denied
+            body = await read_body(request, config)
+            if isinstance(body, Response):
+                return body
+            if relay is not None:
+                work = relay.native(body, request) if native else relay.chat(body, request)
+                return state.exchange(work, request)
+            parsed = parse(body, request)
+            if isinstance(parsed, Response):
+                return parsed
+            ask, frames = parsed
+            if ask.stream:
+                return state.exchange(demo_stream(ask, frames, config, state.clock), request)
+            return state.exchange(demo_whole(ask, frames, config), request)
+
+        return route
+
+    def parse_chat_frames(body: bytes, request: Request) -> tuple[ChatRequest, Frames] | Response:
+        parsed = parse_chat(body)
+        return parsed if isinstance(parsed, Response) else (parsed, chat_frames(parsed))
+
+    def model_list(listed: Callable[[Request], object | None]) -> Route_:
+        """The route of one API's model list (``listed``: the list, or None for a 404)."""
+
+        async def route(request: Request) -> Response | Exchange:
+            denied = state.access.check(request)
+            if denied:
+                return denied
+            if relay is not None:
+                if api_of(request) == "chat":
+                    return state.exchange(relay.models(), request)
+                return state.exchange(relay.native(b"", request), request)
+            found = listed(request)
+            if found is None:
+                message = "no such model on this server; its models are demo and echo"
+                return error_response(404, message, code="model_not_found", api=api_of(request))
+            return JSONResponse(found)
+
+        return route
+
+    def openai_or_anthropic_models(request: Request) -> object:
+        if api_of(request) == "anthropic":
+            return anthropic.model_list(MODELS)
         data = [
             {"id": m, "object": "model", "created": 0, "owned_by": "jupyter-stream"} for m in MODELS
         ]
-        return JSONResponse({"object": "list", "data": data})
+        return {"object": "list", "data": data}
+
+    def gemini_model(request: Request) -> object | None:
+        name = request.path_params["target"]
+        return gemini.model_info(name) if name in MODELS else None
+
+    models = model_list(openai_or_anthropic_models)
 
     async def health(request: Request) -> Response:
         mode = "relay" if relay is not None else "demo"
@@ -124,11 +166,23 @@ def create_app(
         work = plain_stream(content, resume, config, state.clock, model or "demo")
         return state.exchange(work, request)
 
+    chat = answer(parse_chat_frames, native=False)
     routes = [
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/chat/completions", chat, methods=["POST"]),
+        Route("/v1/responses", answer(responses.parse), methods=["POST"]),
+        Route("/v1/messages", answer(anthropic.parse), methods=["POST"]),
+        Route("/v1beta/models/{target}", answer(gemini.parse), methods=["POST"]),
+        Route("/api/chat", answer(ollama.parse), methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/models", models, methods=["GET"]),
+        Route(
+            "/v1beta/models",
+            model_list(lambda _: {"models": [gemini.model_info(m) for m in MODELS]}),
+            methods=["GET"],
+        ),
+        Route("/v1beta/models/{target}", model_list(gemini_model), methods=["GET"]),
+        Route("/api/tags", model_list(lambda _: ollama.model_list(MODELS)), methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/stream", stream, methods=["GET"]),
     ]

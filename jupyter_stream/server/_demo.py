@@ -1,34 +1,35 @@
-"""The built-in models' answers, written as OpenAI writes its own: paced, chunked, framed.
+"""The built-in models' answers, written as each API writes its own: paced, chunked, framed.
 
 :mod:`._models` says what ``demo`` and ``echo`` answer (pure text and tokens); this module writes
-those tokens into an :class:`~._exchange.Exchange` as ``chat.completion.chunk`` events at the
-configured pace (streamed: through the shared :class:`~._clock.Clock`, which writes many streams
-per timer; whole: after the time the tokens would have taken), and serves ``/stream``, the plain
-event stream of streaming tutorials. The chunk encoding is hand-built around each token, once per
-answer, as it is the server's hottest path (tens of thousands of writes a second).
+those tokens into an :class:`~._exchange.Exchange` at the configured pace (streamed: through the
+shared :class:`~._clock.Clock`, which writes many streams per timer; whole: after the time the
+tokens would have taken), in the :class:`Frames` of the API asked (Chat Completions' here, the
+native APIs' in :mod:`._dialects`), and serves ``/stream``, the plain event stream of streaming
+tutorials. Each API's encoding is hand-built around each token, once per answer, as it is the
+server's hottest path (tens of thousands of writes a second).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import json
 import math
 import secrets
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from ..sse import encode_event
 from ._body import ChatRequest
 from ._clock import Clock, Player
 from ._config import ServerConfig
-from ._errors import error_response
-from ._exchange import Exchange, Work
+from ._dialects import json_string
+from ._errors import error_response, stream_error
+from ._exchange import SSE_HEADERS, Exchange, Work
 from ._models import MODELS, answer_tokens, count_prompt_tokens
 
-__all__ = ["PLAIN_RETRY", "demo_stream", "demo_whole", "plain_stream"]
+__all__ = ["PLAIN_RETRY", "Frames", "chat_frames", "demo_stream", "demo_whole", "plain_stream"]
 
 MAX_BATCH = 64  # tokens in one write, when several are due at once (a late or unpaced stream)
 
@@ -50,42 +51,90 @@ class _Pace:
             await asyncio.sleep(delay)
 
 
-class _Chunks:
-    """The ``chat.completion.chunk`` events of one answer, written fast: the part before the
-    delta is built once."""
+class Frames(Protocol):
+    """One answer's bytes in one API's framing; made per answer, so that the parts that do not
+    change from token to token (ids, model, timestamps) are encoded once."""
 
-    def __init__(self, model: str) -> None:
+    headers: list[tuple[bytes, bytes]]  # a streamed answer's response headers
+
+    def opening(self) -> bytes:
+        """What a streamed answer sends before its first token."""
+
+    def content(self, token: str) -> bytes:
+        """One token's event (the hot path)."""
+
+    def closing(self, sent: int, finish: str) -> bytes:
+        """What ends a streamed answer of ``sent`` tokens (``finish``: stop or length)."""
+
+    def failure(self, message: str) -> bytes:
+        """The event that ends the stream mid-answer when the server ends it."""
+
+    def whole(self, text: str, sent: int, finish: str) -> bytes:
+        """The whole answer as one JSON document (not streamed)."""
+
+
+class _Chunks:
+    """Chat Completions' frames: ``chat.completion.chunk`` events; the part before the delta
+    is built once."""
+
+    headers = SSE_HEADERS
+
+    def __init__(self, request: ChatRequest) -> None:
         created = int(time.time())
+        self.request = request
         self.id = f"chatcmpl-{secrets.token_hex(12)}"
+        model = json.dumps(request.model)
         head = (
             f'{{"id":"{self.id}","object":"chat.completion.chunk","created":{created},'
-            f'"model":{json.dumps(model)},"system_fingerprint":"jupyter-stream",'
+            f'"model":{model},"system_fingerprint":"jupyter-stream",'
             f'"choices":[{{"index":0,"delta":'
         )
         self.head = b"data: " + head.encode()
         self.tail = b',"logprobs":null,"finish_reason":null}]}\n\n'
         self.usage_head = (
             f'data: {{"id":"{self.id}","object":"chat.completion.chunk","created":{created},'
-            f'"model":{json.dumps(model)},"choices":[],"usage":'
+            f'"model":{model},"choices":[],"usage":'
         ).encode()
 
-    def delta(self, delta: str) -> bytes:
-        return self.head + delta.encode() + self.tail
+    def opening(self) -> bytes:
+        return self.head + b'{"role":"assistant","content":""}' + self.tail
 
     def content(self, token: str) -> bytes:
-        return b'%s{"content":%s}%s' % (self.head, _json_string(token), self.tail)
+        return b'%s{"content":%s}%s' % (self.head, json_string(token), self.tail)
 
-    def finish(self, reason: str) -> bytes:
-        return self.head + b'{},"logprobs":null,"finish_reason":"' + reason.encode() + b'"}]}\n\n'
+    def closing(self, sent: int, finish: str) -> bytes:
+        tail = [self.head + b'{},"logprobs":null,"finish_reason":"%s"}]}\n\n' % finish.encode()]
+        if self.request.include_usage:
+            usage = _usage(count_prompt_tokens(self.request.messages), sent)
+            tail.append(self.usage_head + json.dumps(usage).encode() + b"}\n\n")
+        tail.append(b"data: [DONE]\n\n")
+        return b"".join(tail)
 
-    def usage(self, usage: dict[str, int]) -> bytes:
-        return self.usage_head + json.dumps(usage).encode() + b"}\n\n"
+    def failure(self, message: str) -> bytes:
+        return stream_error("chat", message)
+
+    def whole(self, text: str, sent: int, finish: str) -> bytes:
+        completion: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.request.model,
+            "system_fingerprint": "jupyter-stream",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": _usage(count_prompt_tokens(self.request.messages), sent),
+        }
+        return json.dumps(completion, ensure_ascii=False).encode()
 
 
-@functools.lru_cache(maxsize=8192)
-def _json_string(text: str) -> bytes:
-    """``text`` as a JSON string, in UTF-8 (cached: a model's tokens repeat)."""
-    return json.dumps(text, ensure_ascii=False).encode()
+def chat_frames(request: ChatRequest) -> Frames:
+    return _Chunks(request)
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -100,33 +149,35 @@ def _answer(request: ChatRequest) -> Iterator[str]:
     return answer_tokens(request.model, request.messages, endless=request.max_tokens is not None)
 
 
-def demo_stream(request: ChatRequest, config: ServerConfig, clock: Clock) -> Work:
+def demo_stream(request: ChatRequest, frames: Frames, config: ServerConfig, clock: Clock) -> Work:
+    """The built-in model's answer to ``request``, streamed in ``frames`` at the configured pace."""
+
     async def work(exchange: Exchange) -> None:
         pace = _Pace(config)
-        chunks = _Chunks(request.model)
         exchange.log.update(model=request.model, stream=True, tokens=0)
-        await exchange.start()
-        await exchange.body(chunks.delta('{"role":"assistant","content":""}'))
+        exchange.last_words = frames.failure
+        await exchange.start(200, frames.headers)
+        opening = frames.opening()
+        if opening:  # an empty write would end a chunked body
+            await exchange.body(opening)
         limit = math.inf if request.max_tokens is None else request.max_tokens
         player = Player(
-            clock, exchange, _answer(request), chunks.content, pace.due, limit, MAX_BATCH
+            clock, exchange, _answer(request), frames.content, pace.due, limit, MAX_BATCH
         )
         player.start()
         try:
             sent, finish = await player.done
         finally:
             player.stop()
-        tail = [chunks.finish(finish)]
-        if request.include_usage:
-            tail.append(chunks.usage(_usage(count_prompt_tokens(request.messages), sent)))
-        tail.append(b"data: [DONE]\n\n")
-        await exchange.body(b"".join(tail), more=False)
+        await exchange.body(frames.closing(sent, finish), more=False)
         exchange.log.update(tokens=sent, end=finish)
 
     return work
 
 
-def demo_whole(request: ChatRequest, config: ServerConfig) -> Work:
+def demo_whole(request: ChatRequest, frames: Frames, config: ServerConfig) -> Work:
+    """The built-in model's whole answer to ``request``, after the time streaming it would take."""
+
     async def work(exchange: Exchange) -> None:
         pace = _Pace(config)
         exchange.log.update(model=request.model, stream=False)
@@ -138,23 +189,7 @@ def demo_whole(request: ChatRequest, config: ServerConfig) -> Work:
         if limit is not None and len(tokens) > limit:
             tokens, finish = tokens[:limit], "length"
         await pace.wait(max(len(tokens) - 1, 0))  # a model takes its time, streamed or not
-        completion: dict[str, Any] = {
-            "id": f"chatcmpl-{secrets.token_hex(12)}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": request.model,
-            "system_fingerprint": "jupyter-stream",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "".join(tokens)},
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": _usage(count_prompt_tokens(request.messages), len(tokens)),
-        }
-        body = json.dumps(completion, ensure_ascii=False).encode()
+        body = frames.whole("".join(tokens), len(tokens), finish)
         await exchange.start(200, [(b"content-type", b"application/json")])
         await exchange.body(body, more=False)
         exchange.log.update(tokens=len(tokens), end=finish)

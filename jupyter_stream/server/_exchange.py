@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from ._config import ServerConfig
-from ._errors import error_event, error_response
+from ._errors import api_of, error_response, stream_error
 from ._logging import LOG_NOTES, RAW_SEND, log
 
 __all__ = ["SSE_HEADERS", "Exchange", "Exchanges", "Work"]
@@ -59,13 +59,16 @@ class Exchange:
         self.writes = 0
         self.stall: tuple[int, float] | None = None  # (writes, since): the watchdog's note
         self.stuck = False  # a write was waiting for the client when the exchange was cancelled
+        self.api = api_of(request)  # whose error shapes the client reads
+        # the answer's own error event, for a stream that is no SSE or that keeps count
+        self.last_words: Callable[[str], bytes] | None = None
 
     async def start(
         self, status: int = 200, headers: list[tuple[bytes, bytes]] = SSE_HEADERS
     ) -> None:
         assert self._send is not None
         self.started = True
-        self.events = headers is SSE_HEADERS
+        self.events = headers is SSE_HEADERS or self.last_words is not None
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
         if self.raw_send is None:  # served without the LoggingApp around it
             self.raw_send = self._send
@@ -115,13 +118,19 @@ class Exchange:
     async def _tell_why(self, failure: BaseException | None) -> None:
         why = str(self.log.get("end", "server error"))
         if not self.started and failure is not None:
-            error = error_response(500, f"the server failed: {why}", type="server_error")
+            error = error_response(
+                500, f"the server failed: {why}", type="server_error", api=self.api
+            )
             await self.start(500, error.raw_headers)
             await self.body(bytes(error.body), more=False)
         elif self.events and not self.completed and not self.stuck:
-            event = error_event(f"the server ended this stream: {why}", param=None, code=None)
+            message = f"the server ended this stream: {why}"
+            event = (self.last_words or self._stream_error)(message)
             with contextlib.suppress(asyncio.TimeoutError):  # nor wait long for a slow reader
                 await asyncio.wait_for(self.body(event, more=False), TELL_WHY_TIMEOUT)
+
+    def _stream_error(self, message: str) -> bytes:
+        return stream_error(self.api, message)
 
 
 async def _outcome(task: asyncio.Future[None]) -> BaseException | None:
