@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+import bench_apis
 import bench_policies
 import bench_server
 import bench_sse
@@ -19,6 +20,8 @@ def main() -> None:
     bench_sse.main(["--repeat", "3"] if quick else [])
     print()
     bench_stream.main(["--quick"] if quick else [])
+    print()
+    bench_apis.main(["--quick"] if quick else [])
     print()
     bench_policies.main(["--quick"] if quick else [])
     print()
