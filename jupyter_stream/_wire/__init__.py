@@ -16,7 +16,7 @@ from collections.abc import Callable
 from .._exceptions import ConfigurationError
 from ..ndjson import NDJSONDecoder
 from ..sse import SSEDecoder
-from . import anthropic, chat, gemini, responses
+from . import anthropic, chat, gemini, ollama, responses
 from ._base import Decoder, EndKind, Event, Framing, Parse, Target, WireFormat, WireRequest
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
 
 FORMATS: dict[str, WireFormat] = {chat.WIRE.name: chat.WIRE}  # api= name -> format
 FORMATS[gemini.WIRE.name] = gemini.WIRE
+FORMATS[ollama.WIRE.name] = ollama.WIRE
 FORMATS[responses.WIRE.name] = responses.WIRE
 FORMATS[anthropic.WIRE.name] = anthropic.WIRE
 # framing -> a new decoder
