@@ -115,7 +115,6 @@ FINISHES = [
 
 @pytest.mark.parametrize(("finish", "reason", "apis"), FINISHES, ids=[f[0] for f in FINISHES])
 def test_finish_reason_maps_to_stop_reason(
-    request: pytest.FixtureRequest,
     mock: LLMock,
     api: str,
     finish: str,
@@ -124,10 +123,6 @@ def test_finish_reason_maps_to_stop_reason(
 ) -> None:
     if api not in apis:
         pytest.skip(f"llmock cannot say {finish!r} on {api!r}")
-    if (api, finish) == ("responses", "length"):
-        # llmock ends with response.completed whose response.status is "incomplete".
-        why = "the responses wire reads the end's status only from a response.incomplete event"
-        request.applymarker(pytest.mark.xfail(strict=True, reason=why))
     mock.script(reply(api, text="cut short", finish_reason=finish))
     with stream_chat("hello", **options(mock, api)) as stream:
         text = "".join(stream)

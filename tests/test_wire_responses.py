@@ -211,6 +211,13 @@ def test_an_incomplete_response_ends_with_its_reason(reason: str | None, kind: s
     assert reply.output_tokens == 11
 
 
+def test_a_completed_event_whose_response_is_incomplete_ends_with_its_reason() -> None:
+    details = {"reason": "max_output_tokens"}
+    incomplete = response_object("incomplete", incomplete_details=details)
+    reply, _ = parse([*text_events("cut"), event("response.completed", response=incomplete)])
+    assert reply.finish_reason == "max_output_tokens"
+
+
 def test_a_failed_response_is_an_error_with_its_code() -> None:
     failed = response_object(
         "failed", error={"code": "server_error", "message": "The model had a problem."}

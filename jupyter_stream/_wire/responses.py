@@ -170,7 +170,8 @@ def _ended(obj: dict[str, Any], kind: str) -> Chunk:
     notes: list[str] = []
     response = _response(obj, notes)
     finish = "completed"
-    if kind == "response.incomplete":
+    # The response's own status rules: some servers end an incomplete one with .completed.
+    if kind == "response.incomplete" or response.get("status") == "incomplete":
         details = response.get("incomplete_details")
         reason = details.get("reason") if type(details) is dict else None
         finish = _name(reason, "response.incomplete_details.reason", notes) or "incomplete"
