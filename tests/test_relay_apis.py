@@ -15,6 +15,7 @@ from typing import Any
 
 import anthropic
 import httpx
+import ollama
 import openai
 import pytest
 from conftest import ended_since
@@ -24,6 +25,7 @@ from llmock_server import MODELS, PROVIDERS, LLMock
 from scripted_server import Request, Response, ScriptedServer
 
 from jupyter_stream.server import BackgroundServer, ServerConfig
+from jupyter_stream.server._models import demo_answer, tokenize
 from jupyter_stream.server._relay import Relay
 from jupyter_stream.sse import ServerSentEvent, SSEDecoder
 
@@ -208,13 +210,13 @@ def test_the_official_sdks_stream_through_the_relay(
     marker = nonce()
     prompt = f"say {marker}"
     if api == "responses":
-        with openai.OpenAI(base_url=relay.base_url, api_key=CLIENT_KEY, max_retries=0) as client:
-            stream = client.responses.create(model=MODELS[api], input=prompt, stream=True)
-            text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        with openai.OpenAI(base_url=relay.base_url, api_key=CLIENT_KEY, max_retries=0) as oai:
+            events = oai.responses.create(model=MODELS[api], input=prompt, stream=True)
+            text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     elif api == "anthropic":
         with (
-            anthropic.Anthropic(base_url=root(relay), api_key=CLIENT_KEY, max_retries=0) as client,
-            client.messages.stream(
+            anthropic.Anthropic(base_url=root(relay), api_key=CLIENT_KEY, max_retries=0) as claude,
+            claude.messages.stream(
                 model=MODELS[api],
                 max_tokens=1024,
                 messages=[{"role": "user", "content": prompt}],
@@ -223,9 +225,9 @@ def test_the_official_sdks_stream_through_the_relay(
             text = "".join(stream.text_stream)
     else:
         options = genai_types.HttpOptions(base_url=root(relay), api_version="v1beta")
-        client = genai.Client(api_key=CLIENT_KEY, http_options=options)
-        pieces = client.models.generate_content_stream(model=MODELS[api], contents=prompt)
-        text = "".join(piece.text or "" for piece in pieces)
+        with genai.Client(api_key=CLIENT_KEY, http_options=options) as gemini:
+            pieces = gemini.models.generate_content_stream(model=MODELS[api], contents=prompt)
+            text = "".join(piece.text or "" for piece in pieces)
     assert marker in text
     assert mock.record(marker)["completed"] is True
 
@@ -366,3 +368,32 @@ def test_a_native_request_goes_to_the_upstreams_root_plus_its_path(
     upstream: str, path: str, query: str, url: str
 ) -> None:
     assert Relay(ServerConfig(upstream=upstream)).native_url(path, query) == url
+
+
+# -- Ollama: a second embedded server (demo mode) as the upstream ----------------------------------
+
+
+def test_the_ollama_sdk_streams_the_demo_upstreams_answer_through_the_relay(
+    demo_server: BackgroundServer, make_server: MakeServer
+) -> None:
+    relay = make_server(upstream=demo_server.base_url)  # …/v1: the relay takes it off
+    messages = [{"role": "user", "content": "What is NDJSON?"}]
+    with ollama.Client(host=root(relay)) as client:
+        parts = list(client.chat(model="demo", messages=messages, stream=True))
+    assert len(parts) > 1 and parts[-1].done
+    assert "".join(part.message.content or "" for part in parts) == demo_answer("What is NDJSON?")
+
+
+def test_a_client_leaving_an_ollama_stream_closes_the_demo_upstream(
+    make_server: MakeServer,
+) -> None:
+    upstream = make_server(tokens_per_second=20, first_token_delay=0)
+    relay = make_server(upstream=upstream.base_url)
+    before = len(upstream.app.state.server.ended)
+    body = {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.stream("POST", f"{root(relay)}/api/chat", json=body, timeout=WAIT) as r:
+        first = json.loads(next(r.iter_lines()))
+    assert first["message"]["content"] and first["done"] is False
+    [log] = ended_since(upstream, before)
+    assert log["end"] == "client disconnected"
+    assert log["tokens"] < len(tokenize(demo_answer("hi")))
