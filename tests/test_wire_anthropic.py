@@ -445,9 +445,10 @@ def test_the_request_posts_messages_with_system_pulled_out() -> None:
 
 
 def test_max_tokens_and_system_from_params_are_kept() -> None:
-    messages = [{"role": "system", "content": "B"}, {"role": "user", "content": "hi"}]
+    messages = [{"role": "developer", "content": "B"}, {"role": "user", "content": "hi"}]
     body = WIRE.request(endpoint(), "m", messages, {"max_tokens": 100, "system": "A"}).body
     assert body is not None and body["max_tokens"] == 100 and body["system"] == "A\n\nB"
+    assert body["messages"] == [{"role": "user", "content": "hi"}]
     blocks = [{"type": "text", "text": "A", "cache_control": {"type": "ephemeral"}}]
     body = WIRE.request(endpoint(), "m", messages, {"system": blocks}).body
     assert body is not None and body["system"] == [*blocks, {"type": "text", "text": "B"}]

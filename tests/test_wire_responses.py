@@ -410,6 +410,14 @@ def test_the_request_posts_input_items_with_system_messages_as_instructions() ->
     }
 
 
+def test_instructions_from_params_come_first() -> None:
+    messages = [{"role": "system", "content": "B"}, {"role": "user", "content": "hi"}]
+    body = WIRE.request(endpoint(), "m", messages, {"instructions": "A"}).body
+    assert body is not None and body["instructions"] == "A\n\nB"
+    body = WIRE.request(endpoint(), "m", messages[1:], {"instructions": "A"}).body
+    assert body is not None and body["instructions"] == "A"
+
+
 def test_url_credentials_go_as_basic_auth() -> None:
     target = Endpoint("https://user:pw@api.example.test/v1", "test", api="responses")
     assert (
