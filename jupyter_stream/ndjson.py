@@ -97,20 +97,20 @@ class NDJSONDecoder:
             longest = max(map(len, lines))
             if longest > max_size:
                 raise self._line_too_large(longest)
-        return self._lines(lines)
+        return self._lines(lines, 0x0D in region)
 
     @staticmethod
-    def _lines(lines: list[bytes]) -> list[NDJSONLine]:
-        out: list[NDJSONLine] = []
-        append = out.append
-        for line in lines:
-            if line[-1:] == b"\r":
-                line = line[:-1]
-            if not line or (line[0] in _BLANK and not line.strip(_BLANK)):
-                continue
-            # Each line decoded on its own; invalid UTF-8 becomes U+FFFD, as in sse.py.
-            append(_new_line(NDJSONLine, (line.decode("utf-8", "replace"), "message")))
-        return out
+    def _lines(lines: list[bytes], cr: bool) -> list[NDJSONLine]:
+        """The lines' items: one CR before the LF dropped, blank lines skipped, each line decoded
+        on its own (invalid UTF-8 becomes U+FFFD, as in sse.py). One comprehension: the hot
+        path."""
+        if cr:
+            lines = [line[:-1] if line[-1:] == b"\r" else line for line in lines]
+        return [
+            _new_line(NDJSONLine, (line.decode("utf-8", "replace"), "message"))
+            for line in lines
+            if line and (line[0] not in _BLANK or line.strip(_BLANK))
+        ]
 
     def flush(self) -> list[NDJSONLine]:
         """End the stream: a last line without LF is a line too. The decoder is then ready for
@@ -120,7 +120,7 @@ class NDJSONDecoder:
         line = b"".join(self._pending)
         self._pending = []
         self._pending_size = 0
-        return self._lines([line])
+        return self._lines([line], 0x0D in line)
 
     def _line_too_large(self, size: int) -> EventTooLargeError:
         cap = self._max_buffer_size
