@@ -79,6 +79,7 @@ class ChatRequest:
     stream: bool
     max_tokens: int | None
     include_usage: bool
+    grow: bool = True  # demo goes on to max_tokens; False: max_tokens only caps (Anthropic's)
 
 
 def parse_chat(body: bytes) -> ChatRequest | Response:

@@ -146,7 +146,8 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 def _answer(request: ChatRequest) -> Iterator[str]:
-    return answer_tokens(request.model, request.messages, endless=request.max_tokens is not None)
+    endless = request.grow and request.max_tokens is not None
+    return answer_tokens(request.model, request.messages, endless=endless)
 
 
 def demo_stream(request: ChatRequest, frames: Frames, config: ServerConfig, clock: Clock) -> Work:

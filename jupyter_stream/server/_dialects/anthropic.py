@@ -1,7 +1,8 @@
 """Anthropic Messages (``POST /v1/messages``): the request read, the answer written.
 
-``model``, ``messages`` and ``max_tokens`` are required, as Anthropic requires them; ``system``
-is a string or a list of text blocks. Streamed, an answer is SSE events named in their
+``model``, ``messages`` and ``max_tokens`` are required, as Anthropic requires them; as it is
+always there, ``max_tokens`` only caps ``demo``'s answer here (the other APIs' length fields make
+it that long); ``system`` is a string or a list of text blocks. Streamed, an answer is SSE events named in their
 ``event:`` lines (Anthropic's SDK skips an event without one): ``message_start``,
 ``content_block_start``, ``ping``, one ``content_block_delta`` (``text_delta``) per token,
 ``content_block_stop``, ``message_delta`` (``stop_reason`` ``end_turn`` or ``max_tokens``, the
@@ -49,7 +50,8 @@ def parse(body: bytes, request: Request) -> tuple[ChatRequest, Frames] | Respons
     if isinstance(max_tokens, Response):
         return max_tokens
     chat = [{"role": "system", "content": system}] if system else []
-    ask = ChatRequest(model, chat + messages, fields.get("stream") is True, max_tokens, True)
+    stream = fields.get("stream") is True
+    ask = ChatRequest(model, chat + messages, stream, max_tokens, True, grow=False)
     return ask, Frames(ask)
 
 
