@@ -197,7 +197,7 @@ def status_error(
             fix = f"check the user info (user:password@) of {endpoint.base_url_source}"
         else:
             key = "no API key (none was configured)"
-            fix = "set OPENAI_API_KEY or pass api_key=..."
+            fix = f"set {' or '.join(wire.key_vars) or 'a key'} or pass api_key=..."
         message = (
             f"{status} from {where}: the server refused {key}{said_part}. Fix: {fix}, "
             f"and that the base URL ({endpoint.base_url_source}) is the one you meant."

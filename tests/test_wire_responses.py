@@ -432,14 +432,23 @@ def test_url_credentials_go_as_basic_auth() -> None:
     [
         ({"input": "x"}, "input= is set by jupyter_stream"),
         ({"stream": False}, "stream= is set by jupyter_stream"),
-        ({"max_tokens": 100}, "use max_output_tokens= instead \\(max_output_tokens=100\\)"),
-        ({"max_completion_tokens": 5}, "use max_output_tokens="),
+        ({"max_tokens": 100, "max_output_tokens": 5}, "set the same limit"),
+        ({"max_completion_tokens": 5, "max_tokens": 5}, "pass one of them"),
     ],
 )
-def test_params_the_format_sets_or_renames_are_refused(params: dict[str, Any], said: str) -> None:
+def test_params_the_format_sets_or_doubles_are_refused(params: dict[str, Any], said: str) -> None:
     with pytest.raises(ConfigurationError, match=said):
         WIRE.check_params(params)
     WIRE.check_params({"max_output_tokens": 100, "reasoning": {"effort": "low"}})
+
+
+@pytest.mark.parametrize("name", ["max_tokens", "max_completion_tokens", "max_output_tokens"])
+def test_max_tokens_is_sent_as_max_output_tokens(name: str) -> None:
+    target = Endpoint("http://127.0.0.1:9/v1", "test")
+    WIRE.check_params({name: 7})
+    body = WIRE.request(target, "m", [{"role": "user", "content": "hi"}], {name: 7}).body
+    assert body is not None and body["max_output_tokens"] == 7
+    assert "max_tokens" not in body and "max_completion_tokens" not in body
 
 
 def test_the_models_list_is_the_openai_one() -> None:

@@ -369,12 +369,12 @@ class Responses:
         for name in _RESERVED:
             if name in params:
                 raise ConfigurationError(f"{name}= is set by jupyter_stream itself; leave it out")
-        for name, instead in _RENAMED.items():
-            if name in params:
-                raise ConfigurationError(
-                    f"{name}= is not a Responses API option; use {instead}= instead "
-                    f"({instead}={params[name]!r})"
-                )
+        given = [name for name in (*_RENAMED, "max_output_tokens") if name in params]
+        if len(given) > 1:  # one limit, named as on every API (max_tokens) or as here
+            raise ConfigurationError(
+                f"{' and '.join(f'{name}=' for name in given)} set the same limit "
+                "(the Responses API's max_output_tokens); pass one of them"
+            )
 
     def request(
         self,
@@ -385,6 +385,8 @@ class Responses:
         *,
         fallback: bool = False,
     ) -> WireRequest:
+        # max_tokens, as every other API names it, is the Responses API's max_output_tokens.
+        params = {_RENAMED.get(name, name): value for name, value in params.items()}
         return WireRequest(target.url(PATH), headers(target), build_body(messages, model, params))
 
     def fallback(self, status: int, body: str) -> bool:
