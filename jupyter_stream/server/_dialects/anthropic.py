@@ -2,11 +2,11 @@
 
 ``model``, ``messages`` and ``max_tokens`` are required, as Anthropic requires them; as it is
 always there, ``max_tokens`` only caps ``demo``'s answer here (the other APIs' length fields make
-it that long); ``system`` is a string or a list of text blocks. Streamed, an answer is SSE events named in their
-``event:`` lines (Anthropic's SDK skips an event without one): ``message_start``,
-``content_block_start``, ``ping``, one ``content_block_delta`` (``text_delta``) per token,
-``content_block_stop``, ``message_delta`` (``stop_reason`` ``end_turn`` or ``max_tokens``, the
-output tokens), ``message_stop``. Not streamed, the whole ``message`` object.
+it that long); ``system`` is a string or a list of text blocks. Streamed, an answer is SSE
+events named in their ``event:`` lines (Anthropic's SDK skips an event without one):
+``message_start``, ``content_block_start``, ``ping``, one ``content_block_delta`` (``text_delta``)
+per token, ``content_block_stop``, ``message_delta`` (``stop_reason`` ``end_turn`` or
+``max_tokens``, the output tokens), ``message_stop``. Not streamed, the whole ``message``.
 """
 
 from __future__ import annotations
