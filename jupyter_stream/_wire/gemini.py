@@ -510,7 +510,7 @@ class Gemini:
         config = params.get("generationConfig")
         if config is not None and not isinstance(config, dict):
             raise ConfigurationError("generationConfig= must be a dict of Gemini's fields")
-        if (config or {}).get("candidateCount", 1) != 1 or params.get("n", 1) != 1:
+        if (config or {}).get("candidateCount", 1) != 1:
             raise ConfigurationError(
                 "candidateCount other than 1 is not supported: a stream holds one answer"
             )
