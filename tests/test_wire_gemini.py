@@ -285,6 +285,18 @@ def test_messages_it_cannot_send_are_configuration_errors(
         WIRE.request(endpoint(), "g", messages, {})
 
 
+def test_thinking_level_and_a_json_schema() -> None:
+    params = {"thinking_level": "low", "response_json_schema": {"type": "object"}}
+    WIRE.check_params(params)
+    body = WIRE.request(endpoint(), "g", [{"role": "user", "content": "x"}], params).body
+    assert body is not None
+    assert body["generationConfig"] == {
+        "responseJsonSchema": {"type": "object"},
+        "thinkingConfig": {"thinkingLevel": "low"},
+    }
+    sdk_reads(body)
+
+
 @pytest.mark.parametrize(
     ("params", "match"),
     [

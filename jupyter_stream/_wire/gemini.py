@@ -64,8 +64,13 @@ _GENERATION = {
     "frequency_penalty": "frequencyPenalty",
     "response_mime_type": "responseMimeType",
     "response_schema": "responseSchema",
+    "response_json_schema": "responseJsonSchema",
 }
-_THINKING = {"include_thoughts": "includeThoughts", "thinking_budget": "thinkingBudget"}
+_THINKING = {
+    "include_thoughts": "includeThoughts",
+    "thinking_budget": "thinkingBudget",
+    "thinking_level": "thinkingLevel",
+}
 # The request's own top-level fields, sent as they are given.
 _NATIVE = ("generationConfig", "safetySettings", "toolConfig", "cachedContent", "labels")
 _PLAIN_KEYS = frozenset({"candidates", "usageMetadata", "modelVersion", "responseId"})
