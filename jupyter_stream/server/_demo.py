@@ -29,7 +29,15 @@ from ._errors import error_response, stream_error
 from ._exchange import SSE_HEADERS, Exchange, Work
 from ._models import MODELS, answer_tokens, count_prompt_tokens
 
-__all__ = ["PLAIN_RETRY", "Frames", "chat_frames", "demo_stream", "demo_whole", "plain_stream"]
+__all__ = [
+    "PLAIN_RETRY",
+    "Frames",
+    "chat_frames",
+    "demo_stream",
+    "demo_whole",
+    "plain_error",
+    "plain_stream",
+]
 
 MAX_BATCH = 64  # tokens in one write, when several are due at once (a late or unpaced stream)
 
@@ -201,6 +209,13 @@ def demo_whole(request: ChatRequest, frames: Frames, config: ServerConfig) -> Wo
 PLAIN_RETRY = b"retry: 3000\n\n"  # /stream's first line: an EventSource reconnects after 3 s
 
 
+def plain_error(message: str, type: str = "server_error") -> bytes:
+    """``/stream``'s last event when its answer fails: ``event: error``, an OpenAI error object
+    (a plain ``data:`` event would read as more of the answer)."""
+    error = {"error": {"message": message, "type": type}}
+    return encode_event(json.dumps(error), event="error")
+
+
 def plain_stream(
     content: str, resume: int, config: ServerConfig, clock: Clock, model: str = "demo"
 ) -> Work:
@@ -224,6 +239,7 @@ def plain_stream(
         answer = answer_tokens(model, [{"role": "user", "content": content}])
         ids = itertools.count(first)
         exchange.log.update(model=model, stream=True, tokens=0)
+        exchange.last_words = plain_error
         await exchange.start()
         await exchange.body(PLAIN_RETRY)
         player = Player(

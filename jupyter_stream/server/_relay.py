@@ -27,7 +27,6 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import httpx
@@ -41,8 +40,8 @@ from .._target import Endpoint, check_base_url
 from .._wire import chat
 from ..sse import SSEDecoder, encode_event
 from ._config import ServerConfig
-from ._demo import PLAIN_RETRY
-from ._errors import error_event, error_response
+from ._demo import PLAIN_RETRY, plain_error
+from ._errors import Api, api_of, error_response, stream_error
 from ._exchange import SSE_HEADERS, Exchange, Work
 
 __all__ = ["Relay"]
@@ -58,36 +57,6 @@ STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")
 ANTHROPIC_VERSION = "2023-06-01"  # sent when the client names none
 _PASSED_REQUEST_HEADERS = ("anthropic-version", "anthropic-beta")
 
-Api = Literal["chat", "responses", "anthropic", "gemini", "ollama"]
-
-
-def api_of(path: str) -> Api:
-    """The API a request path belongs to."""
-    if path.endswith("/messages"):
-        return "anthropic"
-    if path.startswith("/v1beta/"):
-        return "gemini"
-    if path.startswith("/api/"):
-        return "ollama"
-    return "responses" if path.endswith("/responses") else "chat"
-
-
-def _failure(api: Api, message: str) -> bytes:
-    """An error event that ends a stream mid-answer, in the shape of ``api``'s own."""
-    error: dict[str, Any]
-    if api == "anthropic":
-        error = {"type": "error", "error": {"type": "api_error", "message": message}}
-        return encode_event(json.dumps(error), event="error")
-    if api == "responses":
-        error = {"type": "error", "code": "upstream_error", "message": message, "param": None}
-        return encode_event(json.dumps(error), event="error")
-    if api == "gemini":
-        error = {"error": {"code": 502, "message": message, "status": "UNAVAILABLE"}}
-        return encode_event(json.dumps(error))
-    if api == "ollama":
-        return json.dumps({"error": message}).encode() + b"\n"
-    return error_event(message, "upstream_error", code=None)
-
 
 @dataclass(frozen=True)
 class _Framing:
@@ -100,9 +69,9 @@ class _Framing:
 def _framing(api: Api, content_type: str) -> _Framing | None:
     """The framing of a streamed answer of that content type, or None for a whole answer."""
     if content_type.startswith("text/event-stream"):
-        return _Framing(_BOUNDARIES, lambda message: _failure(api, message))
+        return _Framing(_BOUNDARIES, lambda message: stream_error(api, message))
     if content_type.startswith(("application/x-ndjson", "application/jsonl")):
-        return _Framing((b"\n",), lambda message: _failure("ollama", message))
+        return _Framing((b"\n",), lambda message: stream_error("ollama", message))
     return None
 
 
@@ -153,7 +122,7 @@ class Relay:
         upstream's root plus the request's path and query (less any ``key=`` of the client's),
         with the relay's own key in that API's own header, never the client's."""
         path = request.url.path
-        api = api_of(path)
+        api = api_of(request)
         headers = self._headers(request)
         key = self.upstream.api_key
         if api in ("anthropic", "gemini") and key:
@@ -210,7 +179,7 @@ class Relay:
                 )
             except httpx.HTTPError as exc:
                 exchange.log["end"] = f"upstream unreachable ({type(exc).__name__})"
-                await _answer(exchange, self._unreachable(exc))
+                await _answer(exchange, self._unreachable(exc, api))
                 return
             try:
                 await self._answer_with(api, upstream, exchange)
@@ -228,7 +197,7 @@ class Relay:
             if (value := upstream.headers.get(name)) is not None
         ]
         if upstream.status_code >= 400:
-            error = self._error(upstream.status_code, await _read_limited(upstream))
+            error = self._error(upstream.status_code, await _read_limited(upstream), api=api)
             kept = [h for h in forwarded if h[0] != b"content-type"]  # Retry-After, …
             exchange.log["end"] = f"upstream {upstream.status_code}"
             await _answer(exchange, error, kept)
@@ -240,7 +209,7 @@ class Relay:
             if len(whole) > MAX_EVENT_BYTES:
                 exchange.log["end"] = "upstream answer too large"
                 too_large = f"answered with over {MAX_EVENT_BYTES} bytes"
-                await _answer(exchange, self._error(502, b"", too_large))
+                await _answer(exchange, self._error(502, b"", too_large, api))
                 return
             await exchange.start(upstream.status_code, forwarded)
             await exchange.body(self.upstream.redact_bytes(whole), more=False)
@@ -249,6 +218,7 @@ class Relay:
             forwarded = SSE_HEADERS + [h for h in forwarded if h[0] != b"content-type"]
         else:
             forwarded = forwarded + STREAM_HEADERS
+        exchange.last_words = framing.fail  # the server's end of it, in the API's shape too
         await exchange.start(upstream.status_code, forwarded)
         await self._pass_on(upstream, exchange, framing)
 
@@ -339,6 +309,7 @@ class Relay:
                     not_a_stream = f"answered {content_type or 'a body'}, not an event stream"
                     await _answer(exchange, self._error(502, data, not_a_stream))
                     return
+                exchange.last_words = plain_error
                 await exchange.start()
                 await exchange.body(PLAIN_RETRY)
                 await self._pass_on_text(upstream, exchange)
@@ -378,23 +349,18 @@ class Relay:
             said = self.upstream.redact(str(exc)) or type(exc).__name__
             message = f"the upstream {self.upstream.host_port} failed mid-answer: {said}"
             exchange.log["end"] = f"upstream failed ({type(exc).__name__})"
-            error = {"error": {"message": message, "type": "upstream_error"}}
-            await exchange.body(encode_event(json.dumps(error), event="error"), more=False)
+            await exchange.body(plain_error(message, "upstream_error"), more=False)
             return
         exchange.log["end"] = "stop"
         await exchange.body(encode_event("[DONE]", event="done"), more=False)
 
-    def _unreachable(self, exc: httpx.HTTPError) -> Response:
+    def _unreachable(self, exc: httpx.HTTPError, api: Api = "chat") -> Response:
         where = self.upstream.host_port
         if isinstance(exc, httpx.TimeoutException):
-            return error_response(
-                504, f"the upstream {where} did not answer in time", type="upstream_error"
-            )
-        return error_response(
-            502,
-            f"could not reach the upstream {where} ({type(exc).__name__}); check --upstream",
-            type="upstream_error",
-        )
+            said = f"the upstream {where} did not answer in time"
+            return error_response(504, said, type="upstream_error", api=api)
+        said = f"could not reach the upstream {where} ({type(exc).__name__}); check --upstream"
+        return error_response(502, said, type="upstream_error", api=api)
 
     def models(self) -> Work:
         async def work(exchange: Exchange) -> None:
@@ -416,7 +382,9 @@ class Relay:
 
         return work
 
-    def _error(self, status: int, data: bytes, what: str | None = None) -> Response:
+    def _error(
+        self, status: int, data: bytes, what: str | None = None, api: Api = "chat"
+    ) -> Response:
         """An upstream's error answer as ours: its status, and its body without the key, as it
         is when it is JSON, else in OpenAI's error shape with an excerpt (of an HTML page, say)."""
         data = self.upstream.redact_bytes(data)  # as it is, JSON-escaped or URL-encoded
@@ -424,7 +392,8 @@ class Relay:
             return Response(data, status, media_type="application/json")
         said = excerpt(data[:4096].decode("utf-8", "replace"))
         what = what or f"answered {status}"
-        return error_response(status, f"the upstream {what}: {said}", type="upstream_error")
+        message = f"the upstream {what}: {said}"
+        return error_response(status, message, type="upstream_error", api=api)
 
 
 async def _answer(
