@@ -3,6 +3,7 @@ on 127.0.0.1. Buttons are clicked and sliders moved by the comm messages a brows
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -601,9 +602,35 @@ def test_a_lone_surrogate_in_a_reply_still_ends_the_cell_and_the_conversation_go
 NATIVE_APIS = ("responses", "anthropic", "gemini", "ollama")
 
 
-def api_root(server: BackgroundServer, api: str) -> str:
-    """The server's base URL for ``api``, as that API's official SDK takes it."""
-    return server.base_url.removesuffix("/v1") + wire_format(api).root
+def api_root(url: str, api: str) -> str:
+    """A server's base URL (``…/v1``) for ``api``, as that API's official SDK takes it."""
+    return url.removesuffix("/v1") + wire_format(api).root
+
+
+def stop_mid_reply(kernel: Kernel, execution: Execution, server: BackgroundServer) -> set[str]:
+    """Click Stop once the reply has sent 3 frames; the APIs the server's live exchanges spoke
+    just then (what the request's path and headers said, as the server read them)."""
+    spoken: set[str] = set()
+
+    def click(_message: Message) -> None:
+        state = server.app.state.server
+        with state.changed:
+            spoken.update(exchange.api for exchange in state.exchanges)
+        kernel.click(comm_id_of(execution, description="Stop"))
+
+    kernel.wait(execution, after_frames(3, click))
+    return spoken
+
+
+def assert_stopped_with_the_demo_answer(kernel: Kernel, execution: Execution, prompt: str) -> None:
+    assert execution.status == "ok", kernel.error_of(execution)
+    facts = execution.final["metadata"]["jupyter_stream"]
+    assert facts["stop_reason"] == "stopped" and facts["model"] == "demo"
+    assert 0 < facts["tokens"] < 20000
+    plain = execution.final["data"]["text/plain"]
+    assert plain.endswith("\n[stopped by the user]")
+    text = plain.removesuffix("\n[stopped by the user]")
+    assert text and demo_text(prompt, 20000).startswith(text)  # the partial answer, kept
 
 
 @pytest.mark.parametrize("api", NATIVE_APIS)
@@ -612,27 +639,31 @@ def test_chat_on_each_native_api_streams_the_demo_answer_and_stop_keeps_it(
 ) -> None:
     before = len(ended(paced))
     prompt = f"Tell me everything, {api}."
-    execution = kernel.submit(
-        f"%%chat --api {api} --base-url {api_root(paced, api)} {LONG}\n{prompt}"
-    )
-
-    def click(_message: Message) -> None:
-        kernel.click(comm_id_of(execution, description="Stop"))
-
-    kernel.wait(execution, after_frames(3, click))
-    assert execution.status == "ok", kernel.error_of(execution)
-    facts = execution.final["metadata"]["jupyter_stream"]
-    assert facts["stop_reason"] == "stopped" and facts["model"] == "demo"
-    plain = execution.final["data"]["text/plain"]
-    assert plain.endswith("\n[stopped by the user]")
-    text = plain.removesuffix("\n[stopped by the user]")
-    assert text and demo_text(prompt, 20000).startswith(text)  # the partial answer, kept
-    assert 0 < facts["tokens"] < 20000
+    base_url = api_root(paced.base_url, api)
+    execution = kernel.submit(f"%%chat --api {api} --base-url {base_url} {LONG}\n{prompt}")
+    assert stop_mid_reply(kernel, execution, paced) == {api}
+    assert_stopped_with_the_demo_answer(kernel, execution, prompt)
     assert ended_since(paced, before)[-1]["end"] == "client disconnected"
 
 
-def test_the_api_option_traitlet_models_config_and_a_bad_name(
-    kernel: Kernel, paced: BackgroundServer
+async def scripted_ollama(request: Request, response: Response) -> None:
+    """Ollama's model list and a two-piece NDJSON answer; 404 on any other path."""
+    if request.path == "/api/tags":
+        await response.whole(200, json.dumps({"models": [{"name": "llama3.2"}, {"name": "qwen3"}]}))
+    elif request.path == "/api/chat":
+        await response.start(content_type="application/x-ndjson")
+        for piece in ["Over ", "NDJSON."]:
+            line = {"model": "qwen3", "message": {"role": "assistant", "content": piece}}
+            await response.send(json.dumps(line | {"done": False}) + "\n")
+        last = {"model": "qwen3", "message": {"role": "assistant", "content": ""}, "done": True}
+        await response.send(json.dumps(last | {"done_reason": "stop", "eval_count": 2}) + "\n")
+        await response.end()
+    else:
+        await response.whole(404, json.dumps({"error": f"no route {request.path}"}))
+
+
+def test_the_api_traitlet_the_cells_option_models_config_and_a_bad_name(
+    kernel: Kernel, paced: BackgroundServer, server: ScriptedServer
 ) -> None:
     bad = kernel.run("%%chat --api claude\nHi")
     assert bad.status == "error"
@@ -644,40 +675,59 @@ def test_the_api_option_traitlet_models_config_and_a_bad_name(
     try:
         kernel.ok(
             "%config ChatMagics.api = 'anthropic'\n"
-            f"%config ChatMagics.base_url = {api_root(paced, 'anthropic')!r}"
+            f"%config ChatMagics.base_url = {api_root(paced.base_url, 'anthropic')!r}"
         )
         config = kernel.ok("%chat config").stdout()
         assert "API          anthropic — %config ChatMagics.api" in config
+        execution = kernel.submit(f"%%chat {LONG}\nOver Messages.")
+        assert stop_mid_reply(kernel, execution, paced) == {"anthropic"}
+        assert_stopped_with_the_demo_answer(kernel, execution, "Over Messages.")
+        # A cell's --api wins over the traitlet, for that cell.
+        cell = f"%%chat --api chat --base-url {paced.base_url} {LONG}\nOver chat."
+        execution = kernel.submit(cell)
+        assert stop_mid_reply(kernel, execution, paced) == {"chat"}
+        assert_stopped_with_the_demo_answer(kernel, execution, "Over chat.")
+        # %chat models lists the configured API's models.
+        server.handler = scripted_ollama
+        kernel.ok(
+            "%config ChatMagics.api = 'ollama'\n"
+            f"%config ChatMagics.base_url = {api_root(server.url, 'ollama')!r}\n"
+            "%config ChatMagics.model = 'qwen3'"
+        )
         models = kernel.ok("%chat models").stdout()
-        assert models.splitlines() == ["* demo", "  echo"]
-        run = kernel.run("%%chat -m echo\nSaid over Anthropic's Messages API.")
-        assert run.status == "ok", kernel.error_of(run)
-        assert run.final["data"]["text/plain"] == "Said over Anthropic's Messages API."
-        # The cell's option wins over the traitlet, for that cell.
-        other = kernel.run(f"%%chat -m echo --api chat --base-url {paced.base_url}\nAnd chat.")
-        assert other.final["data"]["text/plain"] == "And chat.", kernel.error_of(other)
+        assert models.splitlines() == ["  llama3.2", "* qwen3"]
+        assert [request.path for request in server.requests] == ["/api/tags"]
         kernel.ok("%config ChatMagics.api = 'claude'")
         refused = kernel.run("%chat models")
-        assert refused.status == "error" and "api='claude'" in kernel.error_of(refused)
+        assert refused.status == "error"
+        stderr = "".join(m["content"]["text"] for m in refused.of_type("stream"))
+        assert "UsageError: api='claude' is not an API" in stderr  # short, no traceback
+        assert "'anthropic'" in stderr and not refused.of_type("error")
     finally:
-        kernel.ok("%config ChatMagics.api = None\n%config ChatMagics.base_url = None")
+        kernel.ok(
+            "%config ChatMagics.api = None\n%config ChatMagics.base_url = None\n"
+            "%config ChatMagics.model = None"
+        )
 
 
 def test_a_chat_panel_on_another_api_lists_its_models_and_streams(
-    kernel: Kernel, paced: BackgroundServer
+    kernel: Kernel, server: ScriptedServer
 ) -> None:
+    server.handler = scripted_ollama
     said = kernel.ok(
         "from jupyter_stream import ChatPanel\n"
-        f"p = ChatPanel(api='ollama', base_url={api_root(paced, 'ollama')!r}, max_tokens=30)\n"
-        "await p.wait()\nprint(p.api, list(p.model_picker.options), p.status.value)\n"
-        "p.send('Over NDJSON?')\nawait p.wait()\n"
-        "print(p.stream.stop_reason, p.stream.text == p.session.turns[-1].answer)\n"
-        "print(p.stream.text)"
+        f"p = ChatPanel(api='ollama', base_url={api_root(server.url, 'ollama')!r}, model='qwen3')\n"
+        "await p.wait()\nprint(p.api, list(p.model_picker.options))\n"
+        "p.send('Which API?')\nawait p.wait()\n"
+        "print(p.stream.stop_reason, repr(p.stream.text), repr(p.session.turns[-1].answer))"
     ).stdout()
-    listed, ended_as, text = said.split("\n", 2)
-    assert listed.startswith("ollama ['demo', 'echo'] ") and "could not" not in listed
-    assert ended_as == "length True"
-    assert text.rstrip("\n") == demo_text("Over NDJSON?", 30)
+    assert said.splitlines() == [
+        "ollama ['llama3.2', 'qwen3']",
+        "completed 'Over NDJSON.' 'Over NDJSON.'",
+    ]
+    assert [request.path for request in server.requests] == ["/api/tags", "/api/chat"]
+    sent = server.requests[-1].json()
+    assert sent["model"] == "qwen3" and sent["messages"][-1]["content"] == "Which API?"
     made = kernel.run("ChatPanel(api='claude')")
     assert made.status == "error"
     assert error_text(made).strip().startswith("ConfigurationError: api='claude'")
