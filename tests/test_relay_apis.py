@@ -204,6 +204,26 @@ def test_an_upstream_failing_mid_stream_ends_with_the_apis_error_event(
     assert "failed mid-answer" in said and RELAY_KEY not in said
 
 
+def test_a_relay_stopping_mid_stream_ends_it_with_the_apis_error_event(
+    mock: LLMock, api: str, relay: BackgroundServer
+) -> None:
+    mock.script(reply(api, text=LONG))
+    marker = nonce()
+    path, body, headers = native(api, f"go {marker}")
+    decoder = SSEDecoder()
+    with httpx.stream("POST", root(relay) + path, json=body, headers=headers, timeout=WAIT) as r:
+        raw = r.iter_raw()
+        for data in raw:
+            if texts(api, decoder.feed(data)):
+                break
+        relay.stop()
+        events = [event for data in raw for event in decoder.feed(data)] + decoder.flush()
+    said = json.dumps(json.loads(events[-1].data))
+    assert "the server ended this stream: server shutting down" in said
+    assert events[-1].event == ("message" if api == "gemini" else "error")
+    assert mock.record(marker)["completed"] is False  # the relay closed its upstream request
+
+
 def test_the_official_sdks_stream_through_the_relay(
     mock: LLMock, api: str, relay: BackgroundServer
 ) -> None:
@@ -344,7 +364,12 @@ def test_an_ollama_list_and_an_unreachable_upstream(
     assert server.requests[-1].method == "GET" and server.requests[-1].path == "/api/tags"
     gone = make_server(upstream="http://127.0.0.1:1")
     answer = httpx.post(f"{root(gone)}/api/chat", json={"model": "m"}, timeout=WAIT)
-    assert answer.status_code == 502 and "could not reach the upstream 127.0.0.1:1" in answer.text
+    assert answer.status_code == 502  # in Ollama's shape: the error a string
+    assert "could not reach the upstream 127.0.0.1:1" in answer.json()["error"]
+    path, body, headers = native("anthropic", "hi")
+    answer = httpx.post(root(gone) + path, json=body, headers=headers, timeout=WAIT)
+    assert answer.status_code == 502 and answer.json()["type"] == "error"  # Anthropic's shape
+    assert "could not reach the upstream" in answer.json()["error"]["message"]
 
 
 # -- where a request goes --------------------------------------------------------------------------

@@ -109,6 +109,22 @@ def test_a_client_leaving_ends_the_paced_stream(make_server: MakeServer) -> None
     assert log["tokens"] < len(tokenize(demo_answer("hi")))
 
 
+def test_a_server_stopping_ends_the_stream_with_an_error_event(make_server: MakeServer) -> None:
+    server = make_server(tokens_per_second=20, first_token_delay=0)
+    decoder = SSEDecoder()
+    url = f"{root(server)}/stream"
+    with httpx.stream("GET", url, params={"content": "hi"}, timeout=WAIT) as response:
+        raw = response.iter_raw()
+        for data in raw:
+            if any(event.event == "message" for event in decoder.feed(data)):
+                break
+        server.stop()
+        events = [event for data in raw for event in decoder.feed(data)] + decoder.flush()
+    assert events[-1].event == "error"  # not a data event, which would read as answer text
+    said = json.loads(events[-1].data)["error"]["message"]
+    assert said == "the server ended this stream: server shutting down"
+
+
 # -- relay mode ------------------------------------------------------------------------------------
 
 
