@@ -432,3 +432,14 @@ def test_a_client_that_leaves_ends_the_answer(make_server: MakeServer, api: Api)
         next(response.iter_bytes())
     wait_for_exchanges(server, lambda state: not state.exchanges)
     assert ended(server)[-1]["end"] == "client disconnected"
+
+
+@pytest.mark.parametrize("api", APIS, ids=str)
+def test_a_large_body_and_a_foreign_host_are_refused_in_the_apis_shape(
+    make_server: MakeServer, api: Api
+) -> None:
+    server = make_server(max_body_bytes=1000)
+    large = ask(server, api, prompt="x" * 2000)
+    assert large.status_code == 413 and "1000 bytes" in error_of(api, large)
+    foreign = ask(server, api, headers={"Host": "rebound.attacker.example"})
+    assert foreign.status_code == 403 and "loopback" in error_of(api, foreign)

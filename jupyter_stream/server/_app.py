@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["ServerConfig", "create_app"]
 
 Parse = Callable[[bytes, Request], "tuple[ChatRequest, Frames] | Response"]
-Route_ = Callable[[Request], Awaitable["Response | Exchange"]]
+Handler = Callable[[Request], Awaitable["Response | Exchange"]]
 
 
 class ServerState(Exchanges):
@@ -86,7 +86,7 @@ def create_app(
             if relay is not None:
                 await relay.aclose()
 
-    def answer(parse: Parse, native: bool = True) -> Route_:
+    def answer(parse: Parse, native: bool = True) -> Handler:
         """The route of one API's answers: its body read, relayed or parsed and answered."""
 
         async def route(request: Request) -> Response | Exchange:
@@ -113,7 +113,7 @@ def create_app(
         parsed = parse_chat(body)
         return parsed if isinstance(parsed, Response) else (parsed, chat_frames(parsed))
 
-    def model_list(listed: Callable[[Request], object | None]) -> Route_:
+    def model_list(listed: Callable[[Request], object | None]) -> Handler:
         """The route of one API's model list (``listed``: the list, or None for a 404)."""
 
         async def route(request: Request) -> Response | Exchange:
