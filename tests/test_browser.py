@@ -187,6 +187,9 @@ def test_a_reply_over_anthropics_messages_api_streams_and_stop_ends_it(
     lengths = watch_growth(page, answer, 3)
     assert lengths == sorted(set(lengths)), lengths
     expect(cell.locator(".jp-InputPrompt")).to_have_text("[*]:")  # still streaming
+    state = paced.app.state.server
+    with state.changed:  # the API the server reads from the request's path and headers
+        assert {exchange.api for exchange in state.exchanges} == {"anthropic"}
 
     before = len(ended(paced))
     cell.get_by_role("button", name="Stop").click()
