@@ -62,14 +62,38 @@ def test_models_lists_the_endpoints_models() -> None:
     assert (done.returncode, done.stdout) == (0, "demo\necho\n"), done.stderr
 
 
-@pytest.mark.parametrize("api", ["responses", "anthropic", "gemini", "ollama"])
-def test_chat_and_models_speak_the_api_asked_for(api: str) -> None:
-    done = run("chat", "What is SSE?", "--max-tokens", "12", "--api", api)
+def test_chat_and_models_speak_the_api_asked_for_even_with_nothing_configured() -> None:
+    done = run("chat", "What is SSE?", "--max-tokens", "12", "--api", "anthropic")
     assert done.returncode == 0, done.stderr
     assert demo_answer("What is SSE?").startswith(done.stdout.rstrip("\n"))
     assert re.fullmatch(r"\[length · demo · 12 tokens in [\d.]+ s.*\]\n", done.stderr)
-    listed = run("models", "--api", api)
+    listed = run("models", "--api", "gemini")
     assert (listed.returncode, listed.stdout) == (0, "demo\necho\n"), listed.stderr
+
+
+# The paths each API's requests take below the host (what the server's log line shows).
+API_PATHS = {
+    "responses": ("/v1", "POST /v1/responses", "GET /v1/models"),
+    "anthropic": ("", "POST /v1/messages", "GET /v1/models"),
+    "gemini": ("", "POST /v1beta/models/demo:streamGenerateContent", "GET /v1beta/models"),
+    "ollama": ("", "POST /api/chat", "GET /api/tags"),
+}
+
+
+def test_chat_and_models_send_each_apis_own_requests() -> None:
+    with serving("--tokens-per-second", "0") as (process, banner):
+        assert process.stderr is not None
+        match = re.search(r"serving (http://127\.0\.0\.1:\d+)/v1", banner)
+        assert match, banner
+        for api, (root, chat_request, models_request) in API_PATHS.items():
+            base_url = match.group(1) + root
+            done = run("chat", "hi", "--api", api, "--base-url", base_url, "-m", "demo")
+            assert done.returncode == 0, done.stderr
+            assert demo_answer("hi").startswith(done.stdout.rstrip("\n"))
+            assert f'"{chat_request}" 200' in process.stderr.readline(), api
+            listed = run("models", "--api", api, "--base-url", base_url)
+            assert (listed.returncode, listed.stdout) == (0, "demo\necho\n"), listed.stderr
+            assert f'"{models_request}" 200' in process.stderr.readline(), api
 
 
 @pytest.mark.parametrize("command", [("chat", "hi"), ("models",)])
