@@ -20,6 +20,7 @@ from jupyter_stream.server._models import demo_answer, tokenize
 
 MakeServer = Callable[..., BackgroundServer]
 PROMPT = "What is SSE?"
+LONG = 100_000  # tokens: an answer that outlasts any test
 Text = tuple[str, str]  # the answer's text, and how the API said it ended
 
 
@@ -381,7 +382,7 @@ def test_gemini_takes_its_key_in_the_query_and_the_log_never_shows_it(
 def test_a_full_server_says_so_in_the_apis_shape(make_server: MakeServer, api: Api) -> None:
     server = make_server(max_streams=1, tokens_per_second=20, first_token_delay=0)
     url = root(server) + api.path("demo", True)
-    with httpx.stream("POST", url, json=api.body("demo", "hi", True, 100_000)) as first:
+    with httpx.stream("POST", url, json=api.body("demo", "hi", True, LONG)) as first:
         chunks = first.iter_bytes()  # kept: a dropped iterator closes the response
         next(chunks)
         full = ask(server, api)
@@ -416,7 +417,7 @@ def test_a_stream_the_server_ends_says_why_in_the_apis_shape(
 ) -> None:
     server = make_server(tokens_per_second=20, first_token_delay=0)
     url = root(server) + api.path("demo", True)
-    with httpx.stream("POST", url, json=api.body("demo", "hi", True, 100_000)) as response:
+    with httpx.stream("POST", url, json=api.body("demo", "hi", True, LONG)) as response:
         chunks = response.iter_bytes()
         received = next(chunks)
         server.stop()
@@ -428,7 +429,7 @@ def test_a_stream_the_server_ends_says_why_in_the_apis_shape(
 def test_a_client_that_leaves_ends_the_answer(make_server: MakeServer, api: Api) -> None:
     server = make_server(tokens_per_second=20, first_token_delay=0)
     url = root(server) + api.path("demo", True)
-    with httpx.stream("POST", url, json=api.body("demo", "hi", True, 100_000)) as response:
+    with httpx.stream("POST", url, json=api.body("demo", "hi", True, LONG)) as response:
         next(response.iter_bytes())
     wait_for_exchanges(server, lambda state: not state.exchanges)
     assert ended(server)[-1]["end"] == "client disconnected"
@@ -443,3 +444,22 @@ def test_a_large_body_and_a_foreign_host_are_refused_in_the_apis_shape(
     assert large.status_code == 413 and "1000 bytes" in error_of(api, large)
     foreign = ask(server, api, headers={"Host": "rebound.attacker.example"})
     assert foreign.status_code == 403 and "loopback" in error_of(api, foreign)
+
+
+def test_gemini_s_json_array_ends_with_the_error_when_the_server_ends_it(
+    make_server: MakeServer,
+) -> None:
+    server = make_server(tokens_per_second=20, first_token_delay=0)
+    url = f"{root(server)}/v1beta/models/demo:streamGenerateContent"
+    body = {
+        "contents": [{"parts": [{"text": "hi"}]}],
+        "generationConfig": {"maxOutputTokens": LONG},
+    }
+    with httpx.stream("POST", url, json=body) as response:
+        chunks = response.iter_bytes()
+        received = next(chunks)
+        server.stop()
+        received += b"".join(chunks)
+    *answer, last = json.loads(received)  # still one JSON array
+    assert answer and all("candidates" in chunk for chunk in answer)
+    assert last["error"]["message"] == "the server ended this stream: server shutting down"
