@@ -33,7 +33,7 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, List, Unicode
 
 from . import _kernel_compat
-from ._config import API_VAR, COLAB, COLAB_KEY_VAR, colab_proxy, resolve_model
+from ._config import API_VAR, BASE_URL_VARS, COLAB, COLAB_KEY_VAR, colab_proxy, resolve_model
 from ._endpoint import resolve_endpoint
 from ._exceptions import JupyterStreamError
 from ._follow import TextReply, reply_mark, status_text
@@ -541,10 +541,11 @@ def _api_source(endpoint: Endpoint, configured: str | None) -> str:
         return "%config ChatMagics.api"
     if os.environ.get(API_VAR, "").strip():
         return API_VAR
-    if format_for_host(urlsplit(endpoint.base_url).hostname) is not None:
+    given = endpoint.base_url_source in (*BASE_URL_VARS, "base_url argument")
+    if given and format_for_host(urlsplit(endpoint.base_url).hostname) is not None:
         return "the base URL's host"
-    if endpoint.api_key_source in wire_format(endpoint.api).key_vars and endpoint.api != "chat":
-        return f"{endpoint.api_key_source} is the only provider key set"
+    if endpoint.api != "chat" and endpoint.api_key_source in wire_format(endpoint.api).key_vars:
+        return f"its key alone is set ({endpoint.api_key_source})"
     return "the default"
 
 
