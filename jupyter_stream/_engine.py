@@ -215,11 +215,14 @@ class Engine:
         """Stop the stream now. Idempotent, thread-safe, never blocks.
 
         After it returns no delta is delivered; the connection is shut down at once and the
-        pump is cancelled on its loop. A stream that already ended keeps its reason.
+        pump is cancelled on its loop. A stream that already ended keeps its reason (and its
+        text), and delivers none of the deltas its consumer has not read yet.
         """
         reason = StopReason(reason)
         with self._lock:
             if self._reason is not None:
+                self._cut = True  # a fast server's whole answer may be waiting to be read
+                self._cond.notify_all()
                 return
             self._end(reason)
             self._detail = detail

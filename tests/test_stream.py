@@ -21,6 +21,7 @@ from jupyter_stream import (
     astream_chat,
     stream_chat,
 )
+from jupyter_stream.server import BackgroundServer
 
 WAIT = 10  # seconds: a guard against hangs, never a timing assertion
 
@@ -168,6 +169,25 @@ async def test_close_after_the_end_is_a_no_op(server: ScriptedServer) -> None:
         stream.close()
     assert stream.stop_reason is StopReason.COMPLETED
     assert stream.text == "Hello, world!"
+
+
+@pytest.mark.parametrize("api", ["chat", "responses", "anthropic", "gemini", "ollama"])
+def test_close_after_a_fast_end_delivers_nothing_more(
+    demo_server: BackgroundServer, api: str
+) -> None:
+    """A fast server's whole answer, end mark included, may arrive before the consumer reads
+    its third delta: close() still cuts delivery there, and the stream keeps its own end."""
+    root = demo_server.base_url.removesuffix("/v1")
+    base_url = root + ("/v1" if api in ("chat", "responses") else "")
+    with stream_chat("Tell me about rivers.", base_url=base_url, api=api, model="demo") as stream:
+        deltas = iter(stream)
+        first = [next(deltas), next(deltas), next(deltas)]
+        stream._engine.wait_released()  # the whole answer is in (the pump is done), unread
+        assert stream.done
+        stream.close()
+        assert list(deltas) == []
+    assert stream.stop_reason is StopReason.COMPLETED
+    assert stream.text.startswith("".join(first)) and len(stream.text) > len("".join(first))
 
 
 async def test_leaving_async_with_early_stops_the_stream(server: ScriptedServer) -> None:
