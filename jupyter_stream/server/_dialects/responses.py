@@ -48,7 +48,7 @@ def parse(body: bytes, request: Request) -> tuple[ChatRequest, Frames] | Respons
     if isinstance(max_tokens, Response):
         return max_tokens
     ask = ChatRequest(model, messages, fields.get("stream") is True, max_tokens, True)
-    return ask, Frames(ask)
+    return ask, Frames(ask, instructions or None)
 
 
 def _messages(given: Any) -> list[dict[str, Any]] | Response:
@@ -74,8 +74,9 @@ def _bad(message: str, param: str) -> Response:
 class Frames:
     headers = SSE_HEADERS
 
-    def __init__(self, request: ChatRequest) -> None:
+    def __init__(self, request: ChatRequest, instructions: str | None = None) -> None:
         self.request = request
+        self.instructions = instructions  # echoed in the response object, as OpenAI does
         self.id = f"resp_{secrets.token_hex(24)}"
         self.item_id = f"msg_{secrets.token_hex(24)}"
         self.created = int(time.time())
@@ -111,7 +112,7 @@ class Frames:
             "status": status,
             "error": None,
             "incomplete_details": incomplete,
-            "instructions": None,
+            "instructions": self.instructions,
             "max_output_tokens": self.request.max_tokens,
             "model": self.request.model,
             "output": output,
