@@ -35,11 +35,11 @@ __all__ = [
     "wire_format",
 ]
 
-FORMATS: dict[str, WireFormat] = {chat.WIRE.name: chat.WIRE}  # api= name -> format
-FORMATS[gemini.WIRE.name] = gemini.WIRE
-FORMATS[ollama.WIRE.name] = ollama.WIRE
-FORMATS[responses.WIRE.name] = responses.WIRE
-FORMATS[anthropic.WIRE.name] = anthropic.WIRE
+# api= name -> format, in the order messages and --help list them
+FORMATS: dict[str, WireFormat] = {
+    wire.name: wire
+    for wire in (chat.WIRE, responses.WIRE, anthropic.WIRE, gemini.WIRE, ollama.WIRE)
+}
 # framing -> a new decoder
 DECODERS: dict[str, Callable[[], Decoder]] = {"sse": SSEDecoder, "ndjson": NDJSONDecoder}
 
