@@ -350,6 +350,34 @@ def test_an_ollama_upstream_failing_mid_line_ends_with_an_error_line(
     assert "failed mid-answer" in error["error"] and RELAY_KEY not in error["error"]
 
 
+def test_a_gemini_json_array_stream_is_passed_on_as_it_arrives(
+    server: ScriptedServer, make_server: MakeServer
+) -> None:
+    first = {"candidates": [{"content": {"parts": [{"text": "one"}], "role": "model"}}]}
+
+    async def handler(request: Request, response: Response) -> None:
+        await response.start(content_type="application/json; charset=UTF-8")
+        await response.send(b"[" + json.dumps(first).encode() + b"\n")
+        await response.send(b',\r\n{"candidates": [{"content": {"par')  # half an element
+        await response.until_disconnect()  # the rest never comes: it must not be waited for
+
+    server.handler = handler
+    relay = make_server(upstream=server.url.removesuffix("/v1"), upstream_api_key=RELAY_KEY)
+    path = "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    with httpx.stream("POST", root(relay) + path, json=body, timeout=WAIT) as r:
+        assert r.headers["content-type"].startswith("application/json")
+        got = b""
+        for data in r.iter_raw():
+            got += data
+            if got.endswith(b"\n"):
+                break
+        assert got == b"[" + json.dumps(first).encode() + b"\n"  # whole lines, the first now
+    request = server.requests[-1]
+    assert request.disconnected.wait(WAIT), "the upstream never saw the relay go"
+    assert request.headers["x-goog-api-key"] == RELAY_KEY
+
+
 def test_an_ollama_list_and_an_unreachable_upstream(
     server: ScriptedServer, make_server: MakeServer
 ) -> None:

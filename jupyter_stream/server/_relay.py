@@ -8,12 +8,15 @@ plus the request's own path, with the relay's key in that API's own header.
 The upstream's bytes are passed on as they arrive, cut only at event boundaries (an SSE event, or
 an NDJSON line, split across two reads goes out when its end arrives, which is when a client could
 use it anyway), so that an error found mid-answer can be sent as an error event of its own, in
-the shape of the API it interrupts. The relay runs inside
-an :class:`~jupyter_stream.server._exchange.Exchange`: when its client disconnects the relay is
+the shape of the API it interrupts. The relay runs inside an
+:class:`~jupyter_stream.server._exchange.Exchange`: when its client disconnects the relay is
 cancelled, which closes the upstream response at once, so the upstream sees the disconnect too.
 
 Errors before the upstream's first byte are answered with the upstream's own status and body (or,
-when the upstream cannot be reached, 502 or 504 in OpenAI's error shape).
+when the upstream cannot be reached, 502 or 504 in the error shape of the request's API).
+
+``GET /stream`` in relay mode (:meth:`Relay.plain`) asks the upstream for a streamed chat
+completion and sends on only its text, as the plain event stream of streaming tutorials.
 
 Every byte passed on from the upstream (events, whole answers, errors, the model list) goes
 through the upstream endpoint's redactor first, so that an upstream that echoes the relay's key,
@@ -63,15 +66,20 @@ class _Framing:
     """How a streamed body is cut into events: where one ends, and how an error is written."""
 
     boundaries: tuple[bytes, ...]
-    fail: Callable[[str], bytes]
+    fail: Callable[[str], bytes] | None  # None: nothing can be added (a JSON array)
 
 
-def _framing(api: Api, content_type: str) -> _Framing | None:
-    """The framing of a streamed answer of that content type, or None for a whole answer."""
+def _framing(api: Api, content_type: str, array: bool = False) -> _Framing | None:
+    """The framing of a streamed answer of that content type, or None for a whole answer.
+    ``array``: a JSON answer is Gemini's stream without ``alt=sse``, a JSON array written an
+    element at a time, cut at line ends (a failure can add nothing to it: it stays unclosed,
+    which its client reads as a cut answer)."""
     if content_type.startswith("text/event-stream"):
         return _Framing(_BOUNDARIES, lambda message: stream_error(api, message))
     if content_type.startswith(("application/x-ndjson", "application/jsonl")):
         return _Framing((b"\n",), lambda message: stream_error("ollama", message))
+    if array and content_type.startswith("application/json"):
+        return _Framing((b"\n",), None)
     return None
 
 
@@ -138,7 +146,8 @@ class Relay:
         url = self.native_url(path, request.url.query)
         model = _GEMINI_MODEL.search(path) if api == "gemini" else None
         named = model.group(1) if model else None
-        return self._forward(api, request.method, url, headers, body, named)
+        array = api == "gemini" and path.endswith(":streamGenerateContent")
+        return self._forward(api, request.method, url, headers, body, named, array)
 
     def native_url(self, path: str, query: str = "") -> str:
         """The upstream's URL for a native API's ``path``: the upstream's root (its base URL
@@ -163,6 +172,7 @@ class Relay:
         headers: dict[str, str],
         body: bytes,
         model: str | None = None,
+        array: bool = False,
     ) -> Work:
         async def work(exchange: Exchange) -> None:
             exchange.log["upstream"] = self.upstream.host_port
@@ -182,13 +192,15 @@ class Relay:
                 await _answer(exchange, self._unreachable(exc, api))
                 return
             try:
-                await self._answer_with(api, upstream, exchange)
+                await self._answer_with(api, upstream, exchange, array)
             finally:
                 await upstream.aclose()
 
         return work
 
-    async def _answer_with(self, api: Api, upstream: httpx.Response, exchange: Exchange) -> None:
+    async def _answer_with(
+        self, api: Api, upstream: httpx.Response, exchange: Exchange, array: bool = False
+    ) -> None:
         """Pass the upstream's answer on: an error or a whole answer read whole (to be
         redacted), a stream event by event."""
         forwarded = [
@@ -203,7 +215,7 @@ class Relay:
             await _answer(exchange, error, kept)
             return
         content_type = upstream.headers.get("content-type", "")
-        framing = _framing(api, content_type)
+        framing = _framing(api, content_type, array)
         if framing is None:  # a whole answer (stream false, a model list)
             whole = await _read_limited(upstream, MAX_EVENT_BYTES + 1)
             if len(whole) > MAX_EVENT_BYTES:
@@ -218,7 +230,7 @@ class Relay:
             forwarded = SSE_HEADERS + [h for h in forwarded if h[0] != b"content-type"]
         else:
             forwarded = forwarded + STREAM_HEADERS
-        exchange.last_words = framing.fail  # the server's end of it, in the API's shape too
+        exchange.last_words = framing.fail  # the server's own end of it, in the API's shape too
         await exchange.start(upstream.status_code, forwarded)
         await self._pass_on(upstream, exchange, framing)
 
@@ -253,7 +265,7 @@ class Relay:
                 "what arrived before is complete"
             )
             exchange.log["end"] = f"upstream failed ({type(exc).__name__})"
-            await exchange.body(framing.fail(message), more=False)
+            await exchange.body(framing.fail(message) if framing.fail else b"", more=False)
             return
         exchange.log.setdefault("end", "upstream done")
         exchange.log["writes"] = chunks
