@@ -29,6 +29,7 @@ EXPECTED = [
     "04-interrupting-a-stream",
     "05-measuring",
     "06-policies",
+    "07-wire-protocols",
 ]
 CELL_TIMEOUT = 60  # seconds for one cell: a guard against hangs, never a timing assertion
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -46,7 +47,7 @@ def notebook_paths() -> list[Path]:
 # -- the notebooks as they are kept -------------------------------------------------------------
 
 
-def test_the_six_notebooks_are_there() -> None:
+def test_the_seven_notebooks_are_there() -> None:
     assert [path.stem for path in notebook_paths()] == EXPECTED
 
 
@@ -463,3 +464,34 @@ def test_06_policies(executed: dict[str, Any]) -> None:
         "urgent: stopped | queued: stopped\n"
         "live streams: 0 | <StreamRegistry 0 running, 0 waiting, no limit, when_full='preempt'>\n"
     )
+
+
+def test_07_wire_protocols(executed: dict[str, Any]) -> None:
+    notebook = run(executed, "07-wire-protocols")
+    finish = {
+        "chat": "length",
+        "responses": "max_output_tokens",
+        "anthropic": "max_tokens",
+        "gemini": "MAX_TOKENS",
+        "ollama": "length",
+    }
+
+    asked = stdout(cell(notebook, "answers = {}"))
+    for api, word in finish.items():
+        said = search(rf"^ *{api}: (\d+) deltas, length \('{word}'\), ", asked)
+        assert int(said) > 1, asked  # streamed, not whole
+    assert asked.endswith("the same answer over all five: True\n")
+
+    raw = stdout(cell(notebook, "message = [{"))
+    assert all(int(search(rf"^ *{api}: +(\d+) lines$", raw)) > 3 for api in finish), raw
+    [table] = [o for o in cell(notebook, "def column(").outputs if "text/html" in o.get("data", {})]
+    html = table.data["text/html"]
+    assert "data: [DONE]" in html and "event: message_stop" in html and "finishReason" in html
+    assert "event: response.incomplete" in html and "&quot;done&quot;:true" in html
+
+    stopped = stdout(cell(notebook, "LONG = 300"))
+    for api in finish:
+        kept = search(
+            rf"^ *{api}: stopped, (\d+) characters kept, 0 deltas after close\(\)$", stopped
+        )
+        assert int(kept) > 0, stopped
