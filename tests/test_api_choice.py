@@ -93,7 +93,8 @@ def test_both_google_keys_are_one_provider_not_a_conflict(monkeypatch: pytest.Mo
     monkeypatch.setenv("GOOGLE_API_KEY", GEMINI_KEY + "-other")
     endpoint = configured_endpoint()
     assert endpoint.api == "gemini"
-    assert endpoint.api_key_source in ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    # As google-genai reads them: GOOGLE_API_KEY first.
+    assert (endpoint.api_key, endpoint.api_key_source) == (GEMINI_KEY + "-other", "GOOGLE_API_KEY")
 
 
 def test_openai_key_wins_over_an_anthropic_key(monkeypatch: pytest.MonkeyPatch) -> None:

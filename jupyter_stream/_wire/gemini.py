@@ -491,7 +491,8 @@ class Gemini:
     path = PATH
     root = ""
     default_base_url = GEMINI_BASE_URL
-    key_vars: tuple[str, ...] = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    # GOOGLE_API_KEY first when both are set, as google-genai reads them
+    key_vars: tuple[str, ...] = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
     hosts: tuple[str, ...] = ("generativelanguage.googleapis.com",)
     end_mark = END_MARK
     described = "the Gemini API (its host, such as https://generativelanguage.googleapis.com)"
