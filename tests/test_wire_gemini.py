@@ -96,7 +96,7 @@ def endpoint(base_url: str = "https://generativelanguage.googleapis.com", **kw: 
 def test_it_is_registered_with_its_framing() -> None:
     assert FORMATS["gemini"] is WIRE and WIRE.framing in DECODERS
     assert WIRE.root == "" and WIRE.default_base_url == "https://generativelanguage.googleapis.com"
-    assert WIRE.key_vars == ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    assert WIRE.key_vars == ("GOOGLE_API_KEY", "GEMINI_API_KEY")
     assert WIRE.hosts == ("generativelanguage.googleapis.com",)
 
 
