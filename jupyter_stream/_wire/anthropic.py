@@ -35,7 +35,17 @@ from .._reply import Chunk, clean_text, scrub
 from .._secrets import basic_credentials
 from . import chat
 from ._base import EndKind, Framing, Parse, Target, WireRequest
-from .chat import _error_object, _ignored, _name, _usage, _wrong, body_message, load_object
+from .chat import (
+    _error_object,
+    _ignored,
+    _name,
+    _output_tokens,
+    _parsed,
+    _usage,
+    _wrong,
+    body_message,
+    load_object,
+)
 from .responses import plain_text
 
 __all__ = ["WIRE", "AnthropicMessages", "build_body", "headers"]
@@ -193,8 +203,7 @@ class _Parser:
         )
 
     def _output_tokens(self) -> int | None:
-        count = self._usage.get("output_tokens")
-        return count if type(count) is int else None
+        return _output_tokens(self._usage, "output_tokens")
 
 
 def _whole(message: dict[str, Any]) -> Chunk:
@@ -228,14 +237,13 @@ def _whole(message: dict[str, Any]) -> Chunk:
             )
     notes: list[str] = []
     usage = _usage(message.get("usage"), notes)
-    count = usage.get("output_tokens") if usage else None
     return Chunk(
         content="".join(content),
         reasoning="\n\n".join(text for text in reasoning if text),
         tool_calls=calls or None,
         finish_reason=_name(message.get("stop_reason"), "stop_reason", notes),
         usage=usage,
-        output_tokens=count if type(count) is int else None,
+        output_tokens=_output_tokens(usage, "output_tokens"),
         model=_name(message.get("model"), "model", notes),
         id=_name(message.get("id"), "id", notes),
         notes=tuple(notes),
@@ -431,10 +439,7 @@ class AnthropicMessages:
         return _Parser()
 
     def parse_whole(self, body: str) -> Chunk | None:
-        try:
-            obj = json.loads(body)
-        except (ValueError, RecursionError):
-            return None
+        obj = _parsed(body)
         if type(obj) is not dict or obj.get("type") != "message":
             return None
         return _whole(scrub(obj))

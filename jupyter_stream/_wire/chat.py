@@ -56,12 +56,33 @@ _USAGE_DEPTH = 2  # nested objects in usage (completion_tokens_details, …)
 _scan_json: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
-def _loads(data: str) -> Any:
+def _object(data: str, what: str = "an event's data") -> dict[str, Any]:
+    """``data`` as a JSON object (``what`` names it in the ProtocolError, with an excerpt, when
+    it is not one)."""
     try:
-        value, end = _scan_json(data, 0)
-    except (StopIteration, ValueError):
-        return json.loads(data)
-    return value if end == len(data) else json.loads(data)
+        try:
+            obj, end = _scan_json(data, 0)
+        except (StopIteration, ValueError):
+            end = -1
+        if end != len(data):  # white space, or not JSON: json.loads() says which
+            obj = json.loads(data)
+    except ValueError as exc:
+        raise ProtocolError(f"malformed stream: {what} is not JSON: {excerpt(data)!r}") from exc
+    except RecursionError:
+        raise _too_deep(data) from None
+    if type(obj) is not dict:
+        raise ProtocolError(f"malformed stream: {what} is not a JSON object: {excerpt(data)!r}")
+    return obj
+
+
+def _scrubbed(obj: dict[str, Any], data: str) -> dict[str, Any]:
+    """``obj`` with lone surrogates replaced, when its ``data`` escapes any."""
+    if escapes_surrogate(data):
+        try:
+            obj = scrub(obj)
+        except RecursionError:
+            raise _too_deep(data) from None
+    return obj
 
 
 def parse_chunk(data: str, event: str = "message") -> Chunk:
@@ -81,18 +102,7 @@ def parse_event(data: str, event: str = "message") -> str | Chunk:
     comes back as that text alone, a str, which the stream's hot loop handles cheapest."""
     if data == DONE:
         return _DONE_CHUNK
-    try:
-        obj = _loads(data)
-    except ValueError as exc:
-        raise ProtocolError(
-            f"malformed stream: an event's data is not JSON: {excerpt(data)!r}"
-        ) from exc
-    except RecursionError:
-        raise _too_deep(data) from None
-    if type(obj) is not dict:
-        raise ProtocolError(
-            f"malformed stream: an event's data is not a JSON object: {excerpt(data)!r}"
-        )
+    obj = _object(data)
     # Text and nothing else, recognised with as few steps as can be. (Model and id are taken
     # from the other chunks: the last one of a stream is never plain.)
     choices = obj.get("choices")
@@ -112,32 +122,13 @@ def parse_event(data: str, event: str = "message") -> str | Chunk:
                     return content if content.isascii() else clean_text(content)
                 if content is None:
                     return ""
-    if escapes_surrogate(data):
-        try:
-            obj = scrub(obj)
-        except RecursionError:
-            raise _too_deep(data) from None
-    return _checked(obj, data, event)
+    return _checked(_scrubbed(obj, data), data, event)
 
 
 def load_object(data: str) -> dict[str, Any]:
     """An event's data as a JSON object, lone surrogates replaced (for the other wire formats,
     whose events are all objects); ProtocolError with an excerpt when it is not one."""
-    try:
-        obj = _loads(data)
-        if escapes_surrogate(data):
-            obj = scrub(obj)
-    except ValueError as exc:
-        raise ProtocolError(
-            f"malformed stream: an event's data is not JSON: {excerpt(data)!r}"
-        ) from exc
-    except RecursionError:
-        raise _too_deep(data) from None
-    if type(obj) is not dict:
-        raise ProtocolError(
-            f"malformed stream: an event's data is not a JSON object: {excerpt(data)!r}"
-        )
-    return obj
+    return _scrubbed(_object(data), data)
 
 
 def _checked(obj: dict[str, Any], data: str, event: str) -> Chunk:
@@ -180,8 +171,9 @@ def _chunk(
     )
 
 
-def _output_tokens(usage: dict[str, Any] | None) -> int | None:
-    count = usage.get("completion_tokens") if usage else None
+def _output_tokens(usage: dict[str, Any] | None, key: str = "completion_tokens") -> int | None:
+    """The answer's token count from ``usage`` (each API names it ``key``), if it is one."""
+    count = usage.get(key) if usage else None
     return count if type(count) is int else None
 
 
@@ -352,13 +344,18 @@ def headers(target: Target, accept: str = "text/event-stream") -> dict[str, str]
     return headers
 
 
+def _parsed(body: str) -> Any:
+    """A whole body's JSON value; None when it is not JSON."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
 def body_message(body: str) -> str:
     """The server's own words from an error body: a JSON ``error.message``, an HTML title, or
     an excerpt."""
-    try:
-        obj = json.loads(body)
-    except (ValueError, RecursionError):
-        obj = None
+    obj = _parsed(body)
     if isinstance(obj, dict):
         error = obj.get("error", obj)
         if isinstance(error, dict):
@@ -375,6 +372,22 @@ def body_message(body: str) -> str:
     if "<html" in body[:512].lower():
         return "HTML page: " + excerpt(re.sub(r"<[^>]+>", " ", body))
     return excerpt(body)
+
+
+def model_list(body: str, key: str, url: str) -> list[Any]:
+    """The list under ``key`` of a models response to ``GET url``; ProtocolError if none."""
+    obj = _parsed(body)
+    listed = obj.get(key) if type(obj) is dict else None
+    if type(listed) is not list:
+        raise ProtocolError(f"GET {url} did not answer with a model list: {excerpt(body)}")
+    return listed
+
+
+def nameless(url: str, field: str, model: Any) -> ProtocolError:
+    """The error for a listed model without a name (a string in ``field``)."""
+    return ProtocolError(
+        f"GET {url} listed a model without a name (a string in {field}): {excerpt(repr(model))}"
+    )
 
 
 class ChatCompletions:
@@ -449,22 +462,11 @@ class ChatCompletions:
         return WireRequest(target.url("/models"), headers(target, "application/json"))
 
     def parse_models(self, body: str, where: str) -> list[str]:
-        try:
-            listed = json.loads(body)["data"]
-        except (ValueError, KeyError, TypeError, RecursionError):
-            listed = None
-        if type(listed) is not list:
-            raise ProtocolError(
-                f"GET {where}/models did not answer with a model list: {excerpt(body)}"
-            )
         ids = []
-        for number, model in enumerate(listed):
+        for number, model in enumerate(model_list(body, "data", f"{where}/models")):
             model_id = model.get("id") if type(model) is dict else None
             if type(model_id) is not str or not model_id:
-                raise ProtocolError(
-                    f"GET {where}/models listed a model without a name (a string in "
-                    f"data[{number}].id): {excerpt(repr(model))}"
-                )
+                raise nameless(f"{where}/models", f"data[{number}].id", model)
             ids.append(clean_text(model_id))  # an escaped lone surrogate would break the picker
         return sorted(ids)
 

@@ -34,7 +34,20 @@ from .._exceptions import ConfigurationError, ProtocolError
 from .._reply import Chunk, clean_text, escapes_surrogate, excerpt, scrub
 from .._secrets import basic_credentials
 from ._base import EndKind, Framing, Parse, Target, WireRequest
-from .chat import _described, _ignored, _loads, _name, _text, _too_deep, _usage, body_message
+from .chat import (
+    _described,
+    _ignored,
+    _name,
+    _object,
+    _output_tokens,
+    _parsed,
+    _scrubbed,
+    _text,
+    _usage,
+    body_message,
+    model_list,
+    nameless,
+)
 from .chat import _wrong as _chat_wrong
 
 __all__ = ["WIRE", "Gemini"]
@@ -93,18 +106,7 @@ class _State:
 def parse_event(data: str, state: _State) -> str | Chunk:
     """One ``data:`` event: its text alone when it carries nothing else (the hot path), else a
     Chunk (``done`` on the last response)."""
-    try:
-        obj = _loads(data)
-    except ValueError as exc:
-        raise ProtocolError(
-            f"malformed stream: an event's data is not JSON: {excerpt(data)!r}"
-        ) from exc
-    except RecursionError:
-        raise _too_deep(data) from None
-    if type(obj) is not dict:
-        raise ProtocolError(
-            f"malformed stream: an event's data is not a JSON object: {excerpt(data)!r}"
-        )
+    obj = _object(data)
     # Text and nothing else; usage, model and id are taken from the last response, which
     # carries them too (Gemini repeats them on every one).
     candidates = obj.get("candidates")
@@ -120,12 +122,7 @@ def parse_event(data: str, state: _State) -> str | Chunk:
                         text = part.get("text")
                         if type(text) is str:
                             return text if text.isascii() else clean_text(text)
-    if escapes_surrogate(data):
-        try:
-            obj = scrub(obj)
-        except RecursionError:
-            raise _too_deep(data) from None
-    return _checked(obj, state)
+    return _checked(_scrubbed(obj, data), state)
 
 
 def _checked(obj: dict[str, Any], state: _State) -> Chunk:
@@ -156,7 +153,6 @@ def _checked(obj: dict[str, Any], state: _State) -> Chunk:
             if blocked and not candidates:
                 finish = _BLOCKED + blocked
     usage = _usage(_without_details(obj.get("usageMetadata")), notes)
-    count = usage.get("candidatesTokenCount") if usage else None
     return Chunk(
         content="".join(content),
         reasoning="".join(reasoning),
@@ -167,7 +163,7 @@ def _checked(obj: dict[str, Any], state: _State) -> Chunk:
         id=_name(obj.get("responseId"), "responseId", notes),
         done=finish is not None,
         notes=tuple(notes),
-        output_tokens=count if type(count) is int else None,
+        output_tokens=_output_tokens(usage, "candidatesTokenCount"),
     )
 
 
@@ -544,10 +540,7 @@ class Gemini:
     def parse_whole(self, body: str) -> Chunk | None:
         """A whole ``generateContent`` response, or the JSON array of responses that
         ``streamGenerateContent`` sends without ``alt=sse``."""
-        try:
-            obj = json.loads(body)
-        except (ValueError, RecursionError):
-            return None
+        obj = _parsed(body)
         responses = obj if type(obj) is list else [obj]
         if not responses or not all(type(response) is dict for response in responses):
             return None
@@ -597,22 +590,11 @@ class Gemini:
         return WireRequest(_url(target, PATH, "pageSize=1000"), headers(target, "application/json"))
 
     def parse_models(self, body: str, where: str) -> list[str]:
-        try:
-            listed = json.loads(body)["models"]
-        except (ValueError, KeyError, TypeError, RecursionError):
-            listed = None
-        if type(listed) is not list:
-            raise ProtocolError(
-                f"GET {where}{PATH} did not answer with a model list: {excerpt(body)}"
-            )
         ids = []
-        for number, model in enumerate(listed):
+        for number, model in enumerate(model_list(body, "models", f"{where}{PATH}")):
             name = model.get("name") if type(model) is dict else None
             if type(name) is not str or not name.removeprefix("models/"):
-                raise ProtocolError(
-                    f"GET {where}{PATH} listed a model without a name (a string in "
-                    f"models[{number}].name): {excerpt(repr(model))}"
-                )
+                raise nameless(f"{where}{PATH}", f"models[{number}].name", model)
             methods = model.get("supportedGenerationMethods")
             if type(methods) is list and not {"generateContent", "streamGenerateContent"} & {
                 method for method in methods if type(method) is str

@@ -29,7 +29,20 @@ from typing import Any
 from .._exceptions import ConfigurationError, ProtocolError
 from .._reply import Chunk, clean_text, escapes_surrogate, excerpt, scrub
 from ._base import EndKind, Framing, Parse, Target, WireRequest
-from .chat import _described, _loads, _name, _text, _too_deep, _usage, body_message, headers
+from .chat import (
+    _described,
+    _name,
+    _object,
+    _output_tokens,
+    _parsed,
+    _scrubbed,
+    _text,
+    _usage,
+    body_message,
+    headers,
+    model_list,
+    nameless,
+)
 from .chat import _wrong as _chat_wrong
 
 __all__ = ["WIRE", "Ollama"]
@@ -74,26 +87,14 @@ class _State:
 def parse_line(data: str, state: _State) -> str | Chunk:
     """One line: its text alone when it carries nothing else (the hot path), else a Chunk
     (``done`` on the last line)."""
-    try:
-        obj = _loads(data)
-    except ValueError as exc:
-        raise ProtocolError(f"malformed stream: a line is not JSON: {excerpt(data)!r}") from exc
-    except RecursionError:
-        raise _too_deep(data) from None
-    if type(obj) is not dict:
-        raise ProtocolError(f"malformed stream: a line is not a JSON object: {excerpt(data)!r}")
+    obj = _object(data, "a line")
     # Text and nothing else; the model is taken from the last line, which carries it too.
     message = obj.get("message")
     if obj.get("done") is False and type(message) is dict and message.keys() <= _PLAIN_MESSAGE:
         content = message.get("content")
         if type(content) is str and "error" not in obj:
             return content if content.isascii() else clean_text(content)
-    if escapes_surrogate(data):
-        try:
-            obj = scrub(obj)
-        except RecursionError:
-            raise _too_deep(data) from None
-    return _checked(obj, state)
+    return _checked(_scrubbed(obj, data), state)
 
 
 def _checked(obj: dict[str, Any], state: _State) -> Chunk:
@@ -117,7 +118,6 @@ def _checked(obj: dict[str, Any], state: _State) -> Chunk:
         counts = {key: obj[key] for key in _COUNTS if key in obj}
         usage = _usage(counts, notes)
         finish = _name(obj.get("done_reason"), "done_reason", notes)
-    count = usage.get("eval_count") if usage else None
     return Chunk(
         content=_text(message.get("content"), "message.content", API),
         reasoning=_text(message.get("thinking"), "message.thinking", API),
@@ -127,7 +127,7 @@ def _checked(obj: dict[str, Any], state: _State) -> Chunk:
         model=_name(obj.get("model"), "model", notes),
         done=bool(done),
         notes=tuple(notes),
-        output_tokens=count if type(count) is int else None,
+        output_tokens=_output_tokens(usage, "eval_count"),
     )
 
 
@@ -316,10 +316,7 @@ class Ollama:
 
     def parse_whole(self, body: str) -> Chunk | None:
         """A whole answer (``"stream": false``): one object, its ``done`` true."""
-        try:
-            obj = json.loads(body)
-        except (ValueError, RecursionError):
-            return None
+        obj = _parsed(body)
         if type(obj) is not dict or "message" not in obj or "error" in obj:
             return None
         if escapes_surrogate(body):
@@ -349,22 +346,11 @@ class Ollama:
         return WireRequest(target.url(TAGS), headers(target, "application/json"))
 
     def parse_models(self, body: str, where: str) -> list[str]:
-        try:
-            listed = json.loads(body)["models"]
-        except (ValueError, KeyError, TypeError, RecursionError):
-            listed = None
-        if type(listed) is not list:
-            raise ProtocolError(
-                f"GET {where}{TAGS} did not answer with a model list: {excerpt(body)}"
-            )
         ids = []
-        for number, model in enumerate(listed):
+        for number, model in enumerate(model_list(body, "models", f"{where}{TAGS}")):
             name = model.get("name") or model.get("model") if type(model) is dict else None
             if type(name) is not str or not name:
-                raise ProtocolError(
-                    f"GET {where}{TAGS} listed a model without a name (a string in "
-                    f"models[{number}].name): {excerpt(repr(model))}"
-                )
+                raise nameless(f"{where}{TAGS}", f"models[{number}].name", model)
             ids.append(clean_text(name))
         return sorted(ids)
 

@@ -22,7 +22,6 @@ type is a ProtocolError that names it, a describing one is ignored and noted.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,7 +29,18 @@ from .._exceptions import APIError, ConfigurationError
 from .._reply import Chunk, clean_text, excerpt, scrub
 from . import chat
 from ._base import EndKind, Framing, Parse, Target, WireRequest
-from .chat import _error_object, _ignored, _name, _usage, _wrong, body_message, headers, load_object
+from .chat import (
+    _error_object,
+    _ignored,
+    _name,
+    _output_tokens,
+    _parsed,
+    _usage,
+    _wrong,
+    body_message,
+    headers,
+    load_object,
+)
 
 __all__ = ["WIRE", "Responses", "build_body"]
 
@@ -61,11 +71,6 @@ def _index(obj: dict[str, Any]) -> int:
     if type(index) is not int or index < 0:
         raise _wrong("output_index", index, "an integer from 0", API)
     return index
-
-
-def _output_tokens(usage: dict[str, Any] | None) -> int | None:
-    count = usage.get("output_tokens") if usage else None
-    return count if type(count) is int else None
 
 
 class _Parser:
@@ -172,19 +177,27 @@ def _ended(obj: dict[str, Any], kind: str) -> Chunk:
     finish = "completed"
     # The response's own status rules: some servers end an incomplete one with .completed.
     if kind == "response.incomplete" or response.get("status") == "incomplete":
-        details = response.get("incomplete_details")
-        reason = details.get("reason") if type(details) is dict else None
-        finish = _name(reason, "response.incomplete_details.reason", notes) or "incomplete"
+        finish = _incomplete(response, "response.", notes)
+    described = _describing(response, "response.", notes)
+    return Chunk(done=True, finish_reason=finish, **described, notes=tuple(notes))
+
+
+def _incomplete(response: dict[str, Any], where: str, notes: list[str]) -> str:
+    """An incomplete response's reason (``where`` prefixes its field in a note)."""
+    details = response.get("incomplete_details")
+    reason = details.get("reason") if type(details) is dict else None
+    return _name(reason, f"{where}incomplete_details.reason", notes) or "incomplete"
+
+
+def _describing(response: dict[str, Any], where: str, notes: list[str]) -> dict[str, Any]:
+    """A response's usage, model and id as Chunk fields, the bad ones noted."""
     usage = _usage(response.get("usage"), notes)
-    return Chunk(
-        done=True,
-        finish_reason=finish,
-        usage=usage,
-        output_tokens=_output_tokens(usage),
-        model=_name(response.get("model"), "response.model", notes),
-        id=_name(response.get("id"), "response.id", notes),
-        notes=tuple(notes),
-    )
+    return {
+        "usage": usage,
+        "output_tokens": _output_tokens(usage, "output_tokens"),
+        "model": _name(response.get("model"), f"{where}model", notes),
+        "id": _name(response.get("id"), f"{where}id", notes),
+    }
 
 
 def _failure(response: dict[str, Any], data: str) -> dict[str, Any]:
@@ -227,21 +240,16 @@ def _whole(response: dict[str, Any]) -> Chunk:
     notes: list[str] = []
     status = response.get("status")
     if status == "incomplete":
-        details = response.get("incomplete_details")
-        reason = details.get("reason") if type(details) is dict else None
-        finish = _name(reason, "incomplete_details.reason", notes) or "incomplete"
+        finish = _incomplete(response, "", notes)
     else:
         finish = _name(status, "status", notes) or "completed"
-    usage = _usage(response.get("usage"), notes)
+    described = _describing(response, "", notes)
     return Chunk(
         content="".join(content),
         reasoning="\n\n".join(text for text in reasoning if text),
         tool_calls=calls or None,
         finish_reason=finish,
-        usage=usage,
-        output_tokens=_output_tokens(usage),
-        model=_name(response.get("model"), "model", notes),
-        id=_name(response.get("id"), "id", notes),
+        **described,
         notes=tuple(notes),
     )
 
@@ -396,10 +404,7 @@ class Responses:
         return _Parser()
 
     def parse_whole(self, body: str) -> Chunk | None:
-        try:
-            obj = json.loads(body)
-        except (ValueError, RecursionError):
-            return None
+        obj = _parsed(body)
         if type(obj) is not dict or obj.get("object") != "response":
             return None
         obj = scrub(obj)
