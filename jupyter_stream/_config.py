@@ -26,9 +26,19 @@ from ._wire import FORMATS, WireFormat, chat, format_for_host, wire_format
 
 __all__ = ["configured_endpoint", "resolve_model"]
 
-BASE_URL_VARS = ("JUPYTER_STREAM_BASE_URL", "OPENAI_BASE_URL")
+BASE_URL_VAR = "JUPYTER_STREAM_BASE_URL"  # any API's
+OLLAMA_HOST_VAR = "OLLAMA_HOST"
+# Each API's own base URL variable, as its official SDK reads it.
+PROVIDER_BASE_URL_VARS = {
+    "chat": ("OPENAI_BASE_URL",),
+    "responses": ("OPENAI_BASE_URL",),
+    "anthropic": ("ANTHROPIC_BASE_URL",),
+    "gemini": ("GOOGLE_GEMINI_BASE_URL",),
+    "ollama": (OLLAMA_HOST_VAR,),
+}
 API_KEY_VAR = "OPENAI_API_KEY"
 API_VAR = "JUPYTER_STREAM_API"
+HOST_SOURCE = "the base URL's host"
 _PROVIDERS = {"chat": "OpenAI", "responses": "OpenAI", "anthropic": "Anthropic", "gemini": "Google"}
 MODEL_VAR = "JUPYTER_STREAM_MODEL"
 OPENAI_BASE_URL = chat.OPENAI_BASE_URL
@@ -56,31 +66,33 @@ def configured_endpoint(
 
 
 def _configured_endpoint(base_url: str | None, api_key: str | None, api: str | None) -> Endpoint:
-    wire = _chosen_format(api)
+    wire, api_source = _chosen_format(api)
     source = "base_url argument"
     if base_url is None:
-        for name in BASE_URL_VARS:
-            if os.environ.get(name):
-                base_url, source = os.environ[name], name
-                break
+        base_url, source = _base_url_from_env(wire)
     if wire is None and base_url is not None:
-        wire = format_for_host(_host(base_url))
+        wire = format_for_host(base_url)
+        api_source = HOST_SOURCE if wire is not None else ""
     key_source: str | None = "api_key argument"
     if api_key is None:
         key_source = None
         if wire is None and base_url is None:
-            wire, key_source = _format_by_key()
+            wire, found = _format_by_key()
+            if wire is not None:  # the provider's own base URL variable, as its SDK reads it
+                base_url, source = _base_url_from_env(wire)
+                api_source = f"its key alone is set ({found})"
         for name in (wire or chat.WIRE).key_vars:
             if os.environ.get(name):
                 api_key, key_source = os.environ[name], name
                 break
     if wire is None:
-        wire = chat.WIRE
+        wire, api_source = chat.WIRE, "the default"
     if base_url is None:
         if api_key is None:
             proxy = colab_proxy() if wire.name == "chat" else None
             if proxy is None or not os.environ.get(COLAB_KEY_VAR):
-                return Endpoint("", EMBEDDED, api=wire.name)  # started when a stream opens
+                # Started when a stream opens (_endpoint).
+                return Endpoint("", EMBEDDED, api=wire.name, api_source=api_source)
             # The proxy's key goes to the proxy alone: only here, with nothing else configured.
             base_url, source = proxy
             api_key, key_source = os.environ[COLAB_KEY_VAR], COLAB_KEY_VAR
@@ -95,27 +107,54 @@ def _configured_endpoint(base_url: str | None, api_key: str | None, api: str | N
                 f"the API key from {key_source} is empty or holds spaces or control characters "
                 "(not allowed in an HTTP header); check its value"
             )
-    return Endpoint(check_base_url(base_url, source), source, api_key, key_source, api=wire.name)
+    url = check_base_url(base_url, source)
+    return Endpoint(url, source, api_key, key_source, api=wire.name, api_source=api_source)
 
 
-def _chosen_format(api: str | None) -> WireFormat | None:
-    """The wire format the api= option or JUPYTER_STREAM_API names, if either does."""
+def _chosen_format(api: str | None) -> tuple[WireFormat | None, str]:
+    """The wire format the api= option or JUPYTER_STREAM_API names, if either does, and which."""
+    if api is not None:
+        return wire_format(api), "api argument"
+    api = os.environ.get(API_VAR, "").strip() or None
     if api is None:
-        api = os.environ.get(API_VAR, "").strip() or None
-        if api is None:
-            return None
-        try:
-            return wire_format(api)
-        except ConfigurationError as exc:
-            raise ConfigurationError(f"{API_VAR}: {exc}") from None
-    return wire_format(api)
+        return None, ""
+    try:
+        return wire_format(api), API_VAR
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{API_VAR}: {exc}") from None
 
 
-def _format_by_key() -> tuple[WireFormat | None, str | None]:
-    """With neither an API nor a base URL given: the provider whose key alone is set.
-    OPENAI_API_KEY wins, as before there was a choice."""
+def _base_url_from_env(wire: WireFormat | None) -> tuple[str | None, str]:
+    """JUPYTER_STREAM_BASE_URL, else the base URL variable of the API's own SDK (OpenAI's for an
+    API not yet chosen): OPENAI_BASE_URL never sends an Anthropic or Gemini key to OpenAI."""
+    for name in (BASE_URL_VAR, *PROVIDER_BASE_URL_VARS[wire.name if wire else "chat"]):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return (_ollama_host(value) if name == OLLAMA_HOST_VAR else value), name
+    return None, ""
+
+
+def _ollama_host(value: str) -> str:
+    """OLLAMA_HOST as the ollama library reads it: ``host``, ``host:port`` or a URL."""
+    url = value if "://" in value else "http://" + value
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 11434
+    except ValueError:
+        return url  # check_base_url says what is wrong with it
+    host = parts.hostname or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):  # a server's listen-on-all address: this machine, for a client
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}"
+
+
+def _format_by_key() -> tuple[WireFormat | None, str]:
+    """With neither an API nor a base URL given: the provider whose key alone is set, and that
+    key's variable. OPENAI_API_KEY wins (chat, the default), as before there was a choice."""
     if os.environ.get(API_KEY_VAR):
-        return chat.WIRE, None
+        return None, ""
     found = {
         name: wire
         for wire in FORMATS.values()
@@ -128,14 +167,10 @@ def _format_by_key() -> tuple[WireFormat | None, str | None]:
             f"{' and '.join(sorted(found))} are set, and nothing says which API to use; pass "
             f"api=... or set {API_VAR} (one of {', '.join(FORMATS)})"
         )
-    return (next(iter(found.values())), None) if found else (None, None)
-
-
-def _host(url: str) -> str | None:
-    try:
-        return urlsplit(url.strip()).hostname
-    except ValueError:  # check_base_url says what is wrong with it
-        return None
+    if not found:
+        return None, ""
+    name, wire = next(iter(found.items()))
+    return wire, name
 
 
 def resolve_model(model: str | None, endpoint: Endpoint | None = None) -> str:

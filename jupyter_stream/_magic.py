@@ -18,13 +18,11 @@ The plain cell magic stays as the fallback where the transformer does not run (a
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shlex
 import sys
 from collections.abc import Generator
 from typing import Any
-from urllib.parse import urlsplit
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -33,7 +31,7 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, List, Unicode
 
 from . import _kernel_compat
-from ._config import API_VAR, BASE_URL_VARS, COLAB, COLAB_KEY_VAR, colab_proxy, resolve_model
+from ._config import COLAB, COLAB_KEY_VAR, colab_proxy, resolve_model
 from ._endpoint import resolve_endpoint
 from ._exceptions import JupyterStreamError
 from ._follow import TextReply, reply_mark, status_text
@@ -45,7 +43,7 @@ from ._session import ChatSession
 from ._stream import ChatStream, StopReason
 from ._target import EMBEDDED, Endpoint
 from ._terminal import for_terminal
-from ._wire import format_for_host, wire_format
+from ._wire import wire_format
 
 __all__ = [
     "ChatMagics",
@@ -539,14 +537,7 @@ def _api_source(endpoint: Endpoint, configured: str | None) -> str:
     """Where the API in effect comes from, as _config chose it."""
     if configured:
         return "%config ChatMagics.api"
-    if os.environ.get(API_VAR, "").strip():
-        return API_VAR
-    given = endpoint.base_url_source in (*BASE_URL_VARS, "base_url argument")
-    if given and format_for_host(urlsplit(endpoint.base_url).hostname) is not None:
-        return "the base URL's host"
-    if endpoint.api != "chat" and endpoint.api_key_source in wire_format(endpoint.api).key_vars:
-        return f"its key alone is set ({endpoint.api_key_source})"
-    return "the default"
+    return endpoint.api_source
 
 
 def _bundle(

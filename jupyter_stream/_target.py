@@ -41,6 +41,7 @@ class Endpoint:
     api_key: str | None = field(default=None, repr=False)
     api_key_source: str | None = None
     api: str = "chat"  # the wire format it speaks (an api= name of _wire.FORMATS)
+    api_source: str = field(default="the default", compare=False)  # what chose it
     url_credentials: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -195,3 +195,76 @@ def test_a_session_checks_its_api_at_once_and_gives_it_to_every_turn() -> None:
         ChatSession(api="claude")
     assert ChatSession(api="gemini").api == "gemini"
     assert ChatSession().api is None
+
+
+# -- each API's own base URL variable, and what chose the API -----------------------------------
+
+
+def test_openai_base_url_never_takes_another_providers_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://api.openai.com/v1")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    monkeypatch.setenv("GEMINI_API_KEY", GEMINI_KEY)
+    for api, root in (
+        ("anthropic", "https://api.anthropic.com"),
+        ("gemini", "https://generativelanguage.googleapis.com"),
+    ):
+        endpoint = configured_endpoint(api=api)
+        assert endpoint.base_url == root, api
+    assert configured_endpoint(api="responses").base_url == "https://api.openai.com/v1"
+
+
+def test_each_api_reads_its_own_sdks_base_url_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "https://anthropic-proxy.example")
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", "https://gemini-proxy.example")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    endpoint = configured_endpoint()  # a lone Anthropic key: its API, at its SDK's base URL
+    assert (endpoint.api, endpoint.base_url) == ("anthropic", "https://anthropic-proxy.example")
+    assert endpoint.base_url_source == "ANTHROPIC_BASE_URL"
+    assert configured_endpoint(api="gemini").base_url == "https://gemini-proxy.example"
+    monkeypatch.setenv("JUPYTER_STREAM_BASE_URL", "http://any.example:8000")  # any API's
+    assert configured_endpoint(api="gemini").base_url == "http://any.example:8000"
+
+
+@pytest.mark.parametrize(
+    ("value", "url"),
+    [
+        ("0.0.0.0", "http://127.0.0.1:11434"),
+        ("0.0.0.0:11435", "http://127.0.0.1:11435"),
+        ("gpu-box", "http://gpu-box:11434"),
+        ("https://ollama.example", "https://ollama.example:11434"),
+        ("http://localhost:11434/", "http://localhost:11434"),
+    ],
+)
+def test_ollama_host_as_the_ollama_library_reads_it(
+    monkeypatch: pytest.MonkeyPatch, value: str, url: str
+) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", value)
+    endpoint = configured_endpoint(api="ollama")
+    assert (endpoint.base_url, endpoint.base_url_source) == (url, "OLLAMA_HOST")
+    assert configured_endpoint().api == "chat"  # OLLAMA_HOST alone chooses nothing
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://generativelanguage.googleapis.com/v1beta/openai/",  # Gemini's OpenAI-compatible
+        "https://api.anthropic.com/v1",  # Anthropic's OpenAI SDK compatibility
+    ],
+)
+def test_a_providers_openai_compatible_path_is_chat(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    endpoint = configured_endpoint(url)
+    assert endpoint.api == "chat"
+    assert (endpoint.api_key, endpoint.api_key_source) == (OPENAI_KEY, "OPENAI_API_KEY")
+
+
+def test_the_endpoint_says_what_chose_its_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert configured_endpoint().api_source == "the default"
+    assert configured_endpoint(api="gemini").api_source == "api argument"
+    assert configured_endpoint("https://api.anthropic.com").api_source == "the base URL's host"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    assert configured_endpoint().api_source == "its key alone is set (ANTHROPIC_API_KEY)"
+    monkeypatch.setenv("JUPYTER_STREAM_API", "ollama")
+    assert configured_endpoint().api_source == "JUPYTER_STREAM_API"

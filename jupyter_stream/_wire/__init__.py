@@ -12,6 +12,7 @@ A new format is a module here (``WIRE = YourFormat()``) plus its tests, and one 
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from .._exceptions import ConfigurationError
 from ..ndjson import NDJSONDecoder
@@ -55,10 +56,18 @@ def wire_format(name: str = "chat") -> WireFormat:
         ) from None
 
 
-def format_for_host(host: str | None) -> WireFormat | None:
-    """The wire format a well-known host speaks (api.anthropic.com: anthropic), else None."""
+def format_for_host(base_url: str) -> WireFormat | None:
+    """The wire format a well-known host speaks (``https://api.anthropic.com``: anthropic), else
+    None. Only the bare host counts: a path such as Gemini's ``/v1beta/openai`` or Anthropic's
+    ``/v1`` is the provider's OpenAI-compatible API."""
+    try:
+        parts = urlsplit(base_url.strip())
+    except ValueError:  # check_base_url says what is wrong with it
+        return None
+    if not parts.hostname or parts.path.strip("/"):
+        return None
     for wire in FORMATS.values():
-        if host and host.lower() in wire.hosts:
+        if parts.hostname.lower() in wire.hosts:
             return wire
     return None
 
