@@ -549,7 +549,9 @@ class Engine:
     async def _read_events(self, body: Body) -> StopReason:
         self._move(State.CONNECTING, State.STREAMING)
         content_type = body.content_type
-        if ("json" in content_type and "ndjson" not in content_type) or "html" in content_type:
+        # NDJSON comes as application/x-ndjson, application/jsonl or plain JSON: a line each.
+        lines = self._request.wire.framing == "ndjson"
+        if ("json" in content_type and not lines) or "html" in content_type:
             return await self._read_whole_body(body, content_type)
         sock = body.socket()
         with self._lock:

@@ -542,3 +542,22 @@ def test_list_models(server: ScriptedServer) -> None:
     server.handler = handler
     assert list_models(base_url=base_url(server), api="ollama") == ["gemma3:1b", "qwen3:8b"]
     assert server.requests[-1].path == "/api/tags" and server.requests[-1].method == "GET"
+
+
+@pytest.mark.parametrize("content_type", ["application/jsonl", "application/json"])
+async def test_lines_under_a_json_content_type_still_stream(
+    server: ScriptedServer, content_type: str
+) -> None:
+    """A relay or proxy may label NDJSON application/jsonl or application/json: still a line
+    each, delivered as it comes."""
+
+    async def handler(request: Request, response: Response) -> None:
+        await response.start(200, content_type)
+        await response.send(ndjson(line("Hel")) + ndjson(line("lo")))
+        await response.send(ndjson(last("")))
+        await response.end()
+
+    server.handler = handler
+    stream = open_stream(server)
+    assert [delta async for delta in deltas(stream)] == ["Hel", "lo"]
+    assert stream.stop_reason is StopReason.COMPLETED
