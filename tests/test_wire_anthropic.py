@@ -4,12 +4,14 @@ through the real engine against a scripted server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+from functools import partial
 from typing import Any
 
 import pytest
+import wire_harness as harness
 from scripted_server import Request, Response, ScriptedServer
+from wire_harness import Event, close_after_first, left, parse_events, scripted
 
 from jupyter_stream import (
     APIError,
@@ -19,14 +21,11 @@ from jupyter_stream import (
     TruncatedStreamError,
     astream_chat,
 )
-from jupyter_stream._reply import Chunk, Reply
+from jupyter_stream._reply import Chunk
 from jupyter_stream._target import Endpoint
 from jupyter_stream._wire import wire_format
 
 WIRE = wire_format("anthropic")
-WAIT = 10  # seconds: a guard against hangs, never a timing assertion
-
-Event = tuple[str, dict[str, Any]]
 
 
 def event(kind: str, **fields: Any) -> Event:
@@ -86,17 +85,8 @@ def ending(stop_reason: str = "end_turn", output_tokens: int = 15) -> list[Event
     ]
 
 
-def parse(events: list[Event]) -> tuple[Reply, list[str | Chunk]]:
-    """Every event through one parser, as the engine feeds them; the reply they fold into."""
-    parse = WIRE.parser()
-    chunks = [parse(json.dumps(data), name) for name, data in events]
-    reply = Reply()
-    reply.extend(chunks)
-    return reply, chunks
-
-
-def parse_one(data: dict[str, Any] | str, name: str = "message") -> str | Chunk:
-    return WIRE.parser()(data if isinstance(data, str) else json.dumps(data), name)
+parse = partial(parse_events, WIRE)
+parse_one = partial(harness.parse_one, WIRE)
 
 
 # -- the parser -------------------------------------------------------------------------------
@@ -564,24 +554,8 @@ def test_a_body_that_is_no_message_is_not_taken() -> None:
 # -- through the engine, against a real server ------------------------------------------------
 
 
-async def send(response: Response, events: list[Event]) -> None:
-    for name, data in events:
-        await response.send(f"event: {name}\ndata: {json.dumps(data)}\n\n")
-
-
-def scripted(*events: Event, then_stall: bool = False):
-    async def handler(request: Request, response: Response) -> None:
-        await send(response, list(events))
-        if then_stall:
-            await response.until_disconnect()
-        else:
-            await response.end()
-
-    return handler
-
-
 def open_stream(server: ScriptedServer, **options: Any):
-    host = f"http://127.0.0.1:{server.port}"  # the host, as the Anthropic SDK takes it
+    host = harness.host(server)  # the host, as the Anthropic SDK takes it
     return astream_chat(
         "hi", model="claude-sonnet-4-5", base_url=host, api="anthropic", max_retries=0, **options
     )
@@ -617,14 +591,9 @@ async def test_max_tokens_ends_with_length(server: ScriptedServer) -> None:
 async def test_close_mid_stream_ends_it_with_no_delta_after(server: ScriptedServer) -> None:
     server.handler = scripted(message_start(), *text_block(0, "a", "b", "c")[:-1], then_stall=True)
     stream = open_stream(server)
-    received = []
-    async for delta in stream:
-        received.append(delta)
-        stream.close()
-    assert received == ["a"]
+    assert await close_after_first(stream) == ["a"]
     assert stream.stop_reason is StopReason.STOPPED and stream.error is None
-    request = server.requests[-1]
-    assert await asyncio.to_thread(request.disconnected.wait, WAIT)
+    assert await left(server.requests[-1])
     await stream.aclose()
 
 

@@ -1,0 +1,96 @@
+"""What the wire formats' tests (tests/test_wire_*.py) share: feeding events to a format's
+parser, and streaming through the real engine from a scripted server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from scripted_server import Request, Response, ScriptedServer
+
+from jupyter_stream import ChatStream
+from jupyter_stream._reply import Chunk, Reply
+from jupyter_stream._wire import WireFormat
+
+WAIT = 10  # seconds: a guard against hangs, never a timing assertion
+
+Event = tuple[str, dict[str, Any]]  # a named event: (its name, its data)
+Handler = Callable[[Request, Response], Awaitable[None]]
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+
+def parse_events(wire: WireFormat, events: list[Event]) -> tuple[Reply, list[str | Chunk]]:
+    """Every event through one parser, as the engine feeds them; the reply they fold into."""
+    parse = wire.parser()
+    chunks = [parse(json.dumps(data), name) for name, data in events]
+    reply = Reply()
+    reply.extend(chunks)
+    return reply, chunks
+
+
+def parse_one(wire: WireFormat, data: dict[str, Any] | str, name: str = "message") -> str | Chunk:
+    return wire.parser()(data if isinstance(data, str) else json.dumps(data), name)
+
+
+def parse_all(wire: WireFormat, *objs: dict[str, Any] | str) -> list[str | Chunk]:
+    """Unnamed events (SSE data alone, or NDJSON lines) through one parser."""
+    parse = wire.parser()
+    return [parse(o if isinstance(o, str) else json.dumps(o), "message") for o in objs]
+
+
+def folded(wire: WireFormat, *objs: dict[str, Any] | str) -> Reply:
+    reply = Reply()
+    reply.extend(parse_all(wire, *objs))
+    return reply
+
+
+# -- through the engine, against a real server ------------------------------------------------
+
+
+def host(server: ScriptedServer) -> str:
+    return f"http://127.0.0.1:{server.port}"
+
+
+async def send(response: Response, events: list[Event]) -> None:
+    """Named SSE events, each its own ``event:`` and ``data:``."""
+    for name, data in events:
+        await response.send(f"event: {name}\ndata: {json.dumps(data)}\n\n")
+
+
+def scripted(*events: Event, then_stall: bool = False) -> Handler:
+    """A handler that sends ``events`` and ends the body (or, ``then_stall``, waits for the
+    client to leave)."""
+
+    async def handler(request: Request, response: Response) -> None:
+        await send(response, list(events))
+        if then_stall:
+            await response.until_disconnect()
+        else:
+            await response.end()
+
+    return handler
+
+
+async def deltas(stream: ChatStream) -> AsyncIterator[str]:
+    """The stream's deltas, guarded against a hang."""
+    async with asyncio.timeout(WAIT):
+        async for delta in stream:
+            yield delta
+
+
+async def close_after_first(stream: ChatStream) -> list[str]:
+    """Every delta delivered after close() is called at the first one."""
+    received = []
+    async for delta in deltas(stream):
+        received.append(delta)
+        stream.close()
+    return received
+
+
+async def left(request: Request) -> bool:
+    """True once the server saw the client leave ``request`` (False after WAIT)."""
+    return await asyncio.to_thread(request.disconnected.wait, WAIT)
