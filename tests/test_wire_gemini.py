@@ -4,13 +4,15 @@ scripted server speaking it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
+from functools import partial
 from typing import Any
 
 import pytest
+import wire_harness as harness
 from google.genai import types
 from scripted_server import Request, Response, ScriptedServer
+from wire_harness import close_after_first, deltas, host, left
 
 from jupyter_stream import (
     APIError,
@@ -21,12 +23,11 @@ from jupyter_stream import (
     list_models,
 )
 from jupyter_stream._exceptions import ConfigurationError
-from jupyter_stream._reply import Chunk, Reply
+from jupyter_stream._reply import Chunk
 from jupyter_stream._target import Endpoint
 from jupyter_stream._wire import DECODERS, FORMATS, gemini
 
 WIRE = gemini.WIRE
-WAIT = 10  # seconds: a guard against hangs, never a timing assertion
 MODEL = "gemini-2.5-flash"
 
 
@@ -54,15 +55,8 @@ def text(value: str, **more: Any) -> dict[str, Any]:
     return {"text": value, **more}
 
 
-def parse_all(*objs: dict[str, Any] | str) -> list[str | Chunk]:
-    parse = WIRE.parser()
-    return [parse(o if isinstance(o, str) else json.dumps(o), "message") for o in objs]
-
-
-def folded(*objs: dict[str, Any] | str) -> Reply:
-    reply = Reply()
-    reply.extend(parse_all(*objs))
-    return reply
+parse_all = partial(harness.parse_all, WIRE)
+folded = partial(harness.folded, WIRE)
 
 
 def sdk(obj: dict[str, Any]) -> types.GenerateContentResponse:
@@ -568,13 +562,9 @@ def sse(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj)}\r\n\r\n"  # the API's own line ends
 
 
-def base_url(server: ScriptedServer) -> str:
-    return f"http://127.0.0.1:{server.port}"
-
-
 def open_stream(server: ScriptedServer, **options: Any) -> Any:
     return astream_chat(
-        "hi", model=MODEL, base_url=base_url(server), api="gemini", max_retries=0, **options
+        "hi", model=MODEL, base_url=host(server), api="gemini", max_retries=0, **options
     )
 
 
@@ -613,14 +603,8 @@ async def test_max_tokens_ends_with_length(server: ScriptedServer) -> None:
 
     server.handler = handler
     stream = open_stream(server)
-    assert [delta async for delta in asyncio_timeout(stream)] == ["cut", " sh"]
+    assert [delta async for delta in deltas(stream)] == ["cut", " sh"]
     assert stream.stop_reason is StopReason.LENGTH
-
-
-async def asyncio_timeout(stream: Any) -> Any:
-    async with asyncio.timeout(WAIT):
-        async for delta in stream:
-            yield delta
 
 
 async def test_close_mid_stream_stops_at_once(server: ScriptedServer) -> None:
@@ -631,14 +615,11 @@ async def test_close_mid_stream_stops_at_once(server: ScriptedServer) -> None:
 
     server.handler = handler
     stream = open_stream(server)
-    received = []
-    async for delta in asyncio_timeout(stream):
-        received.append(delta)
-        stream.close()
+    received = await close_after_first(stream)
     assert received == ["a"]  # b and c may have arrived; none is delivered after close()
     assert stream.stop_reason is StopReason.STOPPED and stream.error is None
     request = server.requests[-1]
-    assert await asyncio.to_thread(request.disconnected.wait, WAIT), "the server never saw it"
+    assert await left(request), "the server never saw it"
     assert not request.finished
 
 
@@ -650,7 +631,7 @@ async def test_no_finish_reason_is_truncated(server: ScriptedServer) -> None:
     server.handler = handler
     stream = open_stream(server)
     with pytest.raises(TruncatedStreamError, match="neither a finishReason nor a finish reason"):
-        [delta async for delta in asyncio_timeout(stream)]
+        [delta async for delta in deltas(stream)]
     assert stream.text == "cut" and stream.error is not None and stream.error.reply is stream.reply
 
 
@@ -667,7 +648,7 @@ async def test_an_error_event_is_an_api_error_with_the_partial_kept(server: Scri
     stream = open_stream(server, api_key="sekrit")
     received = []
     with pytest.raises(APIError, match="overloaded") as caught:
-        async for delta in asyncio_timeout(stream):
+        async for delta in deltas(stream):
             received.append(delta)
     assert received == ["par", "tial"] and stream.text == "partial"
     assert caught.value.code == "503" and caught.value.type == "UNAVAILABLE"
@@ -683,7 +664,7 @@ async def test_a_whole_json_array_answer(server: ScriptedServer) -> None:
 
     server.handler = handler
     stream = open_stream(server)
-    assert "".join([delta async for delta in asyncio_timeout(stream)]) == "Hello"
+    assert "".join([delta async for delta in deltas(stream)]) == "Hello"
     assert stream.stop_reason is StopReason.COMPLETED
 
 
@@ -693,7 +674,7 @@ def test_list_models(server: ScriptedServer) -> None:
         await response_.whole(200, json.dumps(models))
 
     server.handler = handler
-    assert list_models(base_url=base_url(server), api="gemini", api_key="k") == [
+    assert list_models(base_url=host(server), api="gemini", api_key="k") == [
         "gemini-a",
         "gemini-b",
     ]

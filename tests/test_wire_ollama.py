@@ -4,15 +4,16 @@ server speaking it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import ollama
 import pytest
+import wire_harness as harness
 from ollama._types import ChatRequest
 from scripted_server import Request, Response, ScriptedServer
+from wire_harness import close_after_first, deltas, host, left
 
 from jupyter_stream import (
     APIError,
@@ -24,13 +25,12 @@ from jupyter_stream import (
     list_models,
 )
 from jupyter_stream._exceptions import ConfigurationError
-from jupyter_stream._reply import Chunk, Reply
+from jupyter_stream._reply import Chunk
 from jupyter_stream._target import Endpoint
 from jupyter_stream._wire import DECODERS, FORMATS
 from jupyter_stream._wire import ollama as wire_module
 
 WIRE = wire_module.WIRE
-WAIT = 10  # seconds: a guard against hangs, never a timing assertion
 MODEL = "llama3.2"
 NDJSON = "application/x-ndjson"
 
@@ -65,15 +65,8 @@ def sdk(obj: dict[str, Any]) -> ollama.ChatResponse:
     return ollama.ChatResponse.model_validate(obj)
 
 
-def parse_all(*objs: dict[str, Any] | str) -> list[str | Chunk]:
-    parse = WIRE.parser()
-    return [parse(o if isinstance(o, str) else json.dumps(o), "message") for o in objs]
-
-
-def folded(*objs: dict[str, Any] | str) -> Reply:
-    reply = Reply()
-    reply.extend(parse_all(*objs))
-    return reply
+parse_all = partial(harness.parse_all, WIRE)
+folded = partial(harness.folded, WIRE)
 
 
 def endpoint(base_url: str = "http://localhost:11434", **kw: Any) -> Endpoint:
@@ -414,20 +407,10 @@ def ndjson(obj: dict[str, Any]) -> str:
     return json.dumps(obj) + "\n"
 
 
-def base_url(server: ScriptedServer) -> str:
-    return f"http://127.0.0.1:{server.port}"
-
-
 def open_stream(server: ScriptedServer, **options: Any) -> ChatStream:
     return astream_chat(
-        "hi", model=MODEL, base_url=base_url(server), api="ollama", max_retries=0, **options
+        "hi", model=MODEL, base_url=host(server), api="ollama", max_retries=0, **options
     )
-
-
-async def deltas(stream: ChatStream) -> AsyncIterator[str]:
-    async with asyncio.timeout(WAIT):
-        async for delta in stream:
-            yield delta
 
 
 async def test_a_whole_answer_streams_through_the_engine(server: ScriptedServer) -> None:
@@ -482,14 +465,11 @@ async def test_close_mid_stream_stops_at_once(server: ScriptedServer) -> None:
 
     server.handler = handler
     stream = open_stream(server)
-    received = []
-    async for delta in deltas(stream):
-        received.append(delta)
-        stream.close()
+    received = await close_after_first(stream)
     assert received == ["a"]  # b and c may have arrived; none is delivered after close()
     assert stream.stop_reason is StopReason.STOPPED and stream.error is None
     request = server.requests[-1]
-    assert await asyncio.to_thread(request.disconnected.wait, WAIT), "the server never saw it"
+    assert await left(request), "the server never saw it"
     assert not request.finished
 
 
@@ -540,7 +520,7 @@ def test_list_models(server: ScriptedServer) -> None:
         await response.whole(200, json.dumps(tags))
 
     server.handler = handler
-    assert list_models(base_url=base_url(server), api="ollama") == ["gemma3:1b", "qwen3:8b"]
+    assert list_models(base_url=host(server), api="ollama") == ["gemma3:1b", "qwen3:8b"]
     assert server.requests[-1].path == "/api/tags" and server.requests[-1].method == "GET"
 
 
