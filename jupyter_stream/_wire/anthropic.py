@@ -35,6 +35,7 @@ from .._reply import Chunk, clean_text, scrub
 from .._secrets import basic_credentials
 from . import chat
 from ._base import EndKind, Framing, Parse, Target, WireRequest
+from ._common import items
 from .chat import (
     _error_object,
     _ignored,
@@ -208,16 +209,10 @@ class _Parser:
 
 def _whole(message: dict[str, Any]) -> Chunk:
     """A whole Message object as one Chunk."""
-    blocks = message.get("content")
-    if type(blocks) is not list:
-        raise _wrong("content", blocks, "an array", API)
     content: list[str] = []
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
-    for number, block in enumerate(blocks):
-        where = f"content[{number}]"
-        if type(block) is not dict:
-            raise _wrong(where, block, "an object", API)
+    for number, where, block in items(message, "content", API):
         kind = block.get("type")
         if kind == "text":
             content.append(_text(block.get("text"), f"{where}.text"))

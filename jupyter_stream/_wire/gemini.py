@@ -34,6 +34,7 @@ from .._exceptions import ConfigurationError, ProtocolError
 from .._reply import Chunk, clean_text, escapes_surrogate, excerpt, scrub
 from .._secrets import basic_credentials
 from ._base import EndKind, Framing, Parse, Target, WireRequest
+from ._common import StreamState as _State
 from .chat import (
     _described,
     _ignored,
@@ -92,15 +93,6 @@ _QUIET_PART_KEYS = frozenset({"thoughtSignature", "thought"})  # carry nothing t
 
 def _wrong(field: str, value: Any, expected: str) -> ProtocolError:
     return _chat_wrong(field, value, expected, API)
-
-
-class _State:
-    """What one stream's parse keeps from event to event: the next tool call's index."""
-
-    __slots__ = ("tools",)
-
-    def __init__(self) -> None:
-        self.tools = 0
 
 
 def parse_event(data: str, state: _State) -> str | Chunk:

@@ -29,6 +29,7 @@ from typing import Any
 from .._exceptions import ConfigurationError, ProtocolError
 from .._reply import Chunk, clean_text, escapes_surrogate, excerpt, scrub
 from ._base import EndKind, Framing, Parse, Target, WireRequest
+from ._common import StreamState as _State
 from .chat import (
     _described,
     _name,
@@ -73,15 +74,6 @@ _COUNTS = (
 
 def _wrong(field: str, value: Any, expected: str) -> ProtocolError:
     return _chat_wrong(field, value, expected, API)
-
-
-class _State:
-    """What one stream's parse keeps from line to line: the next tool call's index."""
-
-    __slots__ = ("tools",)
-
-    def __init__(self) -> None:
-        self.tools = 0
 
 
 def parse_line(data: str, state: _State) -> str | Chunk:

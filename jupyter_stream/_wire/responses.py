@@ -29,6 +29,7 @@ from .._exceptions import APIError, ConfigurationError
 from .._reply import Chunk, clean_text, excerpt, scrub
 from . import chat
 from ._base import EndKind, Framing, Parse, Target, WireRequest
+from ._common import items
 from .chat import (
     _error_object,
     _ignored,
@@ -209,16 +210,10 @@ def _failure(response: dict[str, Any], data: str) -> dict[str, Any]:
 
 def _whole(response: dict[str, Any]) -> Chunk:
     """A whole Response object as one Chunk."""
-    output = response.get("output")
-    if type(output) is not list:
-        raise _wrong("output", output, "an array", API)
     content: list[str] = []
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
-    for number, item in enumerate(output):
-        where = f"output[{number}]"
-        if type(item) is not dict:
-            raise _wrong(where, item, "an object", API)
+    for number, where, item in items(response, "output", API):
         kind = item.get("type")
         if kind == "message":
             content += _parts(item, where, "content", {"output_text": "text", "refusal": "refusal"})
