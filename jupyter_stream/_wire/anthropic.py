@@ -46,6 +46,7 @@ from .chat import (
     _wrong,
     body_message,
     load_object,
+    refuse_reserved,
 )
 from .responses import plain_text
 
@@ -406,9 +407,7 @@ class AnthropicMessages:
     )
 
     def check_params(self, params: Mapping[str, Any]) -> None:
-        for name in _RESERVED:
-            if name in params:
-                raise ConfigurationError(f"{name}= is set by jupyter_stream itself; leave it out")
+        refuse_reserved(params, _RESERVED)
         for name, instead in _RENAMED.items():
             if name in params:
                 raise ConfigurationError(

@@ -374,6 +374,13 @@ def body_message(body: str) -> str:
     return excerpt(body)
 
 
+def refuse_reserved(params: Mapping[str, Any], reserved: tuple[str, ...]) -> None:
+    """ConfigurationError for a request option that the format sets itself."""
+    for name in reserved:
+        if name in params:
+            raise ConfigurationError(f"{name}= is set by jupyter_stream itself; leave it out")
+
+
 def model_list(body: str, key: str, url: str) -> list[Any]:
     """The list under ``key`` of a models response to ``GET url``; ProtocolError if none."""
     obj = _parsed(body)
@@ -406,9 +413,7 @@ class ChatCompletions:
     url_hint = "Is the base URL an OpenAI-compatible API (most end in /v1)?"
 
     def check_params(self, params: Mapping[str, Any]) -> None:
-        for name in _RESERVED:
-            if name in params:
-                raise ConfigurationError(f"{name}= is set by jupyter_stream itself; leave it out")
+        refuse_reserved(params, _RESERVED)
         if params.get("n", 1) != 1:
             raise ConfigurationError("n= other than 1 is not supported: a stream holds one answer")
 

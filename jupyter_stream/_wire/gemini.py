@@ -48,6 +48,7 @@ from .chat import (
     body_message,
     model_list,
     nameless,
+    refuse_reserved,
 )
 from .chat import _wrong as _chat_wrong
 
@@ -490,9 +491,7 @@ class Gemini:
     )
 
     def check_params(self, params: Mapping[str, Any]) -> None:
-        for name in _RESERVED:
-            if name in params:
-                raise ConfigurationError(f"{name}= is set by jupyter_stream itself; leave it out")
+        refuse_reserved(params, _RESERVED)
         known = (*_GENERATION, *_THINKING, "tools", *_NATIVE)
         for name in params:
             if name not in known:

@@ -43,6 +43,7 @@ from .chat import (
     headers,
     model_list,
     nameless,
+    refuse_reserved,
 )
 from .chat import _wrong as _chat_wrong
 
@@ -274,9 +275,7 @@ class Ollama:
     url_hint = "Is the base URL an Ollama server's root (http://localhost:11434, without /api)?"
 
     def check_params(self, params: Mapping[str, Any]) -> None:
-        for name in _RESERVED:
-            if name in params:
-                raise ConfigurationError(f"{name}= is set by jupyter_stream itself; leave it out")
+        refuse_reserved(params, _RESERVED)
         for name in params:
             if name not in _RENAMED and name not in _OPTIONS and name not in _NATIVE:
                 raise ConfigurationError(

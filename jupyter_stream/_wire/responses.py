@@ -41,6 +41,7 @@ from .chat import (
     body_message,
     headers,
     load_object,
+    refuse_reserved,
 )
 
 __all__ = ["WIRE", "Responses", "build_body"]
@@ -369,9 +370,7 @@ class Responses:
     url_hint = "Is the base URL an OpenAI API root that speaks the Responses API (ending in /v1)?"
 
     def check_params(self, params: Mapping[str, Any]) -> None:
-        for name in _RESERVED:
-            if name in params:
-                raise ConfigurationError(f"{name}= is set by jupyter_stream itself; leave it out")
+        refuse_reserved(params, _RESERVED)
         given = [name for name in (*_RENAMED, "max_output_tokens") if name in params]
         if len(given) > 1:  # one limit, named as on every API (max_tokens) or as here
             raise ConfigurationError(
