@@ -12,7 +12,7 @@ import pytest
 import wire_harness as harness
 from google.genai import types
 from scripted_server import Request, Response, ScriptedServer
-from wire_harness import close_after_first, deltas, host, left
+from wire_harness import close_after_first, deltas, host, left, sending
 
 from jupyter_stream import (
     APIError,
@@ -569,16 +569,13 @@ def open_stream(server: ScriptedServer, **options: Any) -> Any:
 
 
 async def test_a_whole_answer_streams_through_the_engine(server: ScriptedServer) -> None:
-    async def handler(request: Request, response_: Response) -> None:
-        await response_.start(200, "text/event-stream")
-        await response_.send(sse(response(text("Thinking…", thought=True))))
-        for token in ["Hel", "lo", " wörld"]:
-            await response_.send(sse(response(text(token))))
-        call = {"functionCall": {"name": "f", "args": {"x": 1}}}
-        await response_.send(sse(response(text("!"), call, finish="STOP", usage=True)))
-        await response_.end()
-
-    server.handler = handler
+    call = {"functionCall": {"name": "f", "args": {"x": 1}}}
+    server.handler = sending(
+        sse(response(text("Thinking…", thought=True))),
+        *(sse(response(text(token))) for token in ["Hel", "lo", " wörld"]),
+        sse(response(text("!"), call, finish="STOP", usage=True)),
+        content_type="text/event-stream",
+    )
     stream = open_stream(server, api_key="sekrit", temperature=0.1)
     deltas = [delta async for delta in stream]
     assert "".join(deltas) == "Hello wörld!" and stream.stop_reason is StopReason.COMPLETED
@@ -596,24 +593,18 @@ async def test_a_whole_answer_streams_through_the_engine(server: ScriptedServer)
 
 
 async def test_max_tokens_ends_with_length(server: ScriptedServer) -> None:
-    async def handler(request: Request, response_: Response) -> None:
-        await response_.send(sse(response(text("cut"))))
-        await response_.send(sse(response(text(" sh"), finish="MAX_TOKENS", usage=True)))
-        await response_.until_disconnect()  # no end of the body: the finish reason is the end
-
-    server.handler = handler
+    server.handler = sending(
+        sse(response(text("cut"))),
+        sse(response(text(" sh"), finish="MAX_TOKENS", usage=True)),
+        then_stall=True,  # no end of the body: the finish reason is the end
+    )
     stream = open_stream(server)
     assert [delta async for delta in deltas(stream)] == ["cut", " sh"]
     assert stream.stop_reason is StopReason.LENGTH
 
 
 async def test_close_mid_stream_stops_at_once(server: ScriptedServer) -> None:
-    async def handler(request: Request, response_: Response) -> None:
-        for token in ["a", "b", "c"]:
-            await response_.send(sse(response(text(token))))
-        await response_.until_disconnect()
-
-    server.handler = handler
+    server.handler = sending(*(sse(response(text(token))) for token in "abc"), then_stall=True)
     stream = open_stream(server)
     received = await close_after_first(stream)
     assert received == ["a"]  # b and c may have arrived; none is delivered after close()
@@ -624,11 +615,7 @@ async def test_close_mid_stream_stops_at_once(server: ScriptedServer) -> None:
 
 
 async def test_no_finish_reason_is_truncated(server: ScriptedServer) -> None:
-    async def handler(request: Request, response_: Response) -> None:
-        await response_.send(sse(response(text("cut"))))
-        await response_.end()
-
-    server.handler = handler
+    server.handler = sending(sse(response(text("cut"))))
     stream = open_stream(server)
     with pytest.raises(TruncatedStreamError, match="neither a finishReason nor a finish reason"):
         [delta async for delta in deltas(stream)]
@@ -638,13 +625,7 @@ async def test_no_finish_reason_is_truncated(server: ScriptedServer) -> None:
 async def test_an_error_event_is_an_api_error_with_the_partial_kept(server: ScriptedServer) -> None:
     error = {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}
 
-    async def handler(request: Request, response_: Response) -> None:
-        await response_.send(sse(response(text("par"))))
-        await response_.send(sse(response(text("tial"))))
-        await response_.send(sse(error))
-        await response_.end()
-
-    server.handler = handler
+    server.handler = sending(sse(response(text("par"))), sse(response(text("tial"))), sse(error))
     stream = open_stream(server, api_key="sekrit")
     received = []
     with pytest.raises(APIError, match="overloaded") as caught:

@@ -13,7 +13,7 @@ import pytest
 import wire_harness as harness
 from ollama._types import ChatRequest
 from scripted_server import Request, Response, ScriptedServer
-from wire_harness import close_after_first, deltas, host, left
+from wire_harness import close_after_first, deltas, host, left, sending
 
 from jupyter_stream import (
     APIError,
@@ -414,18 +414,16 @@ def open_stream(server: ScriptedServer, **options: Any) -> ChatStream:
 
 
 async def test_a_whole_answer_streams_through_the_engine(server: ScriptedServer) -> None:
-    async def handler(request: Request, response: Response) -> None:
-        await response.start(200, NDJSON)
-        await response.send(ndjson(line(thinking="Thinking…")))
-        body = "".join(ndjson(line(token)) for token in ["Hel", "lo", " wörld"])
-        await response.send(body[:40])  # lines and characters cut across reads
-        await response.send(body[40:])
-        call = {"function": {"name": "f", "arguments": {"x": 1}}}
-        await response.send(ndjson(line(tool_calls=[call])))
-        await response.send(ndjson(last("!")))
-        await response.end()
-
-    server.handler = handler
+    body = "".join(ndjson(line(token)) for token in ["Hel", "lo", " wörld"])
+    call = {"function": {"name": "f", "arguments": {"x": 1}}}
+    server.handler = sending(
+        ndjson(line(thinking="Thinking…")),
+        body[:40],  # lines and characters cut across reads
+        body[40:],
+        ndjson(line(tool_calls=[call])),
+        ndjson(last("!")),
+        content_type=NDJSON,
+    )
     stream = open_stream(server, temperature=0.1, think=True)
     received = [delta async for delta in deltas(stream)]
     assert "".join(received) == "Hello wörld!" and stream.stop_reason is StopReason.COMPLETED
@@ -445,25 +443,19 @@ async def test_a_whole_answer_streams_through_the_engine(server: ScriptedServer)
 
 
 async def test_done_with_length_ends_with_length(server: ScriptedServer) -> None:
-    async def handler(request: Request, response: Response) -> None:
-        await response.start(200, NDJSON)
-        await response.send(ndjson(line("cut")) + ndjson(last(" sh", reason="length")))
-        await response.until_disconnect()  # no end of the body: the done line is the end
-
-    server.handler = handler
+    server.handler = sending(
+        ndjson(line("cut")) + ndjson(last(" sh", reason="length")),
+        content_type=NDJSON,
+        then_stall=True,  # no end of the body: the done line is the end
+    )
     stream = open_stream(server)
     assert [delta async for delta in deltas(stream)] == ["cut", " sh"]
     assert stream.stop_reason is StopReason.LENGTH
 
 
 async def test_close_mid_stream_stops_at_once(server: ScriptedServer) -> None:
-    async def handler(request: Request, response: Response) -> None:
-        await response.start(200, NDJSON)
-        for token in ["a", "b", "c"]:
-            await response.send(ndjson(line(token)))
-        await response.until_disconnect()
-
-    server.handler = handler
+    lines = (ndjson(line(token)) for token in "abc")
+    server.handler = sending(*lines, content_type=NDJSON, then_stall=True)
     stream = open_stream(server)
     received = await close_after_first(stream)
     assert received == ["a"]  # b and c may have arrived; none is delivered after close()
@@ -474,12 +466,7 @@ async def test_close_mid_stream_stops_at_once(server: ScriptedServer) -> None:
 
 
 async def test_no_done_line_is_truncated(server: ScriptedServer) -> None:
-    async def handler(request: Request, response: Response) -> None:
-        await response.start(200, NDJSON)
-        await response.send(ndjson(line("cut")))
-        await response.end()
-
-    server.handler = handler
+    server.handler = sending(ndjson(line("cut")), content_type=NDJSON)
     stream = open_stream(server)
     with pytest.raises(TruncatedStreamError, match='neither "done": true nor a finish reason'):
         [delta async for delta in deltas(stream)]
@@ -487,13 +474,10 @@ async def test_no_done_line_is_truncated(server: ScriptedServer) -> None:
 
 
 async def test_an_error_line_is_an_api_error_with_the_partial_kept(server: ScriptedServer) -> None:
-    async def handler(request: Request, response: Response) -> None:
-        await response.start(200, NDJSON)
-        await response.send(ndjson(line("par")) + ndjson(line("tial")))
-        await response.send(ndjson({"error": "model runner has unexpectedly stopped"}))
-        await response.end()
-
-    server.handler = handler
+    error = {"error": "model runner has unexpectedly stopped"}
+    server.handler = sending(
+        ndjson(line("par")) + ndjson(line("tial")), ndjson(error), content_type=NDJSON
+    )
     stream = open_stream(server)
     received = []
     with pytest.raises(APIError, match="unexpectedly stopped") as caught:

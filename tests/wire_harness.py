@@ -55,24 +55,28 @@ def host(server: ScriptedServer) -> str:
     return f"http://127.0.0.1:{server.port}"
 
 
-async def send(response: Response, events: list[Event]) -> None:
-    """Named SSE events, each its own ``event:`` and ``data:``."""
-    for name, data in events:
-        await response.send(f"event: {name}\ndata: {json.dumps(data)}\n\n")
-
-
-def scripted(*events: Event, then_stall: bool = False) -> Handler:
-    """A handler that sends ``events`` and ends the body (or, ``then_stall``, waits for the
-    client to leave)."""
+def sending(*pieces: str, content_type: str | None = None, then_stall: bool = False) -> Handler:
+    """A handler that sends ``pieces`` of a body, each a write of its own (under
+    ``content_type``, when given), and ends the body (or, ``then_stall``, waits for the client
+    to leave)."""
 
     async def handler(request: Request, response: Response) -> None:
-        await send(response, list(events))
+        if content_type is not None:
+            await response.start(200, content_type)
+        for piece in pieces:
+            await response.send(piece)
         if then_stall:
             await response.until_disconnect()
         else:
             await response.end()
 
     return handler
+
+
+def scripted(*events: Event, then_stall: bool = False) -> Handler:
+    """A handler that sends named SSE events, each its own ``event:`` and ``data:``."""
+    sse = (f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
+    return sending(*sse, then_stall=then_stall)
 
 
 async def deltas(stream: ChatStream) -> AsyncIterator[str]:
