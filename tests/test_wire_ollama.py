@@ -515,13 +515,9 @@ async def test_lines_under_a_json_content_type_still_stream(
     """A relay or proxy may label NDJSON application/jsonl or application/json: still a line
     each, delivered as it comes."""
 
-    async def handler(request: Request, response: Response) -> None:
-        await response.start(200, content_type)
-        await response.send(ndjson(line("Hel")) + ndjson(line("lo")))
-        await response.send(ndjson(last("")))
-        await response.end()
-
-    server.handler = handler
+    server.handler = sending(
+        ndjson(line("Hel")) + ndjson(line("lo")), ndjson(last("")), content_type=content_type
+    )
     stream = open_stream(server)
     assert [delta async for delta in deltas(stream)] == ["Hel", "lo"]
     assert stream.stop_reason is StopReason.COMPLETED
