@@ -44,6 +44,7 @@ CHROMIUM_ARGS = [
 RAN = re.compile(r"\[\d+\]:")  # a cell's prompt once it has run
 NOT_RUN = re.compile(r"^\s*\[ \]:\s*$")  # a cell's prompt before it was sent to the kernel
 START_TIMEOUT = 60.0  # seconds for a server to start: a guard against hangs
+KERNEL_START_TIMEOUT_MS = 90_000  # a kernel of a pinned stack, in its own venv: a guard
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
@@ -224,7 +225,9 @@ class Notebook:
             kernel = app.kernel_of(name)
             return kernel is not None and f"/api/kernels/{kernel}/" in socket.url
 
-        with page.expect_websocket(to_its_kernel):
+        # A guard, not a timing: a pinned stack's kernel in its own venv starts slowly on a busy
+        # machine, and JupyterLab opens the kernel's websocket only once the kernel is up.
+        with page.expect_websocket(to_its_kernel, timeout=KERNEL_START_TIMEOUT_MS):
             page.goto(app.notebook_url(name))
         self.cells = page.locator(".jp-NotebookPanel:visible .jp-Cell")
         expect(self.cells).to_have_count(len(cells))
