@@ -20,9 +20,9 @@ Any other exception from the package is a bug in it, and shows its traceback as 
     │   ├── NotFoundError         404: names the model and the URL
     │   ├── RateLimitError        429: shows Retry-After
     │   └── ServerError           5xx
-    ├── ProtocolError             the response is not a chat completion event stream
-    │   ├── EventTooLargeError    an SSE line or event exceeded the decoder's buffer cap
-    │   ├── TruncatedStreamError  the stream ended without [DONE] or a finish reason
+    ├── ProtocolError             the response is not the API's event stream
+    │   ├── EventTooLargeError    an SSE event or NDJSON line exceeded the decoder's buffer cap
+    │   ├── TruncatedStreamError  the stream ended without its API's end mark
     │   └── ConnectionLostError   the connection dropped in the middle of the stream
     └── APIError                  the server sent an error event in the middle of the stream
 """
@@ -172,17 +172,18 @@ class ServerError(HTTPStatusError):
 
 
 class ProtocolError(JupyterStreamError):
-    """The response is not a well-formed chat completion event stream."""
+    """The response is not a well-formed event stream of its API."""
 
     field: str | None = None  # the field of the server's data that had a wrong value, if one
 
 
 class EventTooLargeError(ProtocolError):
-    """A line or event grew past the SSE decoder's buffer cap."""
+    """A line or event grew past the decoder's buffer cap (SSE or NDJSON)."""
 
 
 class TruncatedStreamError(ProtocolError):
-    """The stream ended with neither ``data: [DONE]`` nor a finish reason."""
+    """The stream ended without its API's end mark (``data: [DONE]`` or a finish reason,
+    ``message_stop``, ``response.completed``, a ``finishReason``, ``"done": true``)."""
 
 
 class ConnectionLostError(ProtocolError):
@@ -190,7 +191,8 @@ class ConnectionLostError(ProtocolError):
 
 
 class APIError(JupyterStreamError):
-    """The server sent ``{"error": …}`` in the middle of the stream."""
+    """The server sent an error in the middle of the stream (``{"error": …}``, Anthropic's
+    ``error`` event, ``response.failed``, …): ``.type`` and ``.code`` as it said them."""
 
     def __init__(
         self,
