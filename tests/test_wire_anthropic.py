@@ -198,6 +198,24 @@ def test_a_tool_use_start_with_its_input_takes_it() -> None:
     assert reply.tool_calls[0].arguments == '{"x": "é"}'
 
 
+@pytest.mark.parametrize("kind", ["server_tool_use", "mcp_tool_use"])
+def test_a_server_tools_input_is_no_tool_call(kind: str) -> None:
+    block = {"type": kind, "id": "srvtoolu_1", "name": "web_search", "input": {}}
+    reply, chunks = parse(
+        [
+            event("content_block_start", index=0, content_block=block),
+            event(
+                "content_block_delta",
+                index=0,
+                delta={"type": "input_json_delta", "partial_json": '{"query": "x"}'},
+            ),
+            event("content_block_stop", index=0),
+            *text_block(1, "Found."),
+        ]
+    )
+    assert chunks[1] == "" and reply.tool_calls == [] and reply.content == "Found."
+
+
 @pytest.mark.parametrize(
     ("reason", "kind"),
     [
@@ -323,7 +341,10 @@ def test_lone_surrogates_become_replacement_characters() -> None:
         r'{"type":"content_block_delta","index":1,'
         r'"delta":{"type":"input_json_delta","partial_json":"\"\udc00\""}}'
     )
-    chunk = parse_one(tool)
+    parse = WIRE.parser()
+    block = {"type": "tool_use", "id": "t", "name": "f", "input": {}}
+    parse(json.dumps({"type": "content_block_start", "index": 1, "content_block": block}), "")
+    chunk = parse(tool, "content_block_delta")
     assert isinstance(chunk, Chunk) and chunk.tool_calls
     assert chunk.tool_calls[0]["function"]["arguments"] == '"\ufffd"'
 

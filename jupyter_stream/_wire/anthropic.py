@@ -120,6 +120,8 @@ class _Parser:
             if delta_kind == "input_json_delta":
                 index = _index(obj)
                 partial = _text(delta.get("partial_json"), "delta.partial_json")
+                if index not in self._tools:
+                    return ""  # a server tool's input (server_tool_use, …): not a call to make
                 if partial:
                     self._args.add(index)
                 return Chunk(tool_calls=[{"index": index, "function": {"arguments": partial}}])
