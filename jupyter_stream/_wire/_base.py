@@ -78,6 +78,7 @@ class WireFormat(Protocol):
     root: str  # the base URL's path below the host, as the official SDK has it: "/v1" or ""
     default_base_url: str  # the provider's own API root, where its key alone points
     key_vars: tuple[str, ...]  # environment variables that hold the provider's key, first wins
+    key_header: str  # the header an API key goes in: "Authorization" (as Bearer), or its own
     hosts: tuple[str, ...]  # well-known hosts that speak this API (and no other)
     end_mark: str  # the stream's own end, for messages: "[DONE]"
     described: str  # what the base URL should be, for messages: "an OpenAI-compatible API"

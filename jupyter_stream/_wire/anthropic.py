@@ -400,6 +400,7 @@ class AnthropicMessages:
     root = ""
     default_base_url = BASE_URL
     key_vars: tuple[str, ...] = ("ANTHROPIC_API_KEY",)
+    key_header = "x-api-key"  # as headers() sends it
     hosts: tuple[str, ...] = ("api.anthropic.com",)
     end_mark = END
     described = "an Anthropic Messages API"

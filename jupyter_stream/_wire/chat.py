@@ -408,6 +408,7 @@ class ChatCompletions:
     root = "/v1"
     default_base_url = OPENAI_BASE_URL
     key_vars: tuple[str, ...] = ("OPENAI_API_KEY",)
+    key_header = "Authorization"  # as Bearer
     hosts: tuple[str, ...] = ("api.openai.com",)
     end_mark = DONE
     described = "an OpenAI-compatible API"

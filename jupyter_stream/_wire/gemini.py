@@ -482,6 +482,7 @@ class Gemini:
     default_base_url = GEMINI_BASE_URL
     # GOOGLE_API_KEY first when both are set, as google-genai reads them
     key_vars: tuple[str, ...] = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
+    key_header = "x-goog-api-key"  # as headers() sends it
     hosts: tuple[str, ...] = ("generativelanguage.googleapis.com",)
     end_mark = END_MARK
     described = "the Gemini API (its host, such as https://generativelanguage.googleapis.com)"

@@ -269,6 +269,7 @@ class Ollama:
     root = ""
     default_base_url = OLLAMA_BASE_URL
     key_vars: tuple[str, ...] = ()  # a local server takes none; Ollama's cloud takes a Bearer key
+    key_header = "Authorization"  # as Bearer (Ollama's cloud)
     hosts: tuple[str, ...] = ()
     end_mark = END_MARK
     described = "an Ollama server (its root, such as http://localhost:11434)"

@@ -364,6 +364,7 @@ class Responses:
     root = "/v1"
     default_base_url = chat.OPENAI_BASE_URL
     key_vars: tuple[str, ...] = ("OPENAI_API_KEY",)
+    key_header = "Authorization"  # as Bearer
     hosts: tuple[str, ...] = ()  # api.openai.com speaks Chat Completions too, the default
     end_mark = END
     described = "an OpenAI API that speaks the Responses API"
