@@ -351,11 +351,36 @@ def test_thoughts_are_reasoning_and_function_calls_are_tool_calls() -> None:
     reply = folded(first, calls, more)
     assert reply.reasoning == "Let me think" and reply.content == "Sure"
     assert [(c.index, c.id, c.name, json.loads(c.arguments)) for c in reply.tool_calls] == [
-        (0, "", "get_weather", {"city": "Zürich"}),
+        (0, "call_0", "get_weather", {"city": "Zürich"}),
         (1, "fc-2", "get_time", {}),
-        (2, "", "get_news", {}),
+        (2, "call_2", "get_news", {}),
     ]
     assert reply.to_message()["tool_calls"][0]["type"] == "function"
+
+
+def test_calls_without_an_id_get_one_that_their_results_go_back_with() -> None:
+    calls = response(
+        {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}},
+        {"functionCall": {"name": "get_time", "args": {}}},
+        finish="STOP",
+    )
+    assistant = folded(calls).to_message()
+    ids = [call["id"] for call in assistant["tool_calls"]]
+    assert len(set(ids)) == 2 and all(ids)
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "weather and time?"},
+        assistant,
+        {"role": "tool", "tool_call_id": ids[1], "content": "12:00"},
+        {"role": "tool", "tool_call_id": ids[0], "content": '{"temp": 3}'},
+    ]
+    body = WIRE.request(endpoint(), "g", messages, {}).body
+    assert body is not None
+    results = [part["functionResponse"] for part in body["contents"][2]["parts"]]
+    assert [(r["name"], r["response"]) for r in results] == [
+        ("get_time", {"result": "12:00"}),
+        ("get_weather", {"temp": 3}),
+    ]
+    sdk_reads(body)
 
 
 def test_each_stream_counts_its_tool_calls_from_zero() -> None:

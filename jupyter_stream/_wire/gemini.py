@@ -15,7 +15,9 @@ sequence of ``data:`` events, each a whole ``GenerateContentResponse``
 There is no end mark of its own: the response with a ``finishReason`` is the last, so it is the
 end (``Chunk.done``), carrying its text and usage; so is one whose ``promptFeedback`` says the
 prompt was blocked. A part with ``"thought": true`` is reasoning; a ``functionCall`` arrives
-whole, its ``args`` an object, and becomes a tool call of its own. A mid-stream
+whole, its ``args`` an object, and becomes a tool call of its own; one without an ``id`` (the
+Developer API seldom sends one) gets ``call_{n}``, its number in the answer, which a tool
+result's ``tool_call_id`` can name and which goes back with the call. A mid-stream
 ``{"error": {"code", "message", "status"}}`` is an API error.
 
 Every value is checked where it enters, as in :mod:`.chat` (whose helpers this reuses): a field
@@ -208,9 +210,11 @@ def _call(value: Any, where: str, index: int) -> dict[str, Any]:
     name = value.get("name")
     if type(name) is not str or not name:
         raise _wrong(f"{where}.name", name, "a function's name (a string)")
+    # The Developer API mostly sends no id: one made up lets a tool result name its call.
+    call_id = _text(value.get("id"), f"{where}.id", API) or f"call_{index}"
     return {
         "index": index,
-        "id": _text(value.get("id"), f"{where}.id", API),
+        "id": call_id,
         "type": "function",
         "function": {"name": name, "arguments": json.dumps(args, ensure_ascii=False)},
     }
