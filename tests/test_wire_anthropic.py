@@ -515,10 +515,18 @@ def test_the_models_list() -> None:
         WIRE.parse_models("{}", "https://h")
 
 
+@pytest.mark.parametrize("base", ["https://h.test/v1", "https://h.test/v1/", "https://h.test"])
+def test_a_base_url_with_v1_at_its_end_means_the_host(base: str) -> None:
+    target = Endpoint(f"{base}?tenant=a", "test", api="anthropic")
+    assert WIRE.request(target, "m", [], {}).url == "https://h.test/v1/messages?tenant=a"
+    assert WIRE.models_request(target).url == "https://h.test/v1/models?tenant=a&limit=1000"
+
+
 def test_messages_for_a_wrong_base_url() -> None:
     said = WIRE.not_found("https://api.anthropic.com/v1", "", "claude", "base_url argument")
-    assert "/v1/v1/messages" in said and "drop the /v1" in said and "'claude'" in said
-    assert "drop" not in WIRE.not_found("https://h", "", "claude", "x")
+    assert "from https://api.anthropic.com/v1/messages" in said and "'claude'" in said
+    assert "as the Anthropic SDK takes it (such as https://api.anthropic.com)" in said
+    assert "from https://h/v1/messages" in WIRE.not_found("https://h", "", "claude", "x")
     assert WIRE.redirect_base("https://h/v1/messages") == "https://h"
     body = '{"type": "error", "error": {"type": "not_found_error", "message": "model: x"}}'
     assert WIRE.error_said(body) == "model: x"

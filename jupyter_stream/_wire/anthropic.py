@@ -251,6 +251,18 @@ def _whole(message: dict[str, Any]) -> Chunk:
 # -- the request ------------------------------------------------------------------------------
 
 
+def _host(base: str) -> str:
+    """A base URL (a path, no query) without the ``/v1`` that a paste of OpenAI's shape ends in:
+    the paths below add it."""
+    return base.rstrip("/").removesuffix("/v1")
+
+
+def _url(target: Target, path: str) -> str:
+    """``path`` below the base URL, a ``/v1`` at its end taken off (the query kept)."""
+    parts = urlsplit(target.url(""))
+    return urlunsplit(parts._replace(path=_host(parts.path) + path))
+
+
 def headers(target: Target, accept: str = "text/event-stream") -> dict[str, str]:
     """The request headers: the API key as ``x-api-key``, else the base URL's user info as
     Basic; the API version the SDK sends."""
@@ -427,7 +439,7 @@ class AnthropicMessages:
         *,
         fallback: bool = False,
     ) -> WireRequest:
-        return WireRequest(target.url(PATH), headers(target), build_body(messages, model, params))
+        return WireRequest(_url(target, PATH), headers(target), build_body(messages, model, params))
 
     def fallback(self, status: int, body: str) -> bool:
         return False  # the request has nothing optional to leave out
@@ -448,10 +460,9 @@ class AnthropicMessages:
         return body_message(body)  # {"type": "error", "error": {"type", "message"}}
 
     def not_found(self, where: str, said_part: str, model: str, source: str) -> str:
-        drop = " (drop the /v1 at its end)" if where.rstrip("/").endswith("/v1") else ""
         return (
-            f"404 from {where}{PATH}{said_part}. Fix: the base URL ({source}) should be the "
-            f"API's host, as the Anthropic SDK takes it (such as {BASE_URL}){drop}; check that "
+            f"404 from {_host(where)}{PATH}{said_part}. Fix: the base URL ({source}) should be "
+            f"the API's host, as the Anthropic SDK takes it (such as {BASE_URL}); check that "
             f"model {model!r} exists."
         )
 
@@ -460,13 +471,13 @@ class AnthropicMessages:
 
     def models_request(self, target: Target) -> WireRequest:
         # The list comes in pages of 20 unless asked for more; 1000 is the most a page holds.
-        parts = urlsplit(target.url("/v1/models"))
+        parts = urlsplit(_url(target, "/v1/models"))
         query = "&".join(part for part in (parts.query, "limit=1000") if part)
         url = urlunsplit(parts._replace(query=query))
         return WireRequest(url, headers(target, "application/json"))
 
     def parse_models(self, body: str, where: str) -> list[str]:
-        return chat.WIRE.parse_models(body, f"{where}/v1")
+        return chat.WIRE.parse_models(body, f"{_host(where)}/v1")
 
 
 WIRE = AnthropicMessages()
