@@ -156,6 +156,36 @@ def test_thinking_is_reasoning_and_signatures_are_ignored() -> None:
     assert chunks[4] == ""
 
 
+def test_thinking_blocks_in_a_row_are_paragraphs_apart() -> None:
+    def thinking(index: int, *pieces: str) -> list[Event]:
+        block = {"type": "thinking", "thinking": "", "signature": ""}
+        return [
+            event("content_block_start", index=index, content_block=block),
+            *(
+                event(
+                    "content_block_delta",
+                    index=index,
+                    delta={"type": "thinking_delta", "thinking": piece},
+                )
+                for piece in pieces
+            ),
+            event("content_block_stop", index=index),
+        ]
+
+    reply, _ = parse(
+        [
+            message_start(),
+            *thinking(0, "fir", "st"),
+            *thinking(1, "", "second"),
+            *text_block(2, "answer"),
+            *thinking(3, "third"),
+            *ending(),
+        ]
+    )
+    assert reply.reasoning == "first\n\nsecond\n\nthird"
+    assert reply.content == "answer"
+
+
 def test_tool_use_blocks_are_assembled_by_block_index() -> None:
     reply, _ = parse(
         [

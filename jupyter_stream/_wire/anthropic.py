@@ -90,15 +90,16 @@ def _arguments(value: Any, field: str) -> str:
 
 class _Parser:
     """One stream's parse: it keeps the usage so far, the stop reason (reported with the end
-    mark), and which tool_use blocks got arguments."""
+    mark), which tool_use blocks got arguments, and which thinking block gave text last."""
 
-    __slots__ = ("_args", "_stop_reason", "_tools", "_usage")
+    __slots__ = ("_args", "_stop_reason", "_thinking", "_tools", "_usage")
 
     def __init__(self) -> None:
         self._usage: dict[str, Any] = {}
         self._stop_reason: str | None = None
         self._tools: set[int] = set()  # indices of tool_use blocks
         self._args: set[int] = set()  # … of those whose input arrived
+        self._thinking: Any = None  # the index of the thinking block that gave text last
 
     def __call__(self, data: str, event: str) -> str | Chunk:
         obj = load_object(data)
@@ -116,7 +117,7 @@ class _Parser:
                     return text if text.isascii() else clean_text(text)
                 raise _wrong("delta.text", text, "a string", API)
             if delta_kind == "thinking_delta":
-                return Chunk(reasoning=_text(delta.get("thinking"), "delta.thinking"))
+                return self._thought(obj, _text(delta.get("thinking"), "delta.thinking"))
             if delta_kind == "input_json_delta":
                 index = _index(obj)
                 partial = _text(delta.get("partial_json"), "delta.partial_json")
@@ -164,7 +165,7 @@ class _Parser:
         if kind == "text":
             return _text(block.get("text"), "content_block.text")
         if kind == "thinking":
-            return Chunk(reasoning=_text(block.get("thinking"), "content_block.thinking"))
+            return self._thought(obj, _text(block.get("thinking"), "content_block.thinking"))
         if kind != "tool_use":
             return ""  # redacted_thinking, server tools' blocks: not part of the answer
         index = _index(obj)
@@ -180,6 +181,14 @@ class _Parser:
             "function": {"name": name, "arguments": arguments},
         }
         return Chunk(tool_calls=[fragment])
+
+    def _thought(self, obj: dict[str, Any], text: str) -> Chunk:
+        index = obj.get("index")
+        if text and self._thinking is not None and index != self._thinking:
+            text = "\n\n" + text  # a new thinking block is a new paragraph, as Responses'
+        if text:
+            self._thinking = index
+        return Chunk(reasoning=text)
 
     def _message_start(self, obj: dict[str, Any]) -> Chunk:
         notes: list[str] = []
