@@ -403,6 +403,8 @@ def test_each_stream_counts_its_tool_calls_from_zero() -> None:
         ("SPII", "content_filter"),
         ("IMAGE_SAFETY", "content_filter"),
         ("MALFORMED_FUNCTION_CALL", "completed"),
+        ("UNEXPECTED_TOOL_CALL", "completed"),
+        ("TOO_MANY_TOOL_CALLS", "completed"),
         ("OTHER", "completed"),
         (None, "completed"),
     ],
@@ -626,6 +628,19 @@ async def test_max_tokens_ends_with_length(server: ScriptedServer) -> None:
     stream = open_stream(server)
     assert [delta async for delta in deltas(stream)] == ["cut", " sh"]
     assert stream.stop_reason is StopReason.LENGTH
+
+
+@pytest.mark.parametrize(
+    "finish", ["MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"]
+)
+async def test_a_failed_tool_call_completes_and_keeps_gemini_s_word(
+    server: ScriptedServer, finish: str
+) -> None:
+    server.handler = sending(sse(response(finish=finish, usage=True)), then_stall=True)
+    stream = open_stream(server)
+    assert [delta async for delta in deltas(stream)] == []
+    assert stream.stop_reason is StopReason.COMPLETED and stream.reply.finish_reason == finish
+    assert stream.reply.tool_calls == [] and stream.error is None
 
 
 async def test_close_mid_stream_stops_at_once(server: ScriptedServer) -> None:

@@ -20,6 +20,13 @@ Developer API seldom sends one) gets ``call_{n}``, its number in the answer, whi
 result's ``tool_call_id`` can name and which goes back with the call. A mid-stream
 ``{"error": {"code", "message", "status"}}`` is an API error.
 
+Finish reasons: ``MAX_TOKENS`` ends with ``length``; ``SAFETY``, ``RECITATION``, ``BLOCKLIST``,
+``PROHIBITED_CONTENT``, ``SPII``, the image filters and a blocked prompt with
+``content_filter``; every other (``STOP``, and the tool-call failures
+``MALFORMED_FUNCTION_CALL``, ``UNEXPECTED_TOOL_CALL``, ``TOO_MANY_TOOL_CALLS``) with
+``completed``: the model ended its turn, nothing was cut. A failed tool call leaves no tool
+call and often no text; ``Reply.finish_reason`` keeps Gemini's word to tell it.
+
 Every value is checked where it enters, as in :mod:`.chat` (whose helpers this reuses): a field
 that carries the answer with the wrong type is a :class:`ProtocolError` naming it; one that only
 describes it (usage, model, id, finish reason) is ignored and named in ``Reply.notes``.
