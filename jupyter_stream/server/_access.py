@@ -18,16 +18,26 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .._wire import FORMATS
 from ._config import ServerConfig, is_loopback
 from ._errors import Api, api_of, error_response
 
 __all__ = ["Access", "busy"]
 
-_KEY_HEADERS: dict[Api, str] = {"anthropic": "x-api-key", "gemini": "x-goog-api-key"}
-_HOW = {
-    "anthropic": "as x-api-key: <key> (or Authorization: Bearer <key>)",
-    "gemini": "as x-goog-api-key: <key> (or ?key=<key>)",
+_BEARER = "Authorization: Bearer <key>"  # every API's clients may send the key so
+# The APIs whose clients send the key in a header of their own (their wire format's key_header).
+_KEY_HEADERS: dict[str, str] = {
+    name: wire.key_header for name, wire in FORMATS.items() if wire.key_header != "Authorization"
 }
+_OR = {"gemini": "?key=<key>"}  # the second way a 401 names, where it is not Bearer
+
+
+def _how(api: Api) -> str:
+    """How a client of ``api`` sends the key, for the 401's message."""
+    header = _KEY_HEADERS.get(api)
+    if header is None:
+        return f"as {_BEARER}"
+    return f"as {header}: <key> (or {_OR.get(api, _BEARER)})"
 
 
 class Access:
@@ -42,7 +52,7 @@ class Access:
         if self._key is not None:
             if self._has_key(request, api):
                 return None
-            how = _HOW.get(api, "as Authorization: Bearer <key>")
+            how = _how(api)
             return error_response(
                 401,
                 f"missing or wrong API key: send the key this server was started with "

@@ -3,7 +3,17 @@
 ``/v1/chat/completions`` goes to the upstream base URL's ``/chat/completions`` (the base is an
 OpenAI API root, ``…/v1``); every native API's request (Responses, Anthropic Messages, Gemini,
 Ollama, and their model lists) goes to the upstream's root (the base without a trailing ``/v1``)
-plus the request's own path, with the relay's key in that API's own header.
+plus the request's own path, with the relay's key in that API's own header (the header its
+wire format's ``headers()`` sends, as the client does; Anthropic's ``anthropic-version`` and
+``anthropic-beta`` are the client's, else version 2023-06-01; the client's own key is never
+forwarded).
+
+So an upstream at a provider's OpenAI-compatible path (such as Gemini's ``…/v1beta/openai``)
+serves only Chat Completions: a native API's request would go to that path plus its own, which
+is no URL of the provider's; relaying native APIs needs the provider's host (or an OpenAI root,
+``…/v1``) as the upstream. ``GET /stream`` and ``GET /v1/models`` (without ``anthropic-version``)
+speak Chat Completions to the upstream whatever API its clients speak: they need an upstream
+that serves ``/chat/completions`` and ``/models`` below its base URL.
 
 The upstream's bytes are passed on as they arrive, cut only at event boundaries (an SSE event, or
 an NDJSON line, split across two reads goes out when its end arrives, which is when a client could
@@ -40,7 +50,7 @@ from .._exceptions import ProtocolError
 from .._reply import Chunk, excerpt
 from .._secrets import register_for_logs
 from .._target import Endpoint, check_base_url
-from .._wire import chat
+from .._wire import Target, anthropic, chat, gemini
 from ..sse import SSEDecoder, encode_event
 from ._config import ServerConfig
 from ._demo import PLAIN_RETRY, plain_error
@@ -57,8 +67,15 @@ _GEMINI_MODEL = re.compile(r"/models/([^/:]{1,200}):")
 _FORWARDED_HEADERS = ("content-type", "retry-after", "x-request-id", "request-id")
 _BOUNDARIES = (b"\n\n", b"\r\r", b"\n\r\n", b"\r\n\n")
 STREAM_HEADERS = [(b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]
-ANTHROPIC_VERSION = "2023-06-01"  # sent when the client names none
-_PASSED_REQUEST_HEADERS = ("anthropic-version", "anthropic-beta")
+_PASSED_REQUEST_HEADERS = ("anthropic-version", "anthropic-beta")  # the client's own choice
+# Each API's request headers, with the upstream's key where that API's client puts it.
+_KEYED_HEADERS: dict[Api, Callable[[Target, str], dict[str, str]]] = {
+    "chat": chat.headers,
+    "responses": chat.headers,
+    "anthropic": anthropic.headers,
+    "gemini": gemini.headers,
+    "ollama": chat.headers,
+}
 
 
 @dataclass(frozen=True)
@@ -112,11 +129,13 @@ class Relay:
         if self._client is not None:
             await self._client.aclose()
 
-    def _headers(self, request: Request | None = None) -> dict[str, str]:
-        headers = chat.headers(self.upstream)  # the upstream's key
+    def _headers(self, request: Request | None = None, api: Api = "chat") -> dict[str, str]:
+        """The upstream request's headers: the upstream's key (never the client's) in ``api``'s
+        own header, and the client's Accept and Content-Type."""
+        accept = "text/event-stream" if request is None else request.headers.get("accept", "*/*")
+        headers = _KEYED_HEADERS[api](self.upstream, accept)
         headers["Accept-Encoding"] = "identity"  # bytes pass through as they are
         if request is not None:
-            headers["Accept"] = request.headers.get("accept", "*/*")
             headers["Content-Type"] = request.headers.get("content-type", "application/json")
         return headers
 
@@ -131,13 +150,7 @@ class Relay:
         with the relay's own key in that API's own header, never the client's."""
         path = request.url.path
         api = api_of(request)
-        headers = self._headers(request)
-        key = self.upstream.api_key
-        if api in ("anthropic", "gemini") and key:
-            del headers["Authorization"]  # the key goes in the API's own header instead
-            headers["x-api-key" if api == "anthropic" else "x-goog-api-key"] = key
-        if api == "anthropic":
-            headers["anthropic-version"] = ANTHROPIC_VERSION
+        headers = self._headers(request, api)
         for name in _PASSED_REQUEST_HEADERS:
             if (value := request.headers.get(name)) is not None:
                 headers[name] = value
