@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .._exceptions import ConfigurationError
-from .._reply import Chunk, clean_text, scrub
+from .._reply import Chunk, scrub
 from .._secrets import basic_credentials
 from . import chat
 from ._base import EndKind, Framing, Parse, Target, WireRequest
@@ -114,7 +114,7 @@ class _Parser:
             if delta_kind == "text_delta":  # the hot path
                 text = delta.get("text")
                 if type(text) is str:
-                    return text if text.isascii() else clean_text(text)
+                    return text  # load_object has replaced lone surrogates
                 raise _wrong("delta.text", text, "a string", API)
             if delta_kind == "thinking_delta":
                 return self._thought(obj, _text(delta.get("thinking"), "delta.thinking"))

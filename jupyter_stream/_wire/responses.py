@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._exceptions import APIError, ConfigurationError
-from .._reply import Chunk, clean_text, excerpt, scrub
+from .._reply import Chunk, excerpt, scrub
 from . import chat
 from ._base import EndKind, Framing, Parse, Target, WireRequest
 from ._common import items
@@ -95,7 +95,7 @@ class _Parser:
         if kind == _TEXT:  # the hot path
             delta = obj.get("delta")
             if type(delta) is str:
-                return delta if delta.isascii() else clean_text(delta)
+                return delta  # load_object has replaced lone surrogates
             raise _wrong("delta", delta, "a string", API)
         if kind in _REASONING:
             return Chunk(reasoning=self._reasoning(obj))
