@@ -308,7 +308,25 @@ def test_the_upstream_gets_the_relays_key_in_its_apis_header_never_the_clients(
     assert seen.path == mount.removesuffix("/v1") + path.replace(f"&key={CLIENT_KEY}", "")
     assert {name: seen.headers.get(name) for name in expected} == expected
     assert CLIENT_KEY not in json.dumps(seen.headers)
+    if api in ("anthropic", "gemini"):  # the key goes in the API's own header alone
+        assert "authorization" not in {name.lower() for name in seen.headers}
     assert json.loads(seen.body) == body
+
+
+def test_an_anthropic_upstream_gets_a_version_when_the_client_sends_none(
+    server: ScriptedServer, make_server: MakeServer
+) -> None:
+    async def handler(request: Request, response: Response) -> None:
+        await response.whole(200, '{"ok": true}')
+
+    server.handler = handler
+    relay = make_server(upstream=server.url.removesuffix("/v1"), upstream_api_key=RELAY_KEY)
+    body = {"model": "demo", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    answer = httpx.post(f"{root(relay)}/v1/messages", json=body, timeout=WAIT)
+    assert answer.status_code == 200
+    [seen] = server.requests
+    assert seen.headers.get("anthropic-version") == "2023-06-01"
+    assert seen.headers.get("x-api-key") == RELAY_KEY
 
 
 def test_an_ollama_stream_is_relayed_line_by_line_and_a_client_leaving_closes_it(
