@@ -5,7 +5,9 @@ A :class:`Chunk` is the happenings of one event: a content delta, a reasoning de
 deltas, usage (with ``output_tokens`` named neutrally), a finish with the server's own reason, an
 error, the end (``done``), or nothing (an event to ignore), plus ``notes`` on values it ignored.
 A tool-call delta has the shape of the library's messages (``Reply.to_message()``): ``index``,
-``id``, ``type`` and ``function.name``/``function.arguments``, each a fragment to append.
+``id``, ``type`` and ``function.name``/``function.arguments``, each a fragment to append, and
+an optional ``extra_content`` (what the API needs back with the call, such as Gemini's thought
+signature, shaped as in Gemini's OpenAI-compatible API), kept whole.
 """
 
 from __future__ import annotations
@@ -43,13 +45,17 @@ class ToolCall:
     type: str = "function"
     name: str = ""
     arguments: str = ""
+    extra_content: dict[str, Any] | None = None  # {"google": {"thought_signature": …}}
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        called: dict[str, Any] = {
             "id": self.id,
             "type": self.type,
             "function": {"name": self.name, "arguments": self.arguments},
         }
+        if self.extra_content:
+            called["extra_content"] = self.extra_content
+        return called
 
 
 class Chunk(NamedTuple):
@@ -223,6 +229,8 @@ class Reply:
             arguments = function.get("arguments")
             if arguments:
                 call.arguments += arguments
+            if fragment.get("extra_content"):
+                call.extra_content = fragment["extra_content"]
 
     def to_message(self) -> Message:
         """The reply as an assistant message, ready to append to a conversation."""

@@ -383,6 +383,28 @@ def test_calls_without_an_id_get_one_that_their_results_go_back_with() -> None:
     sdk_reads(body)
 
 
+def test_a_calls_thought_signature_goes_back_with_it() -> None:
+    calls = response(
+        {"functionCall": {"name": "get_weather", "args": {}}, "thoughtSignature": "c2ln"},
+        {"functionCall": {"name": "get_time", "args": {}}},
+        finish="STOP",
+    )
+    assistant = folded(calls).to_message()
+    google = {"google": {"thought_signature": "c2ln"}}  # as Gemini's OpenAI-compatible API
+    assert [call.get("extra_content") for call in assistant["tool_calls"]] == [google, None]
+    messages = [{"role": "user", "content": "weather and time?"}, assistant]
+    body = WIRE.request(endpoint(), "g", messages, {}).body
+    assert body is not None
+    assert body["contents"][1]["parts"] == [
+        {
+            "functionCall": {"name": "get_weather", "args": {}, "id": "call_0"},
+            "thoughtSignature": "c2ln",
+        },
+        {"functionCall": {"name": "get_time", "args": {}, "id": "call_1"}},
+    ]
+    sdk_reads(body)
+
+
 def test_each_stream_counts_its_tool_calls_from_zero() -> None:
     call = response({"functionCall": {"name": "f", "args": {}}})
     for _ in range(2):

@@ -17,7 +17,10 @@ end (``Chunk.done``), carrying its text and usage; so is one whose ``promptFeedb
 prompt was blocked. A part with ``"thought": true`` is reasoning; a ``functionCall`` arrives
 whole, its ``args`` an object, and becomes a tool call of its own; one without an ``id`` (the
 Developer API seldom sends one) gets ``call_{n}``, its number in the answer, which a tool
-result's ``tool_call_id`` can name and which goes back with the call. A mid-stream
+result's ``tool_call_id`` can name and which goes back with the call. A call's
+``thoughtSignature`` (which Gemini 3 requires back with it) is kept in the tool call's
+``extra_content`` (``{"google": {"thought_signature": …}}``, as Gemini's OpenAI-compatible API
+has it) and sent back with the call; signatures on text parts are not kept. A mid-stream
 ``{"error": {"code", "message", "status"}}`` is an API error.
 
 Finish reasons: ``MAX_TOKENS`` ends with ``length``; ``SAFETY``, ``RECITATION``, ``BLOCKLIST``,
@@ -198,7 +201,11 @@ def _parts(
             text = _text(part["text"], f"{where}.text", API)
             (reasoning if thought else content).append(text)
         elif "functionCall" in part:
-            calls.append(_call(part["functionCall"], f"{where}.functionCall", state.tools))
+            call = _call(part["functionCall"], f"{where}.functionCall", state.tools)
+            signature = part.get("thoughtSignature")
+            if type(signature) is str and signature:  # Gemini 3 refuses the call back without it
+                call["extra_content"] = {"google": {"thought_signature": signature}}
+            calls.append(call)
             state.tools += 1
         elif part.keys() - _QUIET_PART_KEYS:
             kinds = ", ".join(sorted(part.keys() - _QUIET_PART_KEYS))
@@ -441,7 +448,13 @@ def _function_call(call: Any, names: dict[str, str], number: int) -> dict[str, A
     if call.get("id"):
         names[call["id"]] = name
         found["id"] = call["id"]
-    return {"functionCall": found}
+    part: dict[str, Any] = {"functionCall": found}
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    if isinstance(signature, str) and signature:
+        part["thoughtSignature"] = signature
+    return part
 
 
 def _function_response(
