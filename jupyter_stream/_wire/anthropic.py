@@ -21,6 +21,13 @@ and ``message_delta`` are reported with it, so a stream cut before it has no fin
 is truncated). An ``error`` event (``overloaded_error``, …) is an error; ``ping`` and unknown
 events are ignored. Values are checked as in :mod:`.chat`: a field that carries the answer with
 the wrong type is a ProtocolError that names it, a describing one is ignored and noted.
+
+Thinking blocks in a row are paragraphs of ``Chunk.reasoning`` ("\n\n" apart). Their
+signatures (``signature_delta``) and ``redacted_thinking`` blocks are not kept, and
+``Reply.to_message()`` carries no thinking blocks: with extended thinking on, the API refuses
+the tool results of a turn whose thinking blocks are not sent back, so continue such a turn
+with thinking off (or with the anthropic SDK). Server tools' blocks (``server_tool_use``,
+``mcp_tool_use``, their results) are not part of the answer: their input is no tool call.
 """
 
 from __future__ import annotations
