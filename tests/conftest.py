@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from llmock_server import LLMock
 from scripted_server import ScriptedServer
 
 from jupyter_stream.server import BackgroundServer, ServerConfig
@@ -147,3 +148,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"report_{report.when}", report)
     return report
+
+
+# llmock, a provider mock we did not write (PyPI), one process for the whole run. echo: its answer
+# quotes the prompt, which shows that the request carried it.
+LLMOCK_ARGS = ("--stream-chunk-delay-ms", "20", "--response-style", "echo")
+LLMOCK_ARGS += ("--log-level", "warning")
+
+
+@pytest.fixture(scope="session")
+def llmock() -> Iterator[LLMock]:
+    with LLMock(*LLMOCK_ARGS) as server:
+        yield server
+
+
+@pytest.fixture
+def mock(llmock: LLMock) -> Iterator[LLMock]:
+    """llmock with nothing scripted and an empty journal, before and after the test."""
+    llmock.reset()
+    yield llmock
+    llmock.reset()

@@ -12,7 +12,6 @@ import asyncio
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,21 +32,6 @@ APIS = ["chat", "responses", "anthropic", "gemini"]
 LONG = " ".join(f"word{i}" for i in range(400))  # 400 chunks at 20 ms: outlasts every test
 FAULT_AFTER = 6  # chunks before a fault: some text has arrived on every API by then
 UNICODE = "Grüße — 東京 🚀 «ok»\nline two\ttab."
-# echo: the answer quotes the prompt, which shows that the request carried it
-ARGS = ("--stream-chunk-delay-ms", "20", "--response-style", "echo", "--log-level", "warning")
-
-
-@pytest.fixture(scope="session")
-def llmock() -> Iterator[LLMock]:
-    with LLMock(*ARGS) as server:
-        yield server
-
-
-@pytest.fixture
-def mock(llmock: LLMock) -> Iterator[LLMock]:
-    llmock.reset()
-    yield llmock
-    llmock.reset()
 
 
 @pytest.fixture(params=APIS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -35,21 +35,7 @@ LONG = " ".join(f"word{i}" for i in range(400))  # 400 chunks at 20 ms: outlasts
 FAULT_AFTER = 6  # chunks before a fault: some text has arrived on every API by then
 RELAY_KEY = "sk-relay-upstream-0123456789"
 CLIENT_KEY = "sk-client-9876543210"
-ARGS = ("--stream-chunk-delay-ms", "20", "--response-style", "echo", "--log-level", "warning")
 MakeServer = Callable[..., BackgroundServer]
-
-
-@pytest.fixture(scope="module")
-def llmock() -> Iterator[LLMock]:
-    with LLMock(*ARGS) as server:
-        yield server
-
-
-@pytest.fixture
-def mock(llmock: LLMock) -> Iterator[LLMock]:
-    llmock.reset()
-    yield llmock
-    llmock.reset()
 
 
 @pytest.fixture(params=APIS)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,7 +21,6 @@ from jupyter_stream.sse import ServerSentEvent, SSEDecoder
 WAIT = 10  # seconds: a guard against hangs, never a timing assertion
 LONG = " ".join(f"word{i}" for i in range(400))  # 400 chunks at 20 ms: outlasts every test
 MULTILINE = "first line\nsecond line\n\n- a list item: Grüße 🚀\r\nlast"
-ARGS = ("--stream-chunk-delay-ms", "20", "--response-style", "echo", "--log-level", "warning")
 MakeServer = Callable[..., BackgroundServer]
 
 
@@ -126,19 +125,6 @@ def test_a_server_stopping_ends_the_stream_with_an_error_event(make_server: Make
 
 
 # -- relay mode ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def llmock() -> Iterator[LLMock]:
-    with LLMock(*ARGS) as server:
-        yield server
-
-
-@pytest.fixture
-def mock(llmock: LLMock) -> Iterator[LLMock]:
-    llmock.reset()
-    yield llmock
-    llmock.reset()
 
 
 @pytest.fixture
