@@ -691,3 +691,118 @@ async def test_a_whole_unstreamed_message_is_taken(server: ScriptedServer) -> No
     stream = open_stream(server)
     assert "".join([delta async for delta in stream]) == "Whole"
     assert stream.stop_reason is StopReason.COMPLETED
+
+
+# -- the hot path: a text delta of the API's own shape, recognised without a full parse -----------
+
+# Pieces of a JSON string literal's inside: plain, non-ASCII, escapes (lone surrogates among them),
+# and what makes the literal invalid (a raw control character or quote, a bad escape).
+LITERAL_PIECES = (
+    "a", " tok", "é", "日本", "😀", '\\"', "\\\\", "\\n", "\\/", "\\u00e9", "\\ud800", "\\uDFFF",
+    "\\ud83d\\ude00", "\\\\ud800", "\\x", "\\u12", "\t", "\x00", '"', "\\",
+)  # fmt: skip
+HEAD = '{{"type":"content_block_delta","index":{index},"delta":'
+CANONICAL = HEAD + '{{"type":"text_delta","text":{text}}}}}'
+SHAPES = (
+    CANONICAL,
+    '{{"index":{index},"type":"content_block_delta","delta":{{"type":"text_delta","text":{text}}}}}',
+    HEAD + '{{"text":{text},"type":"text_delta"}}}}',
+    HEAD + '{{"type":"text_delta","text":{text},"x":1}}}}',
+    HEAD + '{{"type":"text_delta","text":{text}}},"x":[]}}',
+    HEAD + '{{"type":"text_delta","text":{text},"text":"b"}}}}',
+    HEAD + '{{"type":"thinking_delta","text":{text}}}}}',
+    HEAD + '{{"type": "text_delta", "text": {text}}}}}',
+    CANONICAL.replace(",", ", "),
+    CANONICAL + " ",
+    CANONICAL + "x",
+    CANONICAL[:-2],
+    " " + CANONICAL,
+)
+INDICES = ("0", "7", "10", "123", "007", "00", "-1", "1.5", "1e2", '"0"', " 0", "", "null",
+           "9" * 18, "9" * 19, "1" * 5000)  # fmt: skip
+NOT_STRINGS = ("5", "null", "[]", "{}", "true", '["a"]')
+
+
+def outcome(parse: Any, data: str) -> tuple[Any, ...]:
+    """What a parse gives: the value, or the error's type, message and field."""
+    try:
+        return ("value", parse(data, "content_block_delta"))
+    except ProtocolError as exc:
+        return ("error", type(exc), str(exc), exc.field)
+
+
+def generated_events(count: int, seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    events = []
+    for _ in range(count):
+        pieces = rng.choices(LITERAL_PIECES, k=rng.randrange(6))
+        text = '"' + "".join(pieces) + '"'
+        if rng.random() < 0.1:
+            text = rng.choice(NOT_STRINGS)
+        elif rng.random() < 0.1:
+            text = json.dumps("".join(rng.choices('ab"\\\n\u00e9\U0001f600\ud800', k=4)))
+        index = rng.choice(INDICES) if rng.random() < 0.5 else str(rng.randrange(12))
+        events.append(rng.choice(SHAPES).format(index=index, text=text))
+    return events
+
+
+def test_the_hot_path_and_the_full_parse_agree_on_generated_events() -> None:
+    texts = 0
+    for data in generated_events(4000, seed=16):
+        fast = outcome(WIRE.parser(), data)
+        assert fast == outcome(WIRE.parser().parse_whole_event, data), data
+        if fast[0] == "value" and isinstance(fast[1], str):
+            fast[1].encode()  # never a lone surrogate: UTF-8 can carry it
+            texts += 1
+    assert texts > 1000  # the comparison covered the text deltas, not only the errors
+
+
+@pytest.mark.parametrize(
+    ("literal", "text"),
+    [
+        ('" tok"', " tok"),
+        ('"日本😀"', "日本😀"),
+        ('"\\"q\\" \\\\ \\n \\/ \\u00e9"', '"q" \\ \n / é'),
+        ('"a\\ud800b"', "a\ufffdb"),
+        ('"\\uDFFF"', "\ufffd"),
+        ('"\\ud83d\\ude00"', "😀"),
+        ('"\\\\ud800"', "\\ud800"),
+        ('""', ""),
+    ],
+)
+@pytest.mark.parametrize("index", ["0", "3", "10", "4096"])
+def test_a_text_delta_of_the_apis_shape_is_read_without_a_full_parse(
+    monkeypatch: pytest.MonkeyPatch, literal: str, text: str, index: str
+) -> None:
+    from jupyter_stream._wire import anthropic
+
+    def no_full_parse(data: str) -> Any:
+        raise AssertionError(f"parsed whole: {data}")
+
+    monkeypatch.setattr(anthropic, "load_object", no_full_parse)
+    data = CANONICAL.format(index=index, text=literal)
+    assert WIRE.parser()(data, "content_block_delta") == text
+
+
+@pytest.mark.parametrize("text", NOT_STRINGS)
+def test_a_text_that_is_no_string_is_still_named_on_the_hot_paths_shape(text: str) -> None:
+    with pytest.raises(ProtocolError, match=r"delta\.text") as caught:
+        WIRE.parser()(CANONICAL.format(index=0, text=text), "content_block_delta")
+    assert caught.value.field == "delta.text"
+
+
+@pytest.mark.parametrize("literal", ['"a\tb"', '"a\\xb"', '"a\\u12"', '"a'])
+def test_a_bad_literal_on_the_hot_paths_shape_is_a_protocol_error(literal: str) -> None:
+    with pytest.raises(ProtocolError, match="not JSON"):
+        WIRE.parser()(CANONICAL.format(index=0, text=literal), "content_block_delta")
+
+
+def test_a_text_delta_for_a_block_not_started_as_text_is_text_on_both_paths() -> None:
+    parse = WIRE.parser()
+    start = {"type": "content_block_start", "index": 1, "content_block": {"type": "thinking"}}
+    parse(json.dumps(start), "content_block_start")
+    data = CANONICAL.format(index=1, text='"x"')
+    assert parse(data, "content_block_delta") == "x"
+    assert parse.parse_whole_event(data, "content_block_delta") == "x"
