@@ -581,3 +581,124 @@ async def test_a_whole_unstreamed_response_is_taken(server: ScriptedServer) -> N
     stream = open_stream(server)
     assert "".join([delta async for delta in stream]) == "Whole"
     assert stream.stop_reason is StopReason.COMPLETED
+
+
+# -- the hot path: a text delta of OpenAI's own shape, recognised without a full parse ------------
+
+# Pieces of a JSON string literal's inside: plain, non-ASCII, escapes (lone surrogates among them),
+# and what makes the literal invalid (a raw control character or quote, a bad escape).
+LITERAL_PIECES = (
+    "a", " tok", "é", "日本", "😀", '\\"', "\\\\", "\\n", "\\/", "\\u00e9", "\\ud800", "\\uDFFF",
+    "\\ud83d\\ude00", "\\\\ud800", "\\x", "\\u12", "\t", "\x00", '"', "\\",
+)  # fmt: skip
+HEAD = '{{"type":"response.output_text.delta","sequence_number":{seq},"item_id":{item}'
+WHERE = ',"output_index":{index},"content_index":{index}'
+CANONICAL = HEAD + WHERE + ',"delta":{text},"logprobs":[]}}'
+SHAPES = (
+    CANONICAL,
+    HEAD + WHERE + ',"delta":{text}}}',
+    HEAD + WHERE + ',"delta":{text},"logprobs":[],"obfuscation":"aB3x"}}',
+    HEAD + WHERE + ',"delta":{text},"obfuscation":{item}}}',
+    HEAD + WHERE + ',"delta":{text},"logprobs":[{{"token":"a"}}]}}',
+    HEAD + WHERE + ',"delta":{text},"logprobs":[],"x":1}}',
+    HEAD + WHERE + ',"delta":{text},"delta":"b"}}',
+    HEAD + WHERE + ',"delta":{text},"type":"error"}}',
+    HEAD + ',"content_index":{index},"output_index":{index},"delta":{text}}}',
+    '{{"sequence_number":{seq},"type":"response.output_text.delta","delta":{text}}}',
+    HEAD.replace("output_text", "refusal") + WHERE + ',"delta":{text}}}',
+    CANONICAL.replace(",", ", "),
+    CANONICAL + " ",
+    CANONICAL + "x",
+    CANONICAL[:-2],
+    " " + CANONICAL,
+)
+NUMBERS = ("0", "7", "10", "4096", "007", "00", "-1", "1.5", "1e2", '"0"', " 0", "", "null",
+           "9" * 18, "9" * 19, "1" * 5000)  # fmt: skip
+ITEMS = ('"msg_b"', '""', '"m\\u00e9"', '"m\\ud800"', '"日本"', '"a\tb"', "5", "null")
+NOT_STRINGS = ("5", "null", "[]", "{}", "true", '["a"]')
+
+
+def outcome(parse: Any, data: str) -> tuple[Any, ...]:
+    """What a parse gives: the value, or the error's type, message and field."""
+    try:
+        return ("value", parse(data, "response.output_text.delta"))
+    except ProtocolError as exc:
+        return ("error", type(exc), str(exc), exc.field)
+
+
+def generated_events(count: int, seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    events = []
+    for _ in range(count):
+        pieces = rng.choices(LITERAL_PIECES, k=rng.randrange(6))
+        text = '"' + "".join(pieces) + '"'
+        if rng.random() < 0.1:
+            text = rng.choice(NOT_STRINGS)
+        elif rng.random() < 0.1:
+            text = json.dumps("".join(rng.choices('ab"\\\n\u00e9\U0001f600\ud800', k=4)))
+        odd = rng.random() < 0.3
+        fields = {
+            "seq": rng.choice(NUMBERS) if odd else str(rng.randrange(100_000)),
+            "item": rng.choice(ITEMS) if odd else '"msg_b"',
+            "index": rng.choice(NUMBERS) if odd else str(rng.randrange(3)),
+        }
+        events.append(rng.choice(SHAPES).format(text=text, **fields))
+    return events
+
+
+def test_the_hot_path_and_the_full_parse_agree_on_generated_events() -> None:
+    texts = 0
+    for data in generated_events(4000, seed=16):
+        fast = outcome(WIRE.parser(), data)
+        assert fast == outcome(WIRE.parser().parse_whole_event, data), data
+        if fast[0] == "value" and isinstance(fast[1], str):
+            fast[1].encode()  # never a lone surrogate: UTF-8 can carry it
+            texts += 1
+    assert texts > 1000  # the comparison covered the text deltas, not only the errors
+
+
+@pytest.mark.parametrize(
+    ("literal", "text"),
+    [
+        ('" tok"', " tok"),
+        ('"日本😀"', "日本😀"),
+        ('"\\"q\\" \\\\ \\n \\/ \\u00e9"', '"q" \\ \n / é'),
+        ('"a\\ud800b"', "a\ufffdb"),
+        ('"\\uDFFF"', "\ufffd"),
+        ('"\\ud83d\\ude00"', "😀"),
+        ('"\\\\ud800"', "\\ud800"),
+        ('""', ""),
+    ],
+)
+@pytest.mark.parametrize(
+    "tail", ["}", ',"logprobs":[]}', ',"logprobs":[],"obfuscation":"aB3x"}', ',"obfuscation":""}']
+)
+def test_a_text_delta_of_openais_shape_is_read_without_a_full_parse(
+    monkeypatch: pytest.MonkeyPatch, literal: str, text: str, tail: str
+) -> None:
+    from jupyter_stream._wire import responses
+
+    def no_full_parse(data: str) -> Any:
+        raise AssertionError(f"parsed whole: {data}")
+
+    monkeypatch.setattr(responses, "load_object", no_full_parse)
+    head = HEAD.format(seq=12, item='"msg_0c5b"') + WHERE.format(index=1)
+    data = head + ',"delta":' + literal + tail
+    assert WIRE.parser()(data, "response.output_text.delta") == text
+
+
+@pytest.mark.parametrize("text", NOT_STRINGS)
+def test_a_delta_that_is_no_string_is_still_named_on_the_hot_paths_shape(text: str) -> None:
+    data = CANONICAL.format(seq=4, item='"msg_b"', index=0, text=text)
+    with pytest.raises(ProtocolError, match="delta") as caught:
+        WIRE.parser()(data, "response.output_text.delta")
+    assert caught.value.field == "delta"
+
+
+@pytest.mark.parametrize("literal", ['"a\tb"', '"a\\xb"', '"a\\u12"', '"a'])
+def test_a_bad_literal_on_the_hot_paths_shape_is_a_protocol_error(literal: str) -> None:
+    data = CANONICAL.format(seq=4, item='"msg_b"', index=0, text=literal)
+    with pytest.raises(ProtocolError, match="not JSON"):
+        WIRE.parser()(data, "response.output_text.delta")
