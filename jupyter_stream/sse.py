@@ -207,6 +207,16 @@ class SSEDecoder:
             events = self._data_only_events(region)
             if events is not None:
                 return events
+        elif (
+            region[:7] == b"event: "
+            and region[-2:] == b"\n\n"
+            and not self._data_lines
+            and not self._event_type
+            and self._event_retry is None
+        ):
+            events = self._typed_events(region)
+            if events is not None:
+                return events
 
         lines = region.split(b"\n")
         lines.pop()  # the empty string after the region's final LF
@@ -246,6 +256,28 @@ class SSEDecoder:
             # make the region's str four bytes per character. Invalid UTF-8 becomes U+FFFD.
             data = value.decode("utf-8", "replace")
             append(_new_event(ServerSentEvent, ("message", data, last_event_id, None)))
+        return events
+
+    def _typed_events(self, region: bytes) -> list[ServerSentEvent] | None:
+        """The fast path for typed events: events for a region that is only
+        ``event: NAME\\ndata: VALUE\\n\\n`` events (Anthropic's, OpenAI Responses'), else None.
+
+        As for :meth:`_data_only_events`, the caller has checked the region's start and end and
+        that no event is half-assembled; if each event is exactly those two lines (neither
+        holding another LF), 9.2.6 line by line gives the event type NAME ("message" when
+        empty) and the data VALUE, and nothing else changes. Returns None, having changed
+        nothing, for any other region.
+        """
+        last_event_id = self._last_event_id
+        events: list[ServerSentEvent] = []
+        append = events.append
+        for block in region[:-2].split(b"\n\n"):
+            head, found, value = block.partition(b"\ndata: ")
+            if not found or head[:7] != b"event: " or 0x0A in head or 0x0A in value:
+                return None  # a comment, an id or retry field, a multi-line event, …
+            event_type = head[7:].decode("utf-8", "replace") or "message"
+            data = value.decode("utf-8", "replace")
+            append(_new_event(ServerSentEvent, (event_type, data, last_event_id, None)))
         return events
 
     def _interpret(self, lines: list[bytes]) -> list[ServerSentEvent]:

@@ -687,6 +687,24 @@ def test_random_data_only_streams_match_the_reference() -> None:
         assert (decode(chunks, decoder), decoder.last_event_id, decoder.retry) == expected
 
 
+def test_random_typed_streams_match_the_reference() -> None:
+    """Streams shaped like the typed fast path's input (``event: NAME\\ndata: VALUE\\n\\n``,
+    as Anthropic and OpenAI Responses send), with near misses, split anywhere."""
+    rng = random.Random(16)
+    pieces = [
+        *[b"event: a\ndata: x\n\n", b"event: \ndata: \n\n", b"event:  b\ndata:  y\n\n"],
+        *[b"event: \xff\ndata: \xc3\n\n", b"event: c", b"\ndata: z", b"\ndata:w", b"\n\n"],
+        *[b"\n", b"\n\n\n", b": d\n", b"id: 1\n", b"retry: 2\n", b"data: v\n", b"event: e\n"],
+    ]
+    for _ in range(3000):
+        stream = b"".join(rng.choices(pieces, k=rng.randint(1, 30)))
+        expected = reference_decode(stream)
+        chunks = random_split(stream, rng) if len(stream) > 1 else [stream]
+        for cut in (chunks, [stream]):
+            decoder = SSEDecoder()
+            assert (decode(cut, decoder), decoder.last_event_id, decoder.retry) == expected
+
+
 # --- the encoder (the server writes with it) ----------------------------------------------------
 
 
