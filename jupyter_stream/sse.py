@@ -207,20 +207,44 @@ class SSEDecoder:
             events = self._data_only_events(region)
             if events is not None:
                 return events
-        elif (
-            region[:7] == b"event: "
-            and region[-2:] == b"\n\n"
-            and not self._data_lines
-            and not self._event_type
-            and self._event_retry is None
-        ):
-            events = self._typed_events(region)
+        else:
+            events = self._typed_region(region)
             if events is not None:
                 return events
 
+        return self._interpret(self._lines(region))
+
+    @staticmethod
+    def _lines(region: bytes) -> list[bytes]:
+        """The lines of complete lines (each ending in LF), without their LF."""
         lines = region.split(b"\n")
         lines.pop()  # the empty string after the region's final LF
-        return self._interpret(lines)
+        return lines
+
+    def _typed_region(self, region: bytes) -> list[ServerSentEvent] | None:
+        """Events for a region whose whole events are typed (see :meth:`_typed_events`), else
+        None, having changed nothing.
+
+        Chunks end anywhere, so a region often begins inside an event and ends inside another:
+        the lines up to its first blank line and those after its last are interpreted line by
+        line, and the whole events between them, once the state is clean (a blank line leaves
+        no type, data or retry behind), go the fast way.
+        """
+        end = region.rfind(b"\n\n") + 2
+        if end < 2:
+            return None  # no blank line: no whole event
+        clean = not self._data_lines and not self._event_type and self._event_retry is None
+        start = 0 if clean and region[:7] == b"event: " else region.find(b"\n\n") + 2
+        if end <= start or region[start : start + 7] != b"event: ":
+            return None
+        events = self._interpret(self._lines(region[:start])) if start else []
+        typed = self._typed_events(region[start:end])
+        if typed is None:  # not typed events only: line by line, from where the head ended
+            return events + self._interpret(self._lines(region[start:]))
+        events += typed
+        if end < len(region):
+            events += self._interpret(self._lines(region[end:]))
+        return events
 
     def _data_only_events(self, region: bytes) -> list[ServerSentEvent] | None:
         """The fast path: events for a region that is only ``data: VALUE\\n\\n`` events, else None.
@@ -262,11 +286,10 @@ class SSEDecoder:
         """The fast path for typed events: events for a region that is only
         ``event: NAME\\ndata: VALUE\\n\\n`` events (Anthropic's, OpenAI Responses'), else None.
 
-        As for :meth:`_data_only_events`, the caller has checked the region's start and end and
-        that no event is half-assembled; if each event is exactly those two lines (neither
-        holding another LF), 9.2.6 line by line gives the event type NAME ("message" when
-        empty) and the data VALUE, and nothing else changes. Returns None, having changed
-        nothing, for any other region.
+        The caller has checked that the region ends with a blank line and that no event is
+        half-assembled; if each event is exactly those two lines (neither holding another LF),
+        9.2.6 line by line gives the event type NAME ("message" when empty) and the data VALUE,
+        and nothing else changes. Returns None, having changed nothing, for any other region.
         """
         last_event_id = self._last_event_id
         events: list[ServerSentEvent] = []
