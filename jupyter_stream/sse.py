@@ -294,11 +294,16 @@ class SSEDecoder:
         last_event_id = self._last_event_id
         events: list[ServerSentEvent] = []
         append = events.append
+        types: dict[bytes, str] = {}  # a few names, each checked and decoded once per region
         for block in region[:-2].split(b"\n\n"):
             head, found, value = block.partition(b"\ndata: ")
-            if not found or head[:7] != b"event: " or 0x0A in head or 0x0A in value:
+            if not found or 0x0A in value:
                 return None  # a comment, an id or retry field, a multi-line event, …
-            event_type = head[7:].decode("utf-8", "replace") or "message"
+            event_type = types.get(head)
+            if event_type is None:
+                if head[:7] != b"event: " or 0x0A in head:
+                    return None
+                event_type = types[head] = head[7:].decode("utf-8", "replace") or "message"
             data = value.decode("utf-8", "replace")
             append(_new_event(ServerSentEvent, (event_type, data, last_event_id, None)))
         return events
