@@ -159,7 +159,7 @@ class _Parser:
             if type(delta) is not dict:
                 raise _wrong("delta", delta, "an object", API)
             delta_kind = delta.get("type")
-            if delta_kind == "text_delta":  # in another shape than _plain_text_delta's
+            if delta_kind == "text_delta":  # in another shape than __call__'s hot path takes
                 text = delta.get("text")
                 if type(text) is str:
                     return text  # load_object has replaced lone surrogates
