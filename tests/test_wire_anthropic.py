@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 import wire_harness as harness
 from scripted_server import Request, Response, ScriptedServer
-from wire_harness import Event, close_after_first, left, parse_events, scripted
+from wire_harness import (
+    NOT_STRINGS,
+    Event,
+    close_after_first,
+    left,
+    outcome,
+    parse_events,
+    random_literal,
+    scripted,
+)
 
 from jupyter_stream import (
     APIError,
@@ -695,12 +704,6 @@ async def test_a_whole_unstreamed_message_is_taken(server: ScriptedServer) -> No
 
 # -- the hot path: a text delta of the API's own shape, recognised without a full parse -----------
 
-# Pieces of a JSON string literal's inside: plain, non-ASCII, escapes (lone surrogates among them),
-# and what makes the literal invalid (a raw control character or quote, a bad escape).
-LITERAL_PIECES = (
-    "a", " tok", "é", "日本", "😀", '\\"', "\\\\", "\\n", "\\/", "\\u00e9", "\\ud800", "\\uDFFF",
-    "\\ud83d\\ude00", "\\\\ud800", "\\x", "\\u12", "\t", "\x00", '"', "\\",
-)  # fmt: skip
 HEAD = '{{"type":"content_block_delta","index":{index},"delta":'
 CANONICAL = HEAD + '{{"type":"text_delta","text":{text}}}}}'
 SHAPES = (
@@ -720,15 +723,9 @@ SHAPES = (
 )
 INDICES = ("0", "7", "10", "123", "007", "00", "-1", "1.5", "1e2", '"0"', " 0", "", "null",
            "9" * 18, "9" * 19, "1" * 5000)  # fmt: skip
-NOT_STRINGS = ("5", "null", "[]", "{}", "true", '["a"]')
 
 
-def outcome(parse: Any, data: str) -> tuple[Any, ...]:
-    """What a parse gives: the value, or the error's type, message and field."""
-    try:
-        return ("value", parse(data, "content_block_delta"))
-    except ProtocolError as exc:
-        return ("error", type(exc), str(exc), exc.field)
+EVENT = "content_block_delta"
 
 
 def generated_events(count: int, seed: int) -> list[str]:
@@ -737,12 +734,7 @@ def generated_events(count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     events = []
     for _ in range(count):
-        pieces = rng.choices(LITERAL_PIECES, k=rng.randrange(6))
-        text = '"' + "".join(pieces) + '"'
-        if rng.random() < 0.1:
-            text = rng.choice(NOT_STRINGS)
-        elif rng.random() < 0.1:
-            text = json.dumps("".join(rng.choices('ab"\\\n\u00e9\U0001f600\ud800', k=4)))
+        text = random_literal(rng)
         index = rng.choice(INDICES) if rng.random() < 0.5 else str(rng.randrange(12))
         events.append(rng.choice(SHAPES).format(index=index, text=text))
     return events
@@ -751,8 +743,8 @@ def generated_events(count: int, seed: int) -> list[str]:
 def test_the_hot_path_and_the_full_parse_agree_on_generated_events() -> None:
     texts = 0
     for data in generated_events(4000, seed=16):
-        fast = outcome(WIRE.parser(), data)
-        assert fast == outcome(WIRE.parser().parse_whole_event, data), data
+        fast = outcome(WIRE.parser(), data, EVENT)
+        assert fast == outcome(WIRE.parser().parse_whole_event, data, EVENT), data
         if fast[0] == "value" and isinstance(fast[1], str):
             fast[1].encode()  # never a lone surrogate: UTF-8 can carry it
             texts += 1

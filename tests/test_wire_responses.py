@@ -11,7 +11,16 @@ from typing import Any
 import pytest
 import wire_harness as harness
 from scripted_server import Request, Response, ScriptedServer
-from wire_harness import Event, close_after_first, left, parse_events, scripted
+from wire_harness import (
+    NOT_STRINGS,
+    Event,
+    close_after_first,
+    left,
+    outcome,
+    parse_events,
+    random_literal,
+    scripted,
+)
 
 from jupyter_stream import (
     APIError,
@@ -585,12 +594,6 @@ async def test_a_whole_unstreamed_response_is_taken(server: ScriptedServer) -> N
 
 # -- the hot path: a text delta of OpenAI's own shape, recognised without a full parse ------------
 
-# Pieces of a JSON string literal's inside: plain, non-ASCII, escapes (lone surrogates among them),
-# and what makes the literal invalid (a raw control character or quote, a bad escape).
-LITERAL_PIECES = (
-    "a", " tok", "é", "日本", "😀", '\\"', "\\\\", "\\n", "\\/", "\\u00e9", "\\ud800", "\\uDFFF",
-    "\\ud83d\\ude00", "\\\\ud800", "\\x", "\\u12", "\t", "\x00", '"', "\\",
-)  # fmt: skip
 HEAD = '{{"type":"response.output_text.delta","sequence_number":{seq},"item_id":{item}'
 WHERE = ',"output_index":{index},"content_index":{index}'
 CANONICAL = HEAD + WHERE + ',"delta":{text},"logprobs":[]}}'
@@ -615,15 +618,9 @@ SHAPES = (
 NUMBERS = ("0", "7", "10", "4096", "007", "00", "-1", "1.5", "1e2", '"0"', " 0", "", "null",
            "9" * 18, "9" * 19, "1" * 5000)  # fmt: skip
 ITEMS = ('"msg_b"', '""', '"m\\u00e9"', '"m\\ud800"', '"日本"', '"a\tb"', "5", "null")
-NOT_STRINGS = ("5", "null", "[]", "{}", "true", '["a"]')
 
 
-def outcome(parse: Any, data: str) -> tuple[Any, ...]:
-    """What a parse gives: the value, or the error's type, message and field."""
-    try:
-        return ("value", parse(data, "response.output_text.delta"))
-    except ProtocolError as exc:
-        return ("error", type(exc), str(exc), exc.field)
+EVENT = "response.output_text.delta"
 
 
 def generated_events(count: int, seed: int) -> list[str]:
@@ -632,12 +629,7 @@ def generated_events(count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     events = []
     for _ in range(count):
-        pieces = rng.choices(LITERAL_PIECES, k=rng.randrange(6))
-        text = '"' + "".join(pieces) + '"'
-        if rng.random() < 0.1:
-            text = rng.choice(NOT_STRINGS)
-        elif rng.random() < 0.1:
-            text = json.dumps("".join(rng.choices('ab"\\\n\u00e9\U0001f600\ud800', k=4)))
+        text = random_literal(rng)
         odd = rng.random() < 0.3
         fields = {
             "seq": rng.choice(NUMBERS) if odd else str(rng.randrange(100_000)),
@@ -651,8 +643,8 @@ def generated_events(count: int, seed: int) -> list[str]:
 def test_the_hot_path_and_the_full_parse_agree_on_generated_events() -> None:
     texts = 0
     for data in generated_events(4000, seed=16):
-        fast = outcome(WIRE.parser(), data)
-        assert fast == outcome(WIRE.parser().parse_whole_event, data), data
+        fast = outcome(WIRE.parser(), data, EVENT)
+        assert fast == outcome(WIRE.parser().parse_whole_event, data, EVENT), data
         if fast[0] == "value" and isinstance(fast[1], str):
             fast[1].encode()  # never a lone surrogate: UTF-8 can carry it
             texts += 1

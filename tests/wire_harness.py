@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from scripted_server import Request, Response, ScriptedServer
 
-from jupyter_stream import ChatStream
+from jupyter_stream import ChatStream, ProtocolError
 from jupyter_stream._reply import Chunk, Reply
 from jupyter_stream._wire import WireFormat
 
@@ -98,3 +99,31 @@ async def close_after_first(stream: ChatStream) -> list[str]:
 async def left(request: Request) -> bool:
     """True once the server saw the client leave ``request`` (False after WAIT)."""
     return await asyncio.to_thread(request.disconnected.wait, WAIT)
+
+
+# -- a hot path against its full parse: generated string literals -----------------------------
+
+# Pieces of a JSON string literal's inside: plain, non-ASCII, escapes (lone surrogates among them),
+# and what makes the literal invalid (a raw control character or quote, a bad escape).
+LITERAL_PIECES = (
+    "a", " tok", "é", "日本", "😀", '\\"', "\\\\", "\\n", "\\/", "\\u00e9", "\\ud800", "\\uDFFF",
+    "\\ud83d\\ude00", "\\\\ud800", "\\x", "\\u12", "\t", "\x00", '"', "\\",
+)  # fmt: skip
+NOT_STRINGS = ("5", "null", "[]", "{}", "true", '["a"]')
+
+
+def random_literal(rng: random.Random) -> str:
+    """A JSON string literal, valid or not, or now and then a value that is no string."""
+    if rng.random() < 0.1:
+        return rng.choice(NOT_STRINGS)
+    if rng.random() < 0.1:
+        return json.dumps("".join(rng.choices('ab"\\\n\u00e9\U0001f600\ud800', k=4)))
+    return '"' + "".join(rng.choices(LITERAL_PIECES, k=rng.randrange(6))) + '"'
+
+
+def outcome(parse: Any, data: str, event: str) -> tuple[Any, ...]:
+    """What a parse gives: the value, or the error's type, message and field."""
+    try:
+        return ("value", parse(data, event))
+    except ProtocolError as exc:
+        return ("error", type(exc), str(exc), exc.field)
