@@ -7,7 +7,10 @@ error, the end (``done``), or nothing (an event to ignore), plus ``notes`` on va
 A tool-call delta has the shape of the library's messages (``Reply.to_message()``): ``index``,
 ``id``, ``type`` and ``function.name``/``function.arguments``, each a fragment to append, and
 an optional ``extra_content`` (what the API needs back with the call, such as Gemini's thought
-signature, shaped as in Gemini's OpenAI-compatible API), kept whole.
+signature, shaped as in Gemini's OpenAI-compatible API), kept whole. A chunk's own
+``extra_content`` is what the API needs back with the whole assistant message (Anthropic's
+thinking blocks: ``{"anthropic": {"thinking_blocks": […]}}``), everything so far, replacing
+what an earlier chunk carried.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class Chunk(NamedTuple):
     done: bool = False  # the stream's own end mark
     notes: tuple[str, ...] = ()  # what the event held that was ignored, and why
     output_tokens: int | None = None  # tokens of the answer, when the server counted them
+    extra_content: dict[str, Any] | None = None  # the message's, whole so far (not a delta)
 
 
 def escapes_surrogate(json_text: str) -> bool:
@@ -125,6 +129,8 @@ class Reply:
     tool_calls: list[ToolCall] = field(default_factory=list)
     chunks: int = 0
     notes: list[str] = field(default_factory=list)
+    # What the API needs back with the message: {"anthropic": {"thinking_blocks": […]}}
+    extra_content: dict[str, Any] | None = None
     # Append-only pieces, and a (count, joined) cache swapped in one assignment, so that reading
     # .content from another thread while the stream appends is safe without a lock.
     _content: list[str] = field(default_factory=list, init=False, repr=False)
@@ -203,6 +209,8 @@ class Reply:
                 self.id = chunk.id
             if chunk.notes:
                 self._note(chunk.notes)
+            if chunk.extra_content:
+                self.extra_content = chunk.extra_content
         return texts
 
     def _note(self, notes: Iterable[str]) -> None:
@@ -237,6 +245,8 @@ class Reply:
         message: Message = {"role": "assistant", "content": self.content}
         if self.tool_calls:
             message["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        if self.extra_content:
+            message["extra_content"] = self.extra_content
         return message
 
     def __str__(self) -> str:

@@ -22,12 +22,16 @@ is truncated). An ``error`` event (``overloaded_error``, …) is an error; ``pin
 events are ignored. Values are checked as in :mod:`.chat`: a field that carries the answer with
 the wrong type is a ProtocolError that names it, a describing one is ignored and noted.
 
-Thinking blocks in a row are paragraphs of ``Chunk.reasoning`` ("\n\n" apart). Their
-signatures (``signature_delta``) and ``redacted_thinking`` blocks are not kept, and
-``Reply.to_message()`` carries no thinking blocks: with extended thinking on, the API refuses
-the tool results of a turn whose thinking blocks are not sent back, so continue such a turn
-with thinking off (or with the anthropic SDK). Server tools' blocks (``server_tool_use``,
-``mcp_tool_use``, their results) are not part of the answer: their input is no tool call.
+Thinking blocks in a row are paragraphs of ``Chunk.reasoning`` ("\n\n" apart). With extended
+thinking on, the API refuses the tool results of a turn whose thinking blocks are not sent
+back, so each signed thinking block (its text and ``signature_delta``), once stopped, and each
+``redacted_thinking`` block (its ``data``) is kept, in order, in the message's extra content:
+``Chunk.extra_content`` and ``Reply.to_message()["extra_content"]`` are
+``{"anthropic": {"thinking_blocks": [{"type": "thinking", "thinking", "signature"} |
+{"type": "redacted_thinking", "data"}, …]}}``, and :func:`build_body` puts those blocks first
+in the assistant message's content. A thinking block without a signature is reasoning only.
+Server tools' blocks (``server_tool_use``, ``mcp_tool_use``, their results) are not part of the
+answer: their input is no tool call.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .._exceptions import ConfigurationError
-from .._reply import Chunk, clean_text, escapes_surrogate, scrub
+from .._reply import Chunk, clean_text, escapes_surrogate, excerpt, scrub
 from .._secrets import basic_credentials
 from . import chat
 from ._base import EndKind, Framing, Parse, Target, WireRequest
@@ -120,11 +124,17 @@ def _arguments(value: Any, field: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _extra(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Thinking blocks to send back, as a message's extra content."""
+    return {"anthropic": {"thinking_blocks": blocks}}
+
+
 class _Parser:
     """One stream's parse: it keeps the usage so far, the stop reason (reported with the end
-    mark), which tool_use blocks got arguments, and which thinking block gave text last."""
+    mark), which tool_use blocks got arguments, which thinking block gave text last, and the
+    thinking blocks to send back."""
 
-    __slots__ = ("_args", "_stop_reason", "_thinking", "_tools", "_usage")
+    __slots__ = ("_args", "_kept", "_open", "_stop_reason", "_thinking", "_tools", "_usage")
 
     def __init__(self) -> None:
         self._usage: dict[str, Any] = {}
@@ -132,6 +142,8 @@ class _Parser:
         self._tools: set[int] = set()  # indices of tool_use blocks
         self._args: set[int] = set()  # … of those whose input arrived
         self._thinking: Any = None  # the index of the thinking block that gave text last
+        self._open: dict[int, tuple[list[str], list[str]]] = {}  # thinking: texts, signature
+        self._kept: list[dict[str, Any]] = []  # stopped signed thinking blocks, redacted ones
 
     def __call__(self, data: str, event: str) -> str | Chunk:
         if data.startswith(_DELTA_HEAD) and data.endswith('"}}'):  # the hot path
@@ -174,15 +186,22 @@ class _Parser:
                 if partial:
                     self._args.add(index)
                 return Chunk(tool_calls=[{"index": index, "function": {"arguments": partial}}])
-            return ""  # signature_delta, citations_delta, …
+            if delta_kind == "signature_delta":
+                signature = _text(delta.get("signature"), "delta.signature")
+                thought = self._open.get(obj["index"]) if type(obj.get("index")) is int else None
+                if thought is not None:
+                    thought[1].append(signature)
+            return ""  # citations_delta, …
         if kind == "content_block_start":
             return self._start(obj)
         if kind == "content_block_stop":
             block = obj.get("index")
-            if type(block) is int and block in self._tools and block not in self._args:
+            if type(block) is not int:
+                return ""
+            if block in self._tools and block not in self._args:
                 self._args.add(block)  # a tool without arguments: its input is {}
                 return Chunk(tool_calls=[{"index": block, "function": {"arguments": "{}"}}])
-            return ""
+            return self._stop_thinking(block)
         if kind == "message_start":
             return self._message_start(obj)
         if kind == "message_delta":
@@ -213,9 +232,19 @@ class _Parser:
         if kind == "text":
             return _text(block.get("text"), "content_block.text")
         if kind == "thinking":
-            return self._thought(obj, _text(block.get("thinking"), "content_block.thinking"))
+            text = _text(block.get("thinking"), "content_block.thinking")
+            signature = _text(block.get("signature"), "content_block.signature")
+            if type(obj.get("index")) is int:
+                self._open[obj["index"]] = ([], [signature])
+            return self._thought(obj, text)
+        if kind == "redacted_thinking":
+            data = _text(block.get("data"), "content_block.data")
+            if not data:
+                return ""
+            self._kept.append({"type": "redacted_thinking", "data": data})
+            return Chunk(extra_content=_extra(list(self._kept)))
         if kind != "tool_use":
-            return ""  # redacted_thinking, server tools' blocks: not part of the answer
+            return ""  # server tools' blocks: not part of the answer
         index = _index(obj)
         self._tools.add(index)
         arguments = _arguments(block.get("input"), "content_block.input")
@@ -232,11 +261,24 @@ class _Parser:
 
     def _thought(self, obj: dict[str, Any], text: str) -> Chunk:
         index = obj.get("index")
+        thought = self._open.get(index) if type(index) is int else None
+        if thought is not None:
+            thought[0].append(text)
         if text and self._thinking is not None and index != self._thinking:
             text = "\n\n" + text  # a new thinking block is a new paragraph, as Responses'
         if text:
             self._thinking = index
         return Chunk(reasoning=text)
+
+    def _stop_thinking(self, index: int) -> str | Chunk:
+        """A stopped thinking block kept to send back, when it was signed."""
+        thought = self._open.pop(index, None)
+        signature = "".join(thought[1]) if thought else ""
+        if not (thought and signature):
+            return ""
+        block = {"type": "thinking", "thinking": "".join(thought[0]), "signature": signature}
+        self._kept.append(block)
+        return Chunk(extra_content=_extra(list(self._kept)))
 
     def _message_start(self, obj: dict[str, Any]) -> Chunk:
         notes: list[str] = []
@@ -272,12 +314,21 @@ def _whole(message: dict[str, Any]) -> Chunk:
     content: list[str] = []
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
     for number, where, block in items(message, "content", API):
         kind = block.get("type")
         if kind == "text":
             content.append(_text(block.get("text"), f"{where}.text"))
         elif kind == "thinking":
-            reasoning.append(_text(block.get("thinking"), f"{where}.thinking"))
+            text = _text(block.get("thinking"), f"{where}.thinking")
+            reasoning.append(text)
+            signature = _text(block.get("signature"), f"{where}.signature")
+            if signature:
+                kept.append({"type": "thinking", "thinking": text, "signature": signature})
+        elif kind == "redacted_thinking":
+            data = _text(block.get("data"), f"{where}.data")
+            if data:
+                kept.append({"type": "redacted_thinking", "data": data})
         elif kind == "tool_use":
             calls.append(
                 {
@@ -302,6 +353,7 @@ def _whole(message: dict[str, Any]) -> Chunk:
         model=_name(message.get("model"), "model", notes),
         id=_name(message.get("id"), "id", notes),
         notes=tuple(notes),
+        extra_content=_extra(kept) if kept else None,
     )
 
 
@@ -336,12 +388,14 @@ def build_body(
 ) -> dict[str, Any]:
     """The JSON body of a streaming ``POST /v1/messages``: system messages become ``system``,
     Chat-shaped tool calls and results ``tool_use`` and ``tool_result`` blocks, Chat-shaped
-    tools Anthropic's."""
+    tools Anthropic's; an assistant message's thinking blocks (its extra content) go first in
+    its content."""
     system: list[str] = []
     turns: list[dict[str, Any]] = []
-    for message in messages:
+    for number, message in enumerate(messages):
         role = message.get("role")
         content = message.get("content")
+        thought = _thinking_blocks(message, number) if role == "assistant" else []
         if role in ("system", "developer"):
             system.append(plain_text(content))
         elif role == "tool":
@@ -355,11 +409,12 @@ def build_body(
                 last["content"].append(result)  # the results of one turn's calls, together
             else:
                 turns.append({"role": "user", "content": [result]})
-        elif role == "assistant" and message.get("tool_calls"):
+        elif role == "assistant" and (message.get("tool_calls") or thought):
             blocks = _content(content) if content else []
             if isinstance(blocks, str):
                 blocks = [{"type": "text", "text": blocks}]
-            for call in message["tool_calls"]:
+            blocks = [*thought, *blocks]
+            for call in message.get("tool_calls") or ():
                 function = call.get("function") or {}
                 blocks.append(
                     {
@@ -390,6 +445,25 @@ def build_body(
         else:
             body["system"] = "\n\n".join([given, *system] if given else system)
     return body
+
+
+def _thinking_blocks(message: Mapping[str, Any], number: int) -> list[Any]:
+    """The thinking blocks an assistant message carries back (``Reply.to_message()``'s)."""
+    extra = message.get("extra_content")
+    anthropic = extra.get("anthropic") if isinstance(extra, dict) else None
+    if not isinstance(anthropic, dict) or anthropic.get("thinking_blocks") is None:
+        return []
+    blocks = anthropic["thinking_blocks"]
+    kinds = ("thinking", "redacted_thinking")
+    if isinstance(blocks, list) and all(
+        isinstance(block, dict) and block.get("type") in kinds for block in blocks
+    ):
+        return blocks
+    raise ConfigurationError(
+        f"messages[{number}]: extra_content.anthropic.thinking_blocks is not a list of thinking "
+        f"and redacted_thinking blocks ({excerpt(repr(blocks))}). Fix: send the assistant "
+        "message back as Reply.to_message() gave it, or leave its extra_content out"
+    )
 
 
 def _input(arguments: Any) -> Any:
