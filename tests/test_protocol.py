@@ -77,6 +77,18 @@ def test_content_length_and_the_text_count_follow_every_way_text_is_added() -> N
     assert [count_texts(read) for read in reads] == [2, 2, 1]
 
 
+def test_a_messages_extra_content_is_the_latest_chunks_and_goes_with_to_message() -> None:
+    reply = Reply()
+    reply.extend(["hi", Chunk(usage={"a": 1})])
+    assert reply.extra_content is None
+    assert reply.to_message() == {"role": "assistant", "content": "hi"}  # no key when none
+    redacted = {"type": "redacted_thinking", "data": "d"}
+    first = {"anthropic": {"thinking_blocks": [redacted]}}
+    both = {"anthropic": {"thinking_blocks": [redacted, redacted]}}  # each chunk: all so far
+    reply.extend([Chunk(extra_content=first), Chunk(extra_content=both), Chunk(content="!")])
+    assert reply.to_message() == {"role": "assistant", "content": "hi!", "extra_content": both}
+
+
 def test_the_natural_ends_are_the_wire_formats_end_kinds() -> None:
     natural = {reason for reason in StopReason if reason.natural}
     assert natural == {StopReason.COMPLETED, StopReason.LENGTH, StopReason.CONTENT_FILTER}

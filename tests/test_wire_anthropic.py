@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import wire_harness as harness
+from anthropic.types import MessageParam
+from pydantic import ConfigDict, TypeAdapter
 from scripted_server import Request, Response, ScriptedServer
 from wire_harness import (
     NOT_STRINGS,
@@ -33,6 +35,7 @@ from jupyter_stream import (
 from jupyter_stream._reply import Chunk
 from jupyter_stream._target import Endpoint
 from jupyter_stream._wire import wire_format
+from jupyter_stream._wire.anthropic import build_body
 
 WIRE = wire_format("anthropic")
 
@@ -134,7 +137,7 @@ def test_usage_is_merged_and_reported_whole_as_it_grows() -> None:
     assert second.output_tokens == 89
 
 
-def test_thinking_is_reasoning_and_signatures_are_ignored() -> None:
+def test_thinking_is_reasoning_apart_from_the_answer() -> None:
     thinking = {"type": "thinking", "thinking": "", "signature": ""}
     reply, chunks = parse(
         [
@@ -163,6 +166,223 @@ def test_thinking_is_reasoning_and_signatures_are_ignored() -> None:
     assert reply.reasoning == "27 * 453 = 12231"
     assert reply.content == "12,231"
     assert chunks[4] == ""
+
+
+SIGNATURE = "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxcf1rONUKpbp2hHqIiMJ0Vp5qdoFXXZW2lAzC1Np+ZIWgx"
+REDACTED = "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpPkNRj2YfWXGmKDxH4mPnZ5s"
+WEATHER = "toolu_01T1x1fJ34qAmk2tNTrN7Up6"
+
+
+def thinking_block(index: int, *pieces: str, signature: str = SIGNATURE) -> list[Event]:
+    """A thinking block as the API streams it: its signature in a signature_delta at its end."""
+    block = {"type": "thinking", "thinking": "", "signature": ""}
+    return [
+        event("content_block_start", index=index, content_block=block),
+        *(
+            event(
+                "content_block_delta", index=index, delta={"type": "thinking_delta", "thinking": p}
+            )
+            for p in pieces
+        ),
+        *(
+            [
+                event(
+                    "content_block_delta",
+                    index=index,
+                    delta={"type": "signature_delta", "signature": signature},
+                )
+            ]
+            if signature
+            else []
+        ),
+        event("content_block_stop", index=index),
+    ]
+
+
+def redacted_block(index: int, data: str = REDACTED) -> list[Event]:
+    block = {"type": "redacted_thinking", "data": data}
+    return [
+        event("content_block_start", index=index, content_block=block),
+        event("content_block_stop", index=index),
+    ]
+
+
+def thinking_turn(signature: str = SIGNATURE) -> list[Event]:
+    """A turn with extended thinking that calls a tool."""
+    return [
+        message_start(),
+        *thinking_block(0, "The user wants", " the weather.", signature=signature),
+        *(redacted_block(1) if signature else []),
+        *text_block(2, "Let me check."),
+        *tool_block(3, WEATHER, "get_weather", '{"location":', ' "SF"}'),
+        *ending("tool_use", 89),
+    ]
+
+
+def sdk_checked(body: dict[str, Any]) -> None:
+    """Each message of a request body validated against the anthropic SDK's MessageParam (no
+    unknown keys), its content blocks included."""
+    adapter = TypeAdapter(MessageParam, config=ConfigDict(extra="forbid"))
+    for message in body["messages"]:
+        checked = adapter.validate_python(message)
+        if not isinstance(checked["content"], str):
+            list(checked["content"])  # the blocks are validated as they are read
+
+
+def test_a_thinking_turn_with_a_tool_call_goes_back_with_its_thinking_blocks_first() -> None:
+    reply, chunks = parse(thinking_turn())
+    assert reply.reasoning == "The user wants the weather."
+    assert reply.content == "Let me check."
+    thinking = {
+        "type": "thinking",
+        "thinking": "The user wants the weather.",
+        "signature": SIGNATURE,
+    }
+    redacted = {"type": "redacted_thinking", "data": REDACTED}
+    # Each block is kept once whole: the thinking block at its stop, with nothing before it.
+    kept = [c.extra_content for c in chunks if isinstance(c, Chunk) and c.extra_content]
+    assert kept == [
+        {"anthropic": {"thinking_blocks": [thinking]}},
+        {"anthropic": {"thinking_blocks": [thinking, redacted]}},
+    ]
+    message = reply.to_message()
+    assert message["extra_content"] == {"anthropic": {"thinking_blocks": [thinking, redacted]}}
+    result = {"role": "tool", "tool_call_id": WEATHER, "content": "Sunny, 18 C"}
+    body = build_body(
+        [{"role": "user", "content": "Weather in SF?"}, message, result],
+        "claude-sonnet-4-5",
+        {"thinking": {"type": "enabled", "budget_tokens": 2048}},
+    )
+    assert body["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": [
+                thinking,
+                redacted,
+                {"type": "text", "text": "Let me check."},
+                {
+                    "type": "tool_use",
+                    "id": WEATHER,
+                    "name": "get_weather",
+                    "input": {"location": "SF"},
+                },
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": WEATHER, "content": "Sunny, 18 C"}],
+        },
+    ]
+    sdk_checked(body)
+
+
+def test_without_signatures_the_message_and_the_request_are_as_before() -> None:
+    reply, chunks = parse(thinking_turn(signature=""))
+    assert reply.reasoning == "The user wants the weather."
+    assert reply.extra_content is None
+    assert all(isinstance(c, str) or c.extra_content is None for c in chunks)
+    assert reply.to_message() == {
+        "role": "assistant",
+        "content": "Let me check.",
+        "tool_calls": [
+            {
+                "id": WEATHER,
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"location": "SF"}'},
+            }
+        ],
+    }
+    body = build_body([reply.to_message()], "m", {})
+    assert body["messages"][0]["content"] == [
+        {"type": "text", "text": "Let me check."},
+        {"type": "tool_use", "id": WEATHER, "name": "get_weather", "input": {"location": "SF"}},
+    ]
+
+
+def test_a_thinking_block_cut_before_its_stop_is_not_kept() -> None:
+    reply, _ = parse([message_start(), *thinking_block(0, "Hm")[:-1]])
+    assert reply.reasoning == "Hm" and reply.extra_content is None
+
+
+def test_signature_pieces_join_and_blocks_keep_their_order() -> None:
+    events = [
+        message_start(),
+        *redacted_block(0, "first"),
+        *thinking_block(1, "a", signature="sig-")[:-1],
+        event("content_block_delta", index=1, delta={"type": "signature_delta", "signature": "2"}),
+        event("content_block_stop", index=1),
+        *thinking_block(2, "b", signature="other"),
+        *ending(),
+    ]
+    reply, _ = parse(events)
+    assert reply.reasoning == "a\n\nb"
+    assert reply.extra_content == {
+        "anthropic": {
+            "thinking_blocks": [
+                {"type": "redacted_thinking", "data": "first"},
+                {"type": "thinking", "thinking": "a", "signature": "sig-2"},
+                {"type": "thinking", "thinking": "b", "signature": "other"},
+            ]
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "signature_delta", "signature": 5},
+            },
+            "delta.signature",
+        ),
+        (
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "redacted_thinking", "data": []},
+            },
+            "content_block.data",
+        ),
+    ],
+)
+def test_a_signature_or_redacted_data_that_is_no_string_is_named(
+    data: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_one(data, data["type"])
+    assert caught.value.field == field
+
+
+def test_thinking_blocks_of_an_assistant_message_without_tool_calls_go_first() -> None:
+    blocks = [{"type": "redacted_thinking", "data": REDACTED}]
+    message = {
+        "role": "assistant",
+        "content": "Hi.",
+        "extra_content": {"anthropic": {"thinking_blocks": blocks}},
+    }
+    body = build_body([message], "m", {})
+    assert body["messages"] == [
+        {"role": "assistant", "content": [*blocks, {"type": "text", "text": "Hi."}]}
+    ]
+    sdk_checked(body)
+    # Another API's extra content is not Anthropic's: the message goes as before.
+    other = {"role": "assistant", "content": "Hi.", "extra_content": {"google": {"x": 1}}}
+    body = build_body([other], "m", {})
+    assert body["messages"] == [{"role": "assistant", "content": "Hi."}]
+
+
+@pytest.mark.parametrize("blocks", ["text", [{"type": "text", "text": "x"}], [3]])
+def test_thinking_blocks_that_are_no_blocks_are_refused_with_the_fix(blocks: Any) -> None:
+    message = {
+        "role": "assistant",
+        "content": "",
+        "extra_content": {"anthropic": {"thinking_blocks": blocks}},
+    }
+    with pytest.raises(ConfigurationError, match=r"messages\[1\].*Reply.to_message\(\)"):
+        build_body([{"role": "user", "content": "q"}, message], "m", {})
 
 
 def test_thinking_blocks_in_a_row_are_paragraphs_apart() -> None:
@@ -608,6 +828,9 @@ def test_a_whole_message_is_one_chunk() -> None:
         },
     ]
     assert chunk.output_tokens == 20 and chunk.model == "claude-sonnet-4-5"
+    # The signed thinking block goes back with the message.
+    thinking = {"type": "thinking", "thinking": "Hm.", "signature": "x"}
+    assert chunk.extra_content == {"anthropic": {"thinking_blocks": [thinking]}}
 
 
 def test_a_body_that_is_no_message_is_not_taken() -> None:
@@ -646,6 +869,33 @@ async def test_a_stream_completes_through_the_engine(server: ScriptedServer) -> 
         "max_tokens": 4096,
         "stream": True,
     }
+
+
+async def test_a_thinking_turn_is_continued_through_the_engine(server: ScriptedServer) -> None:
+    server.handler = scripted(*thinking_turn())
+    stream = open_stream(server)
+    assert [delta async for delta in stream] == ["Let me check."]
+    message = stream.reply.to_message()
+    result = {"role": "tool", "tool_call_id": WEATHER, "content": "Sunny"}
+    host = harness.host(server)
+    follow = astream_chat(
+        [{"role": "user", "content": "hi"}, message, result],
+        model="claude-sonnet-4-5",
+        base_url=host,
+        api="anthropic",
+        max_retries=0,
+    )
+    assert [delta async for delta in follow] == ["Let me check."]
+    sent = server.requests[-1].json()["messages"]
+    assert [block["type"] for block in sent[1]["content"]] == [
+        "thinking",
+        "redacted_thinking",
+        "text",
+        "tool_use",
+    ]
+    assert sent[1]["content"][0]["signature"] == SIGNATURE
+    assert sent[2]["content"][0]["tool_use_id"] == WEATHER
+    sdk_checked({"messages": sent})
 
 
 async def test_max_tokens_ends_with_length(server: ScriptedServer) -> None:
