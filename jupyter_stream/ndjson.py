@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ._exceptions import ConfigurationError, EventTooLargeError
+from ._exceptions import ConfigurationError
+from ._lines import MIB, LineBuffer
 
 __all__ = ["NDJSONDecoder", "NDJSONLine"]  # encode_line is for this package's server
 
-_MIB = 1024 * 1024
 _BLANK = b" \t\r"  # white space JSON allows around a value: a line of only these is blank
 _new_line = tuple.__new__  # as sse.py: the same object, without the keyword handling
 
@@ -34,12 +34,6 @@ class NDJSONLine(NamedTuple):
     event: str = "message"
 
 
-def _size(n: int) -> str:
-    if n >= _MIB and n % _MIB == 0:
-        return f"{n // _MIB} MiB"
-    return f"{n:,} bytes"
-
-
 class NDJSONDecoder:
     """Turn the bytes of an NDJSON body into :class:`NDJSONLine` objects.
 
@@ -50,9 +44,9 @@ class NDJSONDecoder:
     meaningful).
     """
 
-    __slots__ = ("_max_buffer_size", "_pending", "_pending_size")
+    __slots__ = ("_max_buffer_size", "_pending")
 
-    def __init__(self, max_buffer_size: int = 16 * _MIB) -> None:
+    def __init__(self, max_buffer_size: int = 16 * MIB) -> None:
         if max_buffer_size <= 0:
             raise ConfigurationError(
                 f"NDJSONDecoder(max_buffer_size={max_buffer_size!r}): the cap must be a "
@@ -60,8 +54,9 @@ class NDJSONDecoder:
             )
         self._max_buffer_size = max_buffer_size
         # Pieces of a line whose LF has not arrived: joined once, when it does.
-        self._pending: list[bytes] = []
-        self._pending_size = 0
+        self._pending = LineBuffer(
+            max_buffer_size, "NDJSON", "newline-delimited JSON", "NDJSONDecoder", "lines"
+        )
 
     def feed(self, data: bytes) -> list[NDJSONLine]:
         """Decode one chunk of the body; return the lines it completes."""
@@ -69,34 +64,11 @@ class NDJSONDecoder:
             return []
         if type(data) is not bytes:
             data = bytes(data)  # never keep a reference to a buffer the caller may reuse
-        end = data.rfind(b"\n") + 1
-        max_size = self._max_buffer_size
-        if not end:
-            size = self._pending_size + len(data)
-            if size > max_size:
-                raise self._line_too_large(size)
-            self._pending.append(data)
-            self._pending_size = size
+        region = self._pending.region(data)
+        if region is None:
             return []
-        if self._pending:
-            self._pending.append(data[:end])
-            region = b"".join(self._pending)
-            self._pending = []
-            self._pending_size = 0
-        else:
-            region = data if end == len(data) else data[:end]
-        if end < len(data):
-            tail = data[end:]
-            if len(tail) > max_size:
-                raise self._line_too_large(len(tail))
-            self._pending.append(tail)
-            self._pending_size = len(tail)
         lines = region.split(b"\n")
         lines.pop()  # the empty string after the region's final LF
-        if len(region) > max_size:  # the same cap for a line that came whole as in pieces
-            longest = max(map(len, lines))
-            if longest > max_size:
-                raise self._line_too_large(longest)
         return self._lines(lines, 0x0D in region)
 
     @staticmethod
@@ -115,20 +87,10 @@ class NDJSONDecoder:
     def flush(self) -> list[NDJSONLine]:
         """End the stream: a last line without LF is a line too. The decoder is then ready for
         a new stream."""
-        if not self._pending:
+        if not self._pending.pending:
             return []
-        line = b"".join(self._pending)
-        self._pending = []
-        self._pending_size = 0
+        line = self._pending.take()
         return self._lines([line], 0x0D in line)
-
-    def _line_too_large(self, size: int) -> EventTooLargeError:
-        cap = self._max_buffer_size
-        return EventTooLargeError(
-            f"an NDJSON line grew to {_size(size)}, past the decoder's cap of {_size(cap)}; the "
-            "server may not be sending newline-delimited JSON (or no line ends); raise "
-            "NDJSONDecoder(max_buffer_size=...) if its lines really are this large"
-        )
 
 
 def encode_line(data: str) -> bytes:

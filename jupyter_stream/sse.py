@@ -23,12 +23,12 @@ import json
 from typing import Any, NamedTuple
 
 from ._exceptions import ConfigurationError, EventTooLargeError
+from ._lines import MIB, LineBuffer, size_text
 
 __all__ = ["SSEDecoder", "ServerSentEvent"]  # encode_event is for this package's server
 
 # 9.2.5: "The UTF-8 decode algorithm strips one leading UTF-8 Byte Order Mark (BOM), if any."
 _BOM = b"\xef\xbb\xbf"
-_MIB = 1024 * 1024
 
 
 class ServerSentEvent(NamedTuple):
@@ -53,12 +53,6 @@ class ServerSentEvent(NamedTuple):
 _new_event = tuple.__new__
 
 
-def _size(n: int) -> str:
-    if n >= _MIB and n % _MIB == 0:
-        return f"{n // _MIB} MiB"
-    return f"{n:,} bytes"
-
-
 class SSEDecoder:
     """Turn the bytes of an event stream into :class:`ServerSentEvent` objects.
 
@@ -80,12 +74,11 @@ class SSEDecoder:
         "_last_event_id",
         "_max_buffer_size",
         "_pending",
-        "_pending_size",
         "_retry",
         "_trailing_cr",
     )
 
-    def __init__(self, max_buffer_size: int = 16 * _MIB) -> None:
+    def __init__(self, max_buffer_size: int = 16 * MIB) -> None:
         if max_buffer_size <= 0:
             raise ConfigurationError(
                 f"SSEDecoder(max_buffer_size={max_buffer_size!r}): the cap must be a positive "
@@ -99,10 +92,10 @@ class SSEDecoder:
         self._reset()
 
     def _reset(self) -> None:
-        # Pieces of a line whose end has not arrived yet (a list, so that a long line fed in
-        # small chunks is joined once, not copied again on every chunk).
-        self._pending: list[bytes] = []
-        self._pending_size = 0
+        # The line whose end has not arrived yet, in pieces (joined once, not on every chunk).
+        self._pending = LineBuffer(
+            self._max_buffer_size, "SSE", "an event stream", "SSEDecoder", "events"
+        )
         # The previous chunk ended in CR: an LF at the start of the next one ends no line
         # (9.2.5: CRLF is one line end even when split across chunks).
         self._trailing_cr = False
@@ -136,13 +129,11 @@ class SSEDecoder:
 
         if self._at_start:
             # 9.2.5: skip one leading BOM, which may arrive split over several chunks.
-            if self._pending:
-                data = b"".join(self._pending) + data
-                self._pending = []
-                self._pending_size = 0
+            if self._pending.pending:
+                data = self._pending.take() + data
             if len(data) < 3 and _BOM.startswith(data):
-                self._pending.append(data)
-                self._pending_size = len(data)
+                self._pending.pending.append(data)  # at most 2 bytes: below any cap's check
+                self._pending.pending_size = len(data)
                 return []
             self._at_start = False
             if data[:3] == _BOM:
@@ -166,49 +157,20 @@ class SSEDecoder:
             self._trailing_cr = data[-1] == 0x0D
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
-        end = data.rfind(b"\n") + 1
-        max_size = self._max_buffer_size
-        if not end:
-            # No line end in this chunk: keep the piece, joined once its line ends.
-            size = self._pending_size + len(data)
-            if size > max_size:
-                raise self._line_too_large(size)
-            self._pending.append(data)
-            self._pending_size = size
+        region = self._pending.region(data)
+        if region is None:
             return []
-        # `region` holds complete lines only, each ending in LF.
-        if self._pending:
-            self._pending.append(data[:end])
-            region = b"".join(self._pending)
-            self._pending = []
-            self._pending_size = 0
-        else:
-            region = data if end == len(data) else data[:end]
-        if end < len(data):
-            tail = data[end:]
-            if len(tail) > max_size:
-                raise self._line_too_large(len(tail))
-            self._pending.append(tail)
-            self._pending_size = len(tail)
-
-        if len(region) > max_size:
-            # The same cap for a line that arrived whole as for one that arrived in pieces,
-            # so that every split of the stream behaves alike.
-            longest = max(map(len, region.split(b"\n")))
-            if longest > max_size:
-                raise self._line_too_large(longest)
-        elif (
-            region[:5] == b"data:"
-            and region[-2:] == b"\n\n"
-            and not self._data_lines
-            and not self._event_type
-            and self._event_retry is None
-        ):
-            events = self._data_only_events(region)
-            if events is not None:
-                return events
-        else:
-            events = self._typed_region(region)
+        if len(region) <= self._max_buffer_size:  # a larger one goes line by line
+            if (
+                region[:5] == b"data:"
+                and region[-2:] == b"\n\n"
+                and not self._data_lines
+                and not self._event_type
+                and self._event_retry is None
+            ):
+                events = self._data_only_events(region)
+            else:
+                events = self._typed_region(region)
             if events is not None:
                 return events
 
@@ -410,26 +372,18 @@ class SSEDecoder:
         # first also keeps that line from tripping the size cap for nothing.
         self._data_lines.clear()
         self._data_size = 0
-        if self._pending:
+        if self._pending.pending:
             # The pending bytes never contain CR or LF: they are exactly one line. (At the
             # start of the stream they can be an incomplete BOM, which is then that line.)
-            self._interpret([b"".join(self._pending)])
+            self._interpret([self._pending.take()])
         self._reset()
         return []
-
-    def _line_too_large(self, size: int) -> EventTooLargeError:
-        cap = self._max_buffer_size
-        return EventTooLargeError(
-            f"an SSE line grew to {_size(size)}, past the decoder's cap of {_size(cap)}; the "
-            "server may not be sending an event stream (or no line ends); raise "
-            "SSEDecoder(max_buffer_size=...) if its events really are this large"
-        )
 
     def _event_too_large(self, size: int) -> EventTooLargeError:
         cap = self._max_buffer_size
         return EventTooLargeError(
-            f"the data of one SSE event grew to {_size(size)} before its blank line, past the "
-            f"decoder's cap of {_size(cap)}; the server may not be sending an event stream; "
+            f"the data of one SSE event grew to {size_text(size)} before its blank line, past the "
+            f"decoder's cap of {size_text(cap)}; the server may not be sending an event stream; "
             "raise SSEDecoder(max_buffer_size=...) if its events really are this large"
         )
 

@@ -63,17 +63,23 @@ def test_all_is_sorted_and_exact() -> None:
 
 
 def test_module_is_pure() -> None:
-    """Only the standard library and the package's exceptions: no httpx, asyncio or I/O."""
+    """Only the standard library, the package's exceptions and its line buffer (which imports
+    only those): no httpx, asyncio or I/O."""
+    import jupyter_stream._lines as lines
     import jupyter_stream.ndjson as ndjson
 
-    tree = ast.parse(Path(ndjson.__file__).read_text(encoding="utf-8"))
-    imported: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            imported.add("." * node.level + (node.module or ""))
-    assert imported <= {"__future__", "typing", "._exceptions"}
+    def imports(module: object) -> set[str]:
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))  # type: ignore[attr-defined]
+        imported: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                imported.add("." * node.level + (node.module or ""))
+        return imported
+
+    assert imports(ndjson) <= {"__future__", "typing", "._exceptions", "._lines"}
+    assert imports(lines) <= {"__future__", "._exceptions"}
 
 
 def test_a_line_is_an_ordinary_named_tuple_read_like_an_event() -> None:
