@@ -48,6 +48,7 @@ from . import chat
 from ._base import EndKind, Framing, Parse, Target, WireRequest
 from ._common import items
 from .chat import (
+    CommonWays,
     _error_object,
     _ignored,
     _name,
@@ -55,7 +56,6 @@ from .chat import (
     _parsed,
     _usage,
     _wrong,
-    body_message,
     load_object,
     refuse_reserved,
 )
@@ -533,13 +533,14 @@ def _tool_choice(choice: Any) -> Any:
     return choice
 
 
-class AnthropicMessages:
+class AnthropicMessages(CommonWays):
     """``POST {host}/v1/messages`` with ``stream: true``; typed SSE events to
     ``message_stop``."""
 
     name = "anthropic"
     framing: Framing = "sse"
     path = PATH
+    ends = _ENDS
     root = ""
     default_base_url = BASE_URL
     key_vars: tuple[str, ...] = ("ANTHROPIC_API_KEY",)
@@ -572,9 +573,6 @@ class AnthropicMessages:
     ) -> WireRequest:
         return WireRequest(_url(target, PATH), headers(target), build_body(messages, model, params))
 
-    def fallback(self, status: int, body: str) -> bool:
-        return False  # the request has nothing optional to leave out
-
     def parser(self) -> Parse:
         return _Parser()
 
@@ -584,21 +582,12 @@ class AnthropicMessages:
             return None
         return _whole(scrub(obj))
 
-    def end_kind(self, finish_reason: str | None) -> EndKind:
-        return _ENDS.get(finish_reason or "", "completed")
-
-    def error_said(self, body: str) -> str:
-        return body_message(body)  # {"type": "error", "error": {"type", "message"}}
-
     def not_found(self, where: str, said_part: str, model: str, source: str) -> str:
         return (
             f"404 from {_host(where)}{PATH}{said_part}. Fix: the base URL ({source}) should be "
             f"the API's host, as the Anthropic SDK takes it (such as {BASE_URL}); check that "
             f"model {model!r} exists."
         )
-
-    def redirect_base(self, target_url: str) -> str:
-        return target_url.removesuffix(PATH)
 
     def models_request(self, target: Target) -> WireRequest:
         # The list comes in pages of 20 unless asked for more; 1000 is the most a page holds.

@@ -398,13 +398,36 @@ def nameless(url: str, field: str, model: Any) -> ProtocolError:
     )
 
 
-class ChatCompletions:
+class CommonWays:
+    """What most wire formats do alike, for them to inherit: a request with nothing optional
+    to leave out, finish reasons mapped by ``ends`` (any other is ``completed``), an error body's
+    words found as :func:`body_message` finds them, and a redirect's base URL its target without
+    the request path."""
+
+    path: str
+    ends: Mapping[str, EndKind] = {}
+
+    def fallback(self, status: int, body: str) -> bool:
+        return False
+
+    def end_kind(self, finish_reason: str | None) -> EndKind:
+        return self.ends.get(finish_reason or "", "completed")
+
+    def error_said(self, body: str) -> str:
+        return body_message(body)
+
+    def redirect_base(self, target_url: str) -> str:
+        return target_url.removesuffix(self.path)
+
+
+class ChatCompletions(CommonWays):
     """``POST {base}/chat/completions`` with ``stream: true``; SSE ``data:`` chunks to
     ``data: [DONE]``."""
 
     name = "chat"
     framing: Framing = "sse"
     path = PATH
+    ends = _ENDS
     root = "/v1"
     default_base_url = OPENAI_BASE_URL
     key_vars: tuple[str, ...] = ("OPENAI_API_KEY",)
@@ -449,21 +472,12 @@ class ChatCompletions:
             return None
         return chunk
 
-    def end_kind(self, finish_reason: str | None) -> EndKind:
-        return _ENDS.get(finish_reason or "", "completed")
-
-    def error_said(self, body: str) -> str:
-        return body_message(body)
-
     def not_found(self, where: str, said_part: str, model: str, source: str) -> str:
         return (
             f"404 from {where}{PATH}{said_part}. Fix: check the base URL "
             f"({source}); most servers want it to end in /v1, and check "
             f"that model {model!r} exists."
         )
-
-    def redirect_base(self, target_url: str) -> str:
-        return target_url.removesuffix(PATH)
 
     def models_request(self, target: Target) -> WireRequest:
         return WireRequest(target.url("/models"), headers(target, "application/json"))

@@ -48,6 +48,7 @@ from .._secrets import basic_credentials
 from ._base import EndKind, Framing, Parse, Target, WireRequest
 from ._common import StreamState as _State
 from .chat import (
+    CommonWays,
     _described,
     _ignored,
     _name,
@@ -495,7 +496,7 @@ def _tools(tools: Any) -> list[Any]:
     return ([{"functionDeclarations": declarations}] if declarations else []) + native
 
 
-class Gemini:
+class Gemini(CommonWays):
     """``POST {host}/v1beta/models/{model}:streamGenerateContent?alt=sse``; SSE ``data:``
     responses to the one with a ``finishReason``."""
 
@@ -545,9 +546,6 @@ class Gemini:
         path = f"{VERSION}/{model_path(model)}:streamGenerateContent"
         url = _url(target, path, "alt=sse")
         return WireRequest(url, headers(target, "text/event-stream"), build_body(messages, params))
-
-    def fallback(self, status: int, body: str) -> bool:
-        return False  # nothing in the request is optional
 
     def parser(self) -> Parse:
         state = _State()

@@ -31,6 +31,7 @@ from .._reply import Chunk, clean_text, escapes_surrogate, excerpt, scrub
 from ._base import EndKind, Framing, Parse, Target, WireRequest
 from ._common import StreamState as _State
 from .chat import (
+    CommonWays,
     _described,
     _name,
     _object,
@@ -39,7 +40,6 @@ from .chat import (
     _scrubbed,
     _text,
     _usage,
-    body_message,
     headers,
     model_list,
     nameless,
@@ -260,12 +260,13 @@ def _tool_call(call: Any, number: int) -> dict[str, Any]:
     return {"function": {"name": name, "arguments": arguments}}
 
 
-class Ollama:
+class Ollama(CommonWays):
     """``POST {host}/api/chat`` with ``stream: true``; NDJSON lines to ``"done": true``."""
 
     name = "ollama"
     framing: Framing = "ndjson"
     path = PATH
+    ends = _ENDS
     root = ""
     default_base_url = OLLAMA_BASE_URL
     key_vars: tuple[str, ...] = ()  # a local server takes none; Ollama's cloud takes a Bearer key
@@ -299,9 +300,6 @@ class Ollama:
         body = build_body(model, messages, params)
         return WireRequest(target.url(PATH), headers(target, "application/x-ndjson"), body)
 
-    def fallback(self, status: int, body: str) -> bool:
-        return False  # nothing in the request is optional
-
     def parser(self) -> Parse:
         state = _State()
         return lambda data, event: parse_line(data, state)
@@ -318,21 +316,12 @@ class Ollama:
             return None
         return chunk._replace(done=False)
 
-    def end_kind(self, finish_reason: str | None) -> EndKind:
-        return _ENDS.get(finish_reason or "", "completed")
-
-    def error_said(self, body: str) -> str:
-        return body_message(body)
-
     def not_found(self, where: str, said_part: str, model: str, source: str) -> str:
         return (
             f"404 from {where}{PATH}{said_part}. Fix: check the base URL ({source}): Ollama's "
             f"API wants its root ({OLLAMA_BASE_URL}), without /api or /v1; and check that model "
             f"{model!r} is pulled (`ollama pull {model}`)."
         )
-
-    def redirect_base(self, target_url: str) -> str:
-        return target_url.removesuffix(PATH)
 
     def models_request(self, target: Target) -> WireRequest:
         return WireRequest(target.url(TAGS), headers(target, "application/json"))

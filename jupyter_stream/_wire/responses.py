@@ -33,6 +33,7 @@ from . import chat
 from ._base import EndKind, Framing, Parse, Target, WireRequest
 from ._common import items
 from .chat import (
+    CommonWays,
     _error_object,
     _ignored,
     _name,
@@ -40,7 +41,6 @@ from .chat import (
     _parsed,
     _usage,
     _wrong,
-    body_message,
     headers,
     load_object,
     refuse_reserved,
@@ -388,13 +388,14 @@ def _tool(tool: Any) -> Any:
     return tool
 
 
-class Responses:
+class Responses(CommonWays):
     """``POST {base}/responses`` with ``stream: true``; typed SSE events to
     ``response.completed``."""
 
     name = "responses"
     framing: Framing = "sse"
     path = PATH
+    ends = _ENDS
     root = "/v1"
     default_base_url = chat.OPENAI_BASE_URL
     key_vars: tuple[str, ...] = ("OPENAI_API_KEY",)
@@ -426,9 +427,6 @@ class Responses:
         params = {_RENAMED.get(name, name): value for name, value in params.items()}
         return WireRequest(target.url(PATH), headers(target), build_body(messages, model, params))
 
-    def fallback(self, status: int, body: str) -> bool:
-        return False  # the request has nothing optional to leave out
-
     def parser(self) -> Parse:
         return _Parser()
 
@@ -447,12 +445,6 @@ class Responses:
             )
         return _whole(obj)
 
-    def end_kind(self, finish_reason: str | None) -> EndKind:
-        return _ENDS.get(finish_reason or "", "completed")
-
-    def error_said(self, body: str) -> str:
-        return body_message(body)
-
     def not_found(self, where: str, said_part: str, model: str, source: str) -> str:
         return (
             f"404 from {where}{PATH}{said_part}. Fix: check the base URL ({source}): it should "
@@ -460,9 +452,6 @@ class Responses:
             f"servers speak only Chat Completions: api='chat'); check that model {model!r} "
             "exists."
         )
-
-    def redirect_base(self, target_url: str) -> str:
-        return target_url.removesuffix(PATH)
 
     def models_request(self, target: Target) -> WireRequest:
         return chat.WIRE.models_request(target)
